@@ -1,0 +1,23 @@
+"""DHKD: reverse knowledge distillation with mutual-mapping fusion, coordinate attention,
+a single-category memory bank and a self-supervised masking stage, for anomaly detection
+and localisation on MVTec AD.
+
+The package is laid out one concept per module:
+
+- :mod:`dhkd.config`      typed configuration tree and YAML profiles
+- :mod:`dhkd.data`        MVTec AD category loading and validation
+- :mod:`dhkd.toy`         the embedded toy data set the kit generates itself
+- :mod:`dhkd.models`      teacher, fusion, attention, bottleneck, memory, decoder, DHKD
+- :mod:`dhkd.loss`        the cosine distillation loss
+- :mod:`dhkd.masking`     corruptions for the self-supervised masking stage
+- :mod:`dhkd.anomaly_map` anomaly maps and image scores
+- :mod:`dhkd.metrics`     AUROC, AUPRO (official) and RD4AD's PRO
+- :mod:`dhkd.train`       the two-stage training loop and checkpoints
+- :mod:`dhkd.evaluate`    evaluation of a trained run
+- :mod:`dhkd.cli`         the ``dhkd`` command
+"""
+
+from dhkd.errors import DhkdError
+
+__all__ = ["DhkdError"]
+__version__ = "0.1.0"
