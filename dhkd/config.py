@@ -53,6 +53,7 @@ class MemoryConfig:
     items: int = 50
     residual: bool = False  # decoder gets z + read-out instead of the read-out alone
     shrink_threshold: float = -1.0  # MemAE hard shrinkage; < 0 means 1 / items
+    temperature: float = 0.05  # softmax temperature of the cosine addressing
 
 
 @dataclass

@@ -1,0 +1,117 @@
+"""Corruptions for the self-supervised masking stage (stage 2).
+
+The KBS 2023 paper trains in two stages; in the second the student must reproduce the
+teacher's features of a clean image ``x`` while the bottleneck sees the teacher's features of
+a corrupted ``x~``. This kit's interpretation (method.md, addition 4): regions shaped by
+Perlin noise or rectangles are filled with content cut from another normal training image or
+with noise. Everything is batched tensor work on the images' own device, driven by one
+``torch.Generator`` so that a resumed run draws the same corruptions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+from dhkd.config import MaskingConfig
+from dhkd.errors import DhkdError
+
+SHAPES = ("perlin", "rect", "mixed")
+FILLS = ("image", "noise", "mixed")
+
+
+def _uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Uniform [0, 1) drawn on the generator's device, then moved (CPU generators stay portable)."""
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
+def perlin_noise(batch: int, size: int, cells: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """2-D Perlin gradient noise ``(batch, size, size)`` with ``cells`` lattice cells per side."""
+    angles = 2 * math.pi * _uniform((batch, cells + 1, cells + 1), generator, device)
+    gradients = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)  # (B, c+1, c+1, 2)
+    coords = torch.linspace(0, cells, size + 1, device=device)[:-1]
+    cell = coords.floor().long().clamp(max=cells - 1)
+    frac = coords - cell  # position inside the cell
+    fy, fx = frac.view(size, 1), frac.view(1, size)
+    iy, ix = cell.view(size, 1), cell.view(1, size)
+
+    def corner(dy: int, dx: int) -> torch.Tensor:
+        g = gradients[:, iy + dy, ix + dx]  # (B, size, size, 2)
+        return g[..., 0] * (fy - dy) + g[..., 1] * (fx - dx)
+
+    def fade(t: torch.Tensor) -> torch.Tensor:
+        return 6 * t**5 - 15 * t**4 + 10 * t**3
+
+    wy, wx = fade(fy), fade(fx)
+    top = torch.lerp(corner(0, 0), corner(0, 1), wx)
+    bottom = torch.lerp(corner(1, 0), corner(1, 1), wx)
+    return torch.lerp(top, bottom, wy)
+
+
+def perlin_masks(batch: int, size: int, ratio: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Blob-shaped masks ``(batch, size, size)`` covering about ``ratio`` of each image.
+
+    Thresholding each noise field at its own ``1 - ratio`` quantile fixes the area whatever
+    the noise's contrast; the lattice is drawn from {2, 4, 8} cells for varied blob sizes.
+    """
+    cells = 2 ** int(1 + 3 * float(_uniform((1,), generator, device)))
+    cells = min(cells, 8)
+    noise = perlin_noise(batch, size, cells, generator, device)
+    cutoff = torch.quantile(noise.flatten(1), 1.0 - ratio, dim=1).view(batch, 1, 1)
+    return noise > cutoff
+
+
+def rect_masks(batch: int, size: int, ratio: float, generator: torch.Generator, device: torch.device,
+               count: int = 3) -> torch.Tensor:
+    """Union of ``count`` random rectangles per image, each of about ``ratio / count`` of the area."""
+    area = ratio / count
+    aspect = torch.exp((_uniform((batch, count), generator, device) - 0.5) * 2 * math.log(3.0))
+    height = (area * aspect).sqrt().clamp(max=1.0)
+    width = (area / aspect).sqrt().clamp(max=1.0)
+    top = _uniform((batch, count), generator, device) * (1 - height)
+    left = _uniform((batch, count), generator, device) * (1 - width)
+    grid = (torch.arange(size, device=device) + 0.5) / size
+    inside_y = (grid.view(1, 1, size) >= top.unsqueeze(-1)) & (grid.view(1, 1, size) < (top + height).unsqueeze(-1))
+    inside_x = (grid.view(1, 1, size) >= left.unsqueeze(-1)) & (grid.view(1, 1, size) < (left + width).unsqueeze(-1))
+    boxes = inside_y.unsqueeze(-1) & inside_x.unsqueeze(-2)  # (B, count, size, size)
+    return boxes.any(dim=1)
+
+
+def corrupt(images: torch.Tensor, config: MaskingConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Corrupt a batch of normalised images ``(B, 3, S, S)``; returns ``(corrupted, masks)``.
+
+    Content for the "image" fill is taken from the next image in the batch at the same place
+    (another normal image, so the student cannot copy it); the "noise" fill is Gaussian noise
+    in the normalised space.
+    """
+    if config.shape not in SHAPES or config.fill not in FILLS:
+        raise DhkdError(f"masking.shape must be one of {SHAPES} and masking.fill one of {FILLS}",
+                        f"got shape={config.shape!r}, fill={config.fill!r}")
+    batch, _, size, _ = images.shape
+    device = images.device
+    masks = _masks(batch, size, config, generator, device)
+    donors = images.roll(1, dims=0)
+    noise = torch.randn(images.shape, generator=generator, device=generator.device).to(device)
+    use_image = _choose(batch, config.fill == "image", config.fill == "noise", generator, device)
+    fill = torch.where(use_image.view(batch, 1, 1, 1), donors, noise)
+    corrupted = torch.where(masks.unsqueeze(1), fill, images)
+    return corrupted, masks
+
+
+def _masks(batch: int, size: int, config: MaskingConfig, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    perlin = perlin_masks(batch, size, config.ratio, generator, device)
+    rects = rect_masks(batch, size, config.ratio, generator, device)
+    use_perlin = _choose(batch, config.shape == "perlin", config.shape == "rect", generator, device)
+    return torch.where(use_perlin.view(batch, 1, 1), perlin, rects)
+
+
+def _choose(batch: int, always: bool, never: bool, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Per-image coin flips, or all True / all False when the config fixes the choice."""
+    coins = _uniform((batch,), generator, device) < 0.5  # drawn always, so the stream does not depend on the choice
+    if always:
+        return torch.ones_like(coins)
+    if never:
+        return torch.zeros_like(coins)
+    return coins

@@ -1,0 +1,62 @@
+"""DHKD assembled: teacher -> [fusion] -> OCBE [+ attention] -> [memory] -> decoder [+ attention].
+
+Every addition is switched by its ``enabled`` flag; with all of them off this is RD4AD.
+The teacher sits beside the student rather than inside it, so checkpoints hold only what is
+trained and the training loop can reuse cached teacher features.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dhkd.config import ModelConfig
+from dhkd.models.bottleneck import OneClassBottleneck
+from dhkd.models.decoder import Decoder
+from dhkd.models.fusion import MutualMappingFusion
+from dhkd.models.memory import MemoryBank
+from dhkd.models.teacher import Teacher
+
+
+class Student(nn.Module):
+    """Teacher features ``[F_1, F_2, F_3]`` in, their reconstruction ``[S_1, S_2, S_3]`` out (same shapes)."""
+
+    def __init__(self, channels: tuple[int, int, int], config: ModelConfig, teacher_nonnegative: bool = True) -> None:
+        super().__init__()
+        attention = config.attention.enabled
+        self.fusion = MutualMappingFusion(channels) if config.fusion.enabled else None
+        self.bottleneck = OneClassBottleneck(channels, blocks=config.bottleneck_blocks, attention=attention)
+        memory = config.memory
+        self.memory = (MemoryBank(self.bottleneck.out_channels, memory.items, memory.residual, memory.shrink_threshold,
+                                  memory.temperature) if memory.enabled else None)
+        projection = {"on": True, "off": False, "auto": not teacher_nonnegative}[config.decoder.output_projection]
+        self.decoder = Decoder(self.bottleneck.out_channels, channels, config.decoder.blocks, config.decoder.width_ratio,
+                               config.decoder.min_width, attention=attention, output_projection=projection)
+
+    def embed(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The bottleneck embedding ``z`` (after the memory read-out when the bank is on)."""
+        if self.fusion is not None:
+            features = self.fusion(features)
+        z = self.bottleneck(features)
+        return self.memory(z) if self.memory is not None else z
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.decoder(self.embed(features))
+
+
+class DHKD(nn.Module):
+    """``images (B, 3, S, S) -> (teacher features, student features)``, three scales each."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.decoder.output_projection not in ("auto", "on", "off"):
+            from dhkd.errors import DhkdError
+
+            raise DhkdError(f"model.decoder.output_projection must be auto, on or off, got '{config.decoder.output_projection}'")
+        self.teacher = Teacher(config.teacher.name, config.teacher.weights)
+        self.student = Student(self.teacher.channels, config, self.teacher.nonnegative)
+
+    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        with torch.no_grad():
+            teacher_features = self.teacher(images)
+        return teacher_features, self.student(teacher_features)
