@@ -3,10 +3,10 @@
 from dhkd.models.attention import CoordinateAttention
 from dhkd.models.bottleneck import OneClassBottleneck
 from dhkd.models.decoder import Decoder, DecoderBottleneck
-from dhkd.models.dhkd import DHKD, Student
+from dhkd.models.dhkd import DHKD, Student, build_model
 from dhkd.models.fusion import MutualMappingFusion
 from dhkd.models.memory import MemoryBank
 from dhkd.models.teacher import TEACHER_CHANNELS, Teacher
 
-__all__ = ["DHKD", "Student", "Teacher", "TEACHER_CHANNELS", "MutualMappingFusion", "CoordinateAttention",
+__all__ = ["DHKD", "build_model", "Student", "Teacher", "TEACHER_CHANNELS", "MutualMappingFusion", "CoordinateAttention",
            "OneClassBottleneck", "MemoryBank", "Decoder", "DecoderBottleneck"]

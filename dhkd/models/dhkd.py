@@ -60,3 +60,10 @@ class DHKD(nn.Module):
         with torch.no_grad():
             teacher_features = self.teacher(images)
         return teacher_features, self.student(teacher_features)
+
+
+def build_model(config: ModelConfig, seed: int) -> DHKD:
+    """Seed, then build: the student's initial weights, and a teacher with ``weights: none``
+    (whose random weights are not in the checkpoint), are the same in training and evaluation."""
+    torch.manual_seed(seed)
+    return DHKD(config)

@@ -1,0 +1,132 @@
+"""The ``dhkd`` command: data, train, evaluate, bench.
+
+Every user-fixable problem is a :class:`DhkdError`: printed as one clear message with a
+non-zero exit and no traceback (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dhkd.errors import DhkdError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dhkd", description="DHKD anomaly detection: data, training, evaluation.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="make or fetch a data set").add_subparsers(dest="source", required=True)
+    toy = data.add_parser("toy", help="write the embedded toy data set (MVTec AD layout)")
+    toy.add_argument("--out", required=True, type=Path)
+    toy.add_argument("--seed", type=int, default=0)
+    mvtec = data.add_parser("mvtec", help="download and unpack MVTec AD")
+    mvtec.add_argument("--out", required=True, type=Path)
+    mvtec.add_argument("--category", action="append", dest="categories", help="only these categories (repeatable)")
+
+    train = commands.add_parser("train", help="train one category")
+    train.add_argument("--data-root", required=True, type=Path)
+    train.add_argument("--category", required=True)
+    train.add_argument("--profile", default="paper", help="paper | rd | offline | smoke | path/to/profile.yaml")
+    train.add_argument("--out", required=True, type=Path, help="run folder")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a trained run on its test split")
+    evaluate.add_argument("--run", required=True, type=Path)
+    evaluate.add_argument("--data-root", type=Path, help="defaults to the one the run was trained on")
+    evaluate.add_argument("--json", required=True, type=Path, dest="json_path")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--quiet", action="store_true")
+
+    bench = commands.add_parser("bench", help="time training, inference and metrics")
+    bench.add_argument("--profile", default="rd")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--data-root", type=Path)
+    bench.add_argument("--category")
+    bench.add_argument("--compare", choices=["anomalib"])
+    bench.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides")
+    bench.add_argument("--json", type=Path, dest="json_path")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "data":
+        return _data(args)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
+    if args.command == "bench":
+        from dhkd.bench import main as bench_main
+
+        return bench_main(args)
+    raise AssertionError(args.command)
+
+
+def _data(args: argparse.Namespace) -> int:
+    if args.source == "toy":
+        from dhkd.toy import generate_toy
+
+        folders = generate_toy(args.out, seed=args.seed)
+        print(f"toy data set with {len(folders)} categories in {args.out}: {', '.join(f.name for f in folders)}")
+    else:
+        from dhkd.download import download_mvtec
+
+        root = download_mvtec(args.out, args.categories)
+        print(f"MVTec AD is in {root}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dhkd.config import load_config
+    from dhkd.train import train
+
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    config = load_config(args.profile, overrides)
+    run_dir = train(config, args.data_root, args.category, args.out, device=args.device, resume=args.resume,
+                    progress=not args.quiet)
+    print(f"trained {args.category} ({config.profile}, {config.train.epochs} epochs): {run_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from dhkd.evaluate import evaluate_run
+
+    result = evaluate_run(args.run, args.data_root, args.device, args.json_path, progress=not args.quiet)
+    shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items() if k != "per_defect"}
+    print(json.dumps(shown, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except DhkdError as error:
+        from dhkd.train import TrainingInterrupted
+
+        if args.debug:
+            raise
+        print(f"dhkd: {error}", file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(error, TrainingInterrupted) else EXIT_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("dhkd: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

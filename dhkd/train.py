@@ -1,0 +1,456 @@
+"""The training loop: two stages, one place.
+
+Stage 1 is plain reverse distillation on clean normal images. Stage 2 (the last
+``masking.stage2_fraction`` of the epochs, when masking is on) shows the bottleneck the
+teacher's features of a corrupted image and asks for the clean image's features.
+
+What makes it fast: the training images are decoded once into one uint8 tensor on the
+device; the teacher's features of the clean images never change, so they are computed once
+and reused every epoch (the teacher only runs per step on stage-2 corruptions); on CUDA the
+student runs in bf16 autocast and channels-last.
+
+What makes it safe: every epoch ends in an atomic checkpoint (model, optimiser, config,
+position, RNG state); Ctrl-C or SIGTERM saves the exact position mid-epoch, so ``--resume``
+continues with the same batches and, on the CPU, ends with the same numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dhkd.checkpoint import CHECKPOINT_NAME, check_compatible, load_checkpoint, save_checkpoint
+from dhkd.config import Config, save_config, to_dict
+from dhkd.data import load_split, normalize, validate_category
+from dhkd.errors import DhkdError
+from dhkd.io import atomic_write_json, atomic_write_text
+from dhkd.loss import distillation_loss
+from dhkd.masking import corrupt
+from dhkd.models import build_model
+
+HISTORY_NAME = "history.csv"
+RUN_INFO_NAME = "run.json"
+CONFIG_NAME = "config.yaml"
+
+
+class TrainingInterrupted(DhkdError):
+    """Raised after SIGINT/SIGTERM once the resumable checkpoint is on disk."""
+
+
+# ------------------------------------------------------------------------------ devices
+
+
+def resolve_device(device: str | None = "auto") -> torch.device:
+    """``auto`` picks CUDA when there is a GPU; asking for CUDA without one is an error, not a fallback."""
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise DhkdError(f"unknown device '{device}'", "use --device cpu, cuda, cuda:N or auto") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise DhkdError(f"--device {device} asked for a GPU, but torch sees none on this machine",
+                        "use --device cpu (or auto), or install a CUDA build of torch on a machine with a GPU")
+    if resolved.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
+    return resolved
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global RNGs (weight init); the data order has its own generator."""
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA; a no-op on the CPU, where bf16 convolutions are slower."""
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# ------------------------------------------------------------------------------ distributed
+
+
+@dataclass
+class Distributed:
+    """Rank and world size; one process is ``rank 0 of 1``."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls, device: torch.device) -> "Distributed":
+        """Join the process group that ``torchrun`` describes in the environment, if any."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(rank=dist.get_rank(), world=dist.get_world_size())
+
+    def close(self) -> None:
+        """Leave the process group (a no-op for one process); every rank calls it at the end."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    def mean(self, value: float, device: torch.device) -> float:
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        tensor = torch.tensor([value], device=device, dtype=torch.float64)
+        dist.all_reduce(tensor)
+        return float(tensor) / self.world
+
+
+# ------------------------------------------------------------------------------ state
+
+
+@dataclass
+class Position:
+    """Where training stands: finished epochs plus progress inside the current one."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # batches completed in the current epoch
+    permutation: torch.Tensor | None = None  # the current epoch's order
+    loss_sum: float = 0.0
+    seconds: float = 0.0  # wall time spent in the current epoch so far
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def stage_of(epoch: int, config: Config) -> int:
+    """1 or 2 for a 0-based epoch index; stage 2 is the last share of the epochs."""
+    if not config.masking.enabled:
+        return 1
+    stage2_epochs = round(config.train.epochs * config.masking.stage2_fraction)
+    return 2 if epoch >= config.train.epochs - stage2_epochs else 1
+
+
+@contextmanager
+def stop_requests() -> Iterator[dict[str, int]]:
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps (main thread only)."""
+    flag = {"signal": 0}
+
+    def handler(signum: int, _frame: Any) -> None:
+        flag["signal"] = signum
+
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: no handlers, no graceful stop
+        pass
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ------------------------------------------------------------------------------ trainer
+
+
+class Trainer:
+    """Trains one category into one run folder. ``Trainer(...).fit()`` is the whole job."""
+
+    def __init__(self, config: Config, data_root: str | Path, category: str, out_dir: str | Path,
+                 device: str | None = "auto", progress: bool = True) -> None:
+        self.config = config
+        self.data_root = Path(data_root)
+        self.category = category
+        self.out_dir = Path(out_dir)
+        self.device = resolve_device(device)
+        self.progress = progress
+        self.dist = Distributed.from_environment(self.device)
+        if self.dist.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
+        self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
+
+    # -- setup -----------------------------------------------------------------------
+
+    def _prepare(self, images: torch.Tensor | None = None) -> None:
+        """Model, optimiser, training images on the device, teacher cache. ``images`` (uint8
+        ``(N, 3, S, S)``) replaces the category's train split (``dhkd bench`` on synthetic data)."""
+        if images is None:
+            validate_category(self.data_root, self.category)
+        _check_writable(self.out_dir)
+        seed_everything(self.config.train.seed)
+        self.model = build_model(self.config.model, self.config.train.seed).to(self.device)
+        self.student: nn.Module = self.model.student
+        if self.device.type == "cuda" and self.config.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.train.lr,
+                                          betas=tuple(self.config.train.betas))
+        self.forward_student: nn.Module = self.student
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_student = DistributedDataParallel(self.student, device_ids=ids)
+        if self.config.train.compile:
+            self.forward_student = torch.compile(self.forward_student)
+        self.generator = torch.Generator(device=self.device).manual_seed(self.config.train.seed)
+        if images is None:
+            images = load_split(self.data_root, self.category, "train", self.config.data.image_size,
+                                progress=self.progress).images
+        self.images = images.to(self.device)  # uint8, decoded once
+        started = time.perf_counter()
+        self.cache = self._teacher_cache() if self.config.train.cache_teacher_features else None
+        _synchronize(self.device)
+        self.teacher_cache_seconds = time.perf_counter() - started
+
+    def _teacher(self, images_uint8: torch.Tensor) -> list[torch.Tensor]:
+        return self._teacher_normalised(normalize(images_uint8))
+
+    def _teacher_normalised(self, images: torch.Tensor) -> list[torch.Tensor]:
+        if self.device.type == "cuda" and self.config.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), autocast(self.device, self.config.train.amp):
+            return self.model.teacher(images)
+
+    def _teacher_cache(self) -> list[torch.Tensor]:
+        """Teacher features of every (unaugmented) training image, computed once."""
+        parts: list[list[torch.Tensor]] = []
+        batch = max(1, self.config.eval.batch_size)
+        with torch.inference_mode():
+            for start in range(0, len(self.images), batch):
+                parts.append(self._teacher(self.images[start:start + batch]))
+        return [torch.cat([p[s] for p in parts]) for s in range(len(parts[0]))]
+
+    # -- one step --------------------------------------------------------------------
+
+    def _step(self, indices: torch.Tensor, stage: int) -> float:
+        images = normalize(self.images[indices])
+        if self.cache is not None:
+            targets = [level[indices] for level in self.cache]
+        else:
+            targets = self._teacher_normalised(images)
+        if stage == 2:
+            corrupted, _ = corrupt(images, self.config.masking, self.generator)
+            inputs = self._teacher_normalised(corrupted)
+        else:
+            inputs = targets
+        with autocast(self.device, self.config.train.amp):
+            outputs = self.forward_student(inputs)
+        loss = distillation_loss(targets, outputs, self.config.train.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def time_epoch(self, stage: int = 1, warmup_steps: int = 1) -> float:
+        """Seconds of one epoch of ``stage``'s steps (every batch of a fresh order, as ``fit``
+        runs them) after ``warmup_steps`` untimed steps. For ``dhkd bench``: trains the model
+        but writes nothing. Call ``_prepare`` first."""
+        batch = self.config.train.batch_size
+        self.student.train()
+        order = torch.randperm(len(self.images), generator=self.generator, device=self.device)
+        for _ in range(warmup_steps):
+            self._step(order[:batch][self.dist.rank::self.dist.world], stage)
+        _synchronize(self.device)
+        started = time.perf_counter()
+        for step in range(self._batches_per_epoch()):
+            self._step(order[step * batch:(step + 1) * batch][self.dist.rank::self.dist.world], stage)
+        _synchronize(self.device)
+        return time.perf_counter() - started
+
+    # -- the loop --------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> Path:
+        """Train to ``config.train.epochs`` and return the run folder."""
+        self._prepare()
+        position = self._resume() if resume else self._start()
+        epochs = self.config.train.epochs
+        batch = self.config.train.batch_size
+        bar = tqdm(total=epochs, initial=position.epoch, desc=f"train {self.category}", unit="epoch",
+                   disable=not (self.progress and self.dist.main))
+        with stop_requests() as stop:
+            while position.epoch < epochs:
+                stage = stage_of(position.epoch, self.config)
+                if position.permutation is None:
+                    position.permutation = torch.randperm(len(self.images), generator=self.generator,
+                                                          device=self.device)
+                batches = self._batches_per_epoch()
+                self.student.train()
+                started = time.perf_counter()
+                while position.step < batches:
+                    chosen = position.permutation[position.step * batch:(position.step + 1) * batch]
+                    loss = self._step(chosen[self.dist.rank::self.dist.world], stage)
+                    if not math.isfinite(loss):
+                        self._diverged(position, loss)
+                    position.loss_sum += loss
+                    position.step += 1
+                    if stop["signal"]:
+                        position.seconds += time.perf_counter() - started
+                        self._interrupted(position, stop["signal"])
+                position.seconds += time.perf_counter() - started
+                self._end_epoch(position, stage, batches)
+                bar.update(1)
+                bar.set_postfix(stage=stage, loss=f"{position.history[-1]['loss']:.4f}")
+        bar.close()
+        self._write_info(position, status="done")
+        return self.out_dir
+
+    def _batches_per_epoch(self) -> int:
+        """RD4AD keeps the last, smaller batch; with several processes each needs a share, so it is dropped."""
+        batch = self.config.train.batch_size
+        if self.dist.world > 1:
+            return max(1, len(self.images) // batch)
+        return math.ceil(len(self.images) / batch)
+
+    def _end_epoch(self, position: Position, stage: int, batches: int) -> None:
+        loss = self.dist.mean(position.loss_sum / batches, self.device)
+        position.history.append({"epoch": position.epoch + 1, "stage": stage, "loss": loss,
+                                 "seconds": round(position.seconds, 3),
+                                 "images_per_s": round(len(self.images) / max(position.seconds, 1e-9), 2)})
+        position.epoch += 1
+        position.step, position.permutation, position.loss_sum, position.seconds = 0, None, 0.0, 0.0
+        last = position.epoch == self.config.train.epochs
+        if last or position.epoch % max(1, self.config.train.checkpoint_every) == 0:
+            self._save(position)
+        if self.dist.main:
+            _write_history(self.out_dir / HISTORY_NAME, position.history)
+            self._write_info(position, status="training")
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    def _start(self) -> Position:
+        if self.checkpoint_path.exists() and self.dist.main:
+            raise DhkdError(f"{self.out_dir} already holds a run (checkpoint.pt)",
+                            "add --resume to continue it, or choose another --out folder")
+        if self.dist.main:
+            save_config(self.config, self.out_dir / CONFIG_NAME)
+        return Position()
+
+    def _resume(self) -> Position:
+        state = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        check_compatible(state, self.config, self.checkpoint_path)
+        self.student.load_state_dict(state["student"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng_torch"].cpu())
+        self.generator.set_state(state["rng_generator"].cpu())
+        if self.dist.main:
+            save_config(self.config, self.out_dir / CONFIG_NAME)  # epochs may have been extended
+        permutation = state["permutation"]
+        return Position(epoch=state["epoch"], step=state["step"],
+                        permutation=None if permutation.numel() == 0 else permutation.to(self.device),
+                        loss_sum=state["loss_sum"], seconds=state["seconds"], history=list(state["history"]))
+
+    def _save(self, position: Position) -> None:
+        if not self.dist.main:
+            return
+        permutation = position.permutation if position.permutation is not None else torch.empty(0, dtype=torch.long)
+        save_checkpoint(self.checkpoint_path, {
+            "student": self.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "config": to_dict(self.config),
+            "category": self.category,
+            "epoch": position.epoch,
+            "step": position.step,
+            "permutation": permutation.cpu(),
+            "loss_sum": position.loss_sum,
+            "seconds": position.seconds,
+            "history": position.history,
+            "rng_torch": torch.get_rng_state(),
+            "rng_generator": self.generator.get_state(),
+        })
+
+    def _interrupted(self, position: Position, signum: int) -> None:
+        self._save(position)
+        self._write_info(position, status="interrupted")
+        name = signal.Signals(signum).name
+        raise TrainingInterrupted(
+            f"training stopped by {name} at epoch {position.epoch + 1}, batch {position.step}; "
+            f"a resumable checkpoint is at {self.checkpoint_path}",
+            "run the same dhkd train command again with --resume",
+        )
+
+    def _diverged(self, position: Position, loss: float) -> None:
+        kept = (f"the last good checkpoint (epoch {load_checkpoint(self.checkpoint_path)['epoch']}) is kept at "
+                f"{self.checkpoint_path}") if self.checkpoint_path.exists() else "no checkpoint had been written yet"
+        self._write_info(position, status="diverged")
+        raise DhkdError(f"the training loss became {loss} at epoch {position.epoch + 1}, batch {position.step + 1}; "
+                        f"{kept}", "lower train.lr (e.g. --set train.lr=0.001) or check the training images")
+
+    def _write_info(self, position: Position, status: str) -> None:
+        if not self.dist.main:
+            return
+        atomic_write_json(self.out_dir / RUN_INFO_NAME, {
+            "category": self.category,
+            "data_root": str(self.data_root.resolve()),
+            "profile": self.config.profile,
+            "teacher": self.config.model.teacher.name,
+            "device": str(self.device),
+            "world_size": self.dist.world,
+            "status": status,
+            "epochs_done": position.epoch,
+            "epochs": self.config.train.epochs,
+            "train_seconds": round(sum(row["seconds"] for row in position.history), 3),
+            "train_images": len(self.images),
+        })
+
+
+def train(config: Config, data_root: str | Path, category: str, out_dir: str | Path, device: str | None = "auto",
+          resume: bool = False, progress: bool = True) -> Path:
+    """Train DHKD on one category; the run folder gets config, checkpoint, history and run info."""
+    trainer = Trainer(config, data_root, category, out_dir, device, progress)
+    try:
+        return trainer.fit(resume=resume)
+    finally:
+        trainer.dist.close()
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_INFO_NAME
+    if not path.exists():
+        raise DhkdError(f"{run_dir} is not a dhkd run folder (no {RUN_INFO_NAME})", "point --run at a folder made by dhkd train --out")
+    return json.loads(path.read_text())
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"  # one per process: torchrun ranks probe at once
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise DhkdError(f"cannot write to the output folder {folder} ({error.strerror})",
+                        "choose an --out folder you can write to") from None
