@@ -200,6 +200,7 @@ class Trainer:
             validate_category(self.data_root, self.category)
         _check_writable(self.out_dir)
         seed_everything(self.config.train.seed)
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         self.model = build_model(self.config.model, self.config.train.seed).to(self.device)
         self.student: nn.Module = self.model.student
         if self.device.type == "cuda" and self.config.train.channels_last:
@@ -211,6 +212,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
+            if self.device.type == "cuda":  # BatchNorm over the global batch, as on one GPU (the CPU has no SyncBatchNorm)
+                self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)  # in place; same parameters
             self.forward_student = DistributedDataParallel(self.student, device_ids=ids)
         if self.config.train.compile:
             self.forward_student = torch.compile(self.forward_student)
@@ -230,6 +233,8 @@ class Trainer:
     def _teacher_normalised(self, images: torch.Tensor) -> list[torch.Tensor]:
         if self.device.type == "cuda" and self.config.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        # no_grad rather than inference_mode: these features feed the student's autograd graph,
+        # which may not save inference tensors. The one-off cache does use inference_mode.
         with torch.no_grad(), autocast(self.device, self.config.train.amp):
             return self.model.teacher(images)
 
@@ -244,7 +249,7 @@ class Trainer:
 
     # -- one step --------------------------------------------------------------------
 
-    def _step(self, indices: torch.Tensor, stage: int) -> float:
+    def _step(self, indices: torch.Tensor, stage: int) -> torch.Tensor:
         images = normalize(self.images[indices])
         if self.cache is not None:
             targets = [level[indices] for level in self.cache]
@@ -261,7 +266,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return float(loss.detach())
+        return loss.detach()  # stays on the device: no host sync per step
 
     def time_epoch(self, stage: int = 1, warmup_steps: int = 1) -> float:
         """Seconds of one epoch of ``stage``'s steps (every batch of a fresh order, as ``fit``
@@ -298,16 +303,19 @@ class Trainer:
                 batches = self._batches_per_epoch()
                 self.student.train()
                 started = time.perf_counter()
+                epoch_loss = torch.zeros((), dtype=torch.float64, device=self.device)
                 while position.step < batches:
                     chosen = position.permutation[position.step * batch:(position.step + 1) * batch]
-                    loss = self._step(chosen[self.dist.rank::self.dist.world], stage)
-                    if not math.isfinite(loss):
-                        self._diverged(position, loss)
-                    position.loss_sum += loss
+                    epoch_loss += self._step(chosen[self.dist.rank::self.dist.world], stage)
                     position.step += 1
+                    if stop["signal"] or self.device.type == "cpu":  # a sync is free on the CPU
+                        self._check_finite(position, epoch_loss)
                     if stop["signal"]:
+                        position.loss_sum += float(epoch_loss)
                         position.seconds += time.perf_counter() - started
                         self._interrupted(position, stop["signal"])
+                self._check_finite(position, epoch_loss)
+                position.loss_sum += float(epoch_loss)
                 position.seconds += time.perf_counter() - started
                 self._end_epoch(position, stage, batches)
                 bar.update(1)
@@ -390,11 +398,17 @@ class Trainer:
             "run the same dhkd train command again with --resume",
         )
 
+    def _check_finite(self, position: Position, epoch_loss: torch.Tensor) -> None:
+        """Stop on a NaN/inf loss; the optimiser has stepped with it, so nothing is saved."""
+        value = float(epoch_loss)
+        if not math.isfinite(value):
+            self._diverged(position, value)
+
     def _diverged(self, position: Position, loss: float) -> None:
         kept = (f"the last good checkpoint (epoch {load_checkpoint(self.checkpoint_path)['epoch']}) is kept at "
                 f"{self.checkpoint_path}") if self.checkpoint_path.exists() else "no checkpoint had been written yet"
         self._write_info(position, status="diverged")
-        raise DhkdError(f"the training loss became {loss} at epoch {position.epoch + 1}, batch {position.step + 1}; "
+        raise DhkdError(f"the training loss became {loss} at epoch {position.epoch + 1} (by batch {position.step}); "
                         f"{kept}", "lower train.lr (e.g. --set train.lr=0.001) or check the training images")
 
     def _write_info(self, position: Position, status: str) -> None:
