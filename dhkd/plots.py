@@ -1,0 +1,451 @@
+"""Plots for the notebooks: short functions that take tensors or run files and return a Figure.
+
+Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot``, so a notebook
+shows each one exactly once (as the cell's value) and scripts can ``savefig`` them without a
+display. Nothing here computes a metric: the numbers come from :mod:`dhkd.metrics` and
+:mod:`dhkd.evaluate`; the few helpers that compute something (:func:`pca_rgb`,
+:func:`distance_to_normal`, :func:`best_and_worst`) only prepare what is drawn.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from torch.nn import functional as F
+
+from dhkd.evaluate import Predictions
+
+GOOD_COLOUR, DEFECT_COLOUR = "#4c72b0", "#c44e52"
+STAGE_COLOURS = {1: "#4c72b0", 2: "#dd8452"}
+
+
+def _as_numpy_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """uint8 ``(3, H, W)`` tensor or array -> ``(H, W, 3)`` array for ``imshow``."""
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    return array.transpose(1, 2, 0) if array.shape[0] == 3 else array
+
+
+def _thin(x: np.ndarray, y: np.ndarray, points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``points`` points of a long curve (pixel ROC curves have millions), ends kept."""
+    if len(x) <= points:
+        return x, y
+    keep = np.unique(np.linspace(0, len(x) - 1, points).round().astype(int))
+    return x[keep], y[keep]
+
+
+# ----------------------------------------------------------------------------- teacher features
+
+
+def pca_rgb(features: torch.Tensor, fit_on: torch.Tensor | None = None) -> np.ndarray:
+    """``(N, C, H, W)`` features -> ``(N, H, W, 3)`` colours in [0, 1]: the first 3 principal components.
+
+    The components and the colour range are fitted on ``fit_on`` (default: ``features``), so
+    fitting on normal images and projecting a defective one shows the defect as a colour the
+    normal images never take.
+    """
+    reference = features if fit_on is None else fit_on
+    channels = reference.shape[1]
+    ref = reference.detach().float().permute(0, 2, 3, 1).reshape(-1, channels).cpu()
+    mean = ref.mean(0)
+    _, _, v = torch.pca_lowrank(ref - mean, q=3, center=False)
+    ref_projected = (ref - mean) @ v
+    low, high = torch.quantile(ref_projected, 0.01, dim=0), torch.quantile(ref_projected, 0.99, dim=0)
+    x = features.detach().float().permute(0, 2, 3, 1).cpu()
+    projected = (x.reshape(-1, channels) - mean) @ v
+    colours = ((projected - low) / (high - low).clamp_min(1e-8)).clamp(0, 1)
+    return colours.reshape(*x.shape[:3], 3).numpy()
+
+
+def feature_pca_grid(images: torch.Tensor, features: list[torch.Tensor], titles: Sequence[str],
+                     fit_on: list[torch.Tensor] | None = None, masks: torch.Tensor | None = None) -> Figure:
+    """One row per image: the image, then each teacher scale coloured by its first 3 principal components."""
+    rows, scales = len(images), len(features)
+    figure = Figure(figsize=(2.3 * (scales + 1), 2.3 * rows), layout="constrained")
+    axes = np.atleast_2d(figure.subplots(rows, scales + 1, squeeze=False))
+    coloured = [pca_rgb(f, None if fit_on is None else fit_on[s]) for s, f in enumerate(features)]
+    for i in range(rows):
+        axes[i, 0].imshow(_as_numpy_image(images[i]))
+        if masks is not None and masks[i].any():
+            axes[i, 0].contour(masks[i].cpu().numpy(), levels=[0.5], colors="lime", linewidths=0.8)
+        axes[i, 0].set_title(titles[i], fontsize="small")
+        for s in range(scales):
+            axes[i, s + 1].imshow(coloured[s][i], interpolation="nearest")
+            if i == 0:
+                c, h, w = features[s].shape[1:]
+                axes[i, s + 1].set_title(f"scale {s + 1}: {c}×{h}×{w}", fontsize="small")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return figure
+
+
+def distance_to_normal(normal: list[torch.Tensor], test: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per scale, ``1 - cos(f(x)_p, mean of normal f_p)`` at every position p: ``(N, h, w)`` maps.
+
+    What a detector that only had the teacher could do: compare each feature vector with the
+    average normal one at the same place. Reverse distillation replaces the average by a
+    student that reconstructs the features of *this* image.
+    """
+    maps = []
+    for f_normal, f_test in zip(normal, test, strict=True):
+        mean = f_normal.float().mean(0, keepdim=True)
+        maps.append(1.0 - F.cosine_similarity(f_test.float(), mean, dim=1))
+    return maps
+
+
+def scale_gaps(distances: list[torch.Tensor], masks: torch.Tensor) -> pd.DataFrame:
+    """Mean distance inside and outside the ground-truth defects, per scale (masks resized to each scale)."""
+    rows = []
+    for s, d in enumerate(distances):
+        small = F.interpolate(masks[:, None].float(), size=d.shape[-2:], mode="area")[:, 0] > 0.25
+        inside = d[small].mean().item() if small.any() else float("nan")
+        outside = d[~small].mean().item()
+        rows.append({"scale": s + 1, "inside defects": inside, "outside defects": outside, "gap": inside - outside})
+    return pd.DataFrame(rows).set_index("scale")
+
+
+def scale_gap_bars(gaps: pd.DataFrame) -> Figure:
+    figure = Figure(figsize=(5.5, 3.2), layout="constrained")
+    ax = figure.subplots()
+    x = np.arange(len(gaps))
+    ax.bar(x - 0.2, gaps["outside defects"], 0.4, label="outside defects", color=GOOD_COLOUR)
+    ax.bar(x + 0.2, gaps["inside defects"], 0.4, label="inside defects", color=DEFECT_COLOUR)
+    ax.set_xticks(x, [f"scale {s}" for s in gaps.index])
+    ax.set_ylabel("1 − cos to the normal mean")
+    ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def distance_maps(images: torch.Tensor, distances: list[torch.Tensor], masks: torch.Tensor, titles: Sequence[str]) -> Figure:
+    """Image with its defect outline, then the per-scale distance maps (shared colour range per scale)."""
+    rows, scales = len(images), len(distances)
+    figure = Figure(figsize=(2.3 * (scales + 1), 2.3 * rows), layout="constrained")
+    axes = figure.subplots(rows, scales + 1, squeeze=False)
+    for i in range(rows):
+        axes[i, 0].imshow(_as_numpy_image(images[i]))
+        if masks[i].any():
+            axes[i, 0].contour(masks[i].cpu().numpy(), levels=[0.5], colors="lime", linewidths=0.8)
+        axes[i, 0].set_title(titles[i], fontsize="small")
+        for s in range(scales):
+            d = distances[s]
+            axes[i, s + 1].imshow(d[i].cpu().numpy(), cmap="magma", vmin=0, vmax=float(d.max()))
+            if i == 0:
+                axes[i, s + 1].set_title(f"scale {s + 1}", fontsize="small")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return figure
+
+
+# ----------------------------------------------------------------------------- the additions
+
+
+def fusion_weights(weights: torch.Tensor) -> Figure:
+    """Heatmap of the mutual-mapping weights ``w_st`` (row: target scale s, column: source scale t)."""
+    w = weights.detach().cpu().numpy()
+    figure = Figure(figsize=(3.8, 3.2), layout="constrained")
+    ax = figure.subplots()
+    image = ax.imshow(w, cmap="viridis", vmin=0, vmax=1)
+    for s in range(w.shape[0]):
+        for t in range(w.shape[1]):
+            ax.text(t, s, "–" if s == t else f"{w[s, t]:.2f}", ha="center", va="center",
+                    color="white" if w[s, t] < 0.6 else "black")
+    labels = [f"F{i + 1}" for i in range(w.shape[0])]
+    ax.set_xticks(range(w.shape[1]), labels)
+    ax.set_yticks(range(w.shape[0]), [f"G{i + 1}" for i in range(w.shape[0])])
+    ax.set_xlabel("source scale t")
+    ax.set_ylabel("target scale s")
+    figure.colorbar(image, ax=ax, shrink=0.8)
+    return figure
+
+
+def attention_maps(images: torch.Tensor, attentions: list[tuple[torch.Tensor, torch.Tensor]],
+                   names: Sequence[str], titles: Sequence[str]) -> Figure:
+    """For each image and each coordinate-attention module: ``mean_c a_h(c, y) * a_w(c, x)`` as a map.
+
+    ``attentions[m] = (a_h, a_w)`` with shapes ``(B, C, H, 1)`` and ``(B, C, 1, W)`` as
+    :meth:`dhkd.models.CoordinateAttention.attention` returns them.
+    """
+    rows, columns = len(images), len(attentions) + 1
+    figure = Figure(figsize=(2.3 * columns, 2.3 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    combined_all = [(a_h * a_w).mean(1).detach().cpu().numpy() for a_h, a_w in attentions]  # (B, H, W) each
+    for i in range(rows):
+        axes[i, 0].imshow(_as_numpy_image(images[i]))
+        axes[i, 0].set_title(titles[i], fontsize="small")
+        for m, maps in enumerate(combined_all):
+            combined = maps[i]
+            axes[i, m + 1].imshow(combined, cmap="viridis", vmin=maps.min(), vmax=maps.max())  # one range per module
+            if i == 0:
+                axes[i, m + 1].set_title(f"{names[m]}\n{attentions[m][0].shape[1]} ch, {combined.shape[0]}×{combined.shape[1]}",
+                                         fontsize="small")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return figure
+
+
+def memory_usage(weights: dict[str, torch.Tensor]) -> Figure:
+    """Memory addressing. Left: mean weight of every item, per group of images (e.g. good / defective).
+
+    Right: how many items each position reads from (weights above zero after shrinkage).
+    ``weights[group]`` is ``(B, H, W, N)`` from :meth:`dhkd.models.MemoryBank.address`.
+    """
+    figure = Figure(figsize=(10, 3.2), layout="constrained")
+    left, right = figure.subplots(1, 2, width_ratios=[2, 1])
+    colours = [GOOD_COLOUR, DEFECT_COLOUR, "#55a868", "#8172b2"]
+    n_items = next(iter(weights.values())).shape[-1]
+    width = 0.8 / len(weights)
+    for j, (group, w) in enumerate(weights.items()):
+        usage = w.detach().float().reshape(-1, n_items).mean(0).cpu().numpy()
+        left.bar(np.arange(n_items) + (j - (len(weights) - 1) / 2) * width, usage, width, label=group,
+                 color=colours[j % len(colours)])
+        used = (w.detach() > 0).sum(-1).flatten().cpu().numpy()
+        right.hist(used, bins=np.arange(0.5, n_items + 1.5), alpha=0.6, label=group, color=colours[j % len(colours)])
+    left.set_xlabel("memory item")
+    left.set_ylabel("mean addressing weight")
+    left.legend(fontsize="small")
+    right.set_xlabel("items read per position")
+    right.set_ylabel("positions")
+    right.set_xlim(0.5, min(n_items, 12) + 0.5)
+    return figure
+
+
+def memory_item_maps(images: torch.Tensor, weights: torch.Tensor, titles: Sequence[str]) -> Figure:
+    """Per image: which item each embedding position reads most, and how sure it is (the top weight)."""
+    rows = len(images)
+    figure = Figure(figsize=(7, 2.3 * rows), layout="constrained")
+    axes = figure.subplots(rows, 3, squeeze=False)
+    top_weight, top_item = weights.detach().max(-1)
+    for i in range(rows):
+        axes[i, 0].imshow(_as_numpy_image(images[i]))
+        axes[i, 0].set_title(titles[i], fontsize="small")
+        axes[i, 1].imshow(top_item[i].cpu().numpy(), cmap="tab20", vmin=0, vmax=weights.shape[-1] - 1,
+                          interpolation="nearest")
+        axes[i, 2].imshow(top_weight[i].cpu().numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        if i == 0:
+            axes[i, 1].set_title("most-read item", fontsize="small")
+            axes[i, 2].set_title("its weight", fontsize="small")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return figure
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def loss_curves(history: pd.DataFrame | str | Path, total_epochs: int | None = None) -> Figure:
+    """Loss per epoch coloured by stage (stage 2 shaded), and throughput, from a run's ``history.csv``."""
+    if not isinstance(history, pd.DataFrame):
+        path = Path(history)
+        history = pd.read_csv(path / "history.csv" if path.is_dir() else path)
+    figure = Figure(figsize=(9, 3.2), layout="constrained")
+    loss_ax, speed_ax = figure.subplots(1, 2, width_ratios=[2, 1])
+    for stage, part in history.groupby("stage"):
+        loss_ax.plot(part["epoch"], part["loss"], "o-", color=STAGE_COLOURS.get(stage, "grey"), label=f"stage {stage}",
+                     markersize=3)
+    stage2 = history.loc[history["stage"] == 2, "epoch"]
+    if len(stage2):
+        loss_ax.axvspan(stage2.min() - 0.5, (total_epochs or stage2.max()) + 0.5, color=STAGE_COLOURS[2], alpha=0.1)
+    if total_epochs:
+        loss_ax.set_xlim(0.5, total_epochs + 0.5)
+    loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    speed_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("distillation loss  Σ_s (1 − cos)")
+    loss_ax.legend(fontsize="small")
+    loss_ax.grid(alpha=0.3)
+    speed_ax.bar(history["epoch"], history["images_per_s"], color=[STAGE_COLOURS.get(s, "grey") for s in history["stage"]])
+    speed_ax.set_xlabel("epoch")
+    speed_ax.set_ylabel("training images / s")
+    return figure
+
+
+@contextmanager
+def live_loss(run_dir: str | Path, total_epochs: int | None = None, every: float = 2.0) -> Iterator[None]:
+    """Redraw :func:`loss_curves` under the cell while the code inside the ``with`` block trains.
+
+    A background thread watches ``run_dir/history.csv`` (the trainer rewrites it after every
+    epoch) and updates one display; training itself stays in the main thread, so the
+    kernel's interrupt button stops it cleanly with a resumable checkpoint.
+    """
+    from IPython.display import display
+
+    path = Path(run_dir) / "history.csv"
+    handle = display("loss curves appear here after the first epoch", display_id=True)
+    stop = threading.Event()
+    seen = {"mtime": None}
+
+    def redraw() -> None:
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime == seen["mtime"]:
+            return
+        seen["mtime"] = mtime
+        try:
+            figure = loss_curves(pd.read_csv(path), total_epochs)
+        except (pd.errors.EmptyDataError, KeyError, ValueError):
+            return  # caught between two writes; the next poll sees the whole file
+        handle.update(figure)
+
+    def watch() -> None:
+        while not stop.wait(every):
+            redraw()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        redraw()
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def roc_and_pro(predictions: Predictions, fpr_limit: float = 0.3) -> Figure:
+    """Image ROC, pixel ROC and the official PRO curve (the area up to ``fpr_limit`` shaded)."""
+    from dhkd import metrics
+
+    p = predictions.cpu()
+    figure = Figure(figsize=(12, 3.8), layout="constrained")
+    image_ax, pixel_ax, pro_ax = figure.subplots(1, 3)
+    # the areas are read off the full curves (equal to the metrics up to float rounding)
+    fpr, tpr, _ = metrics.roc_curve(p.scores, p.labels)
+    image_ax.plot(fpr, tpr, color=DEFECT_COLOUR)
+    image_ax.set_title(f"image ROC: AUROC {100 * metrics.trapezoid(fpr, tpr):.1f}")
+    fpr, tpr, _ = metrics.roc_curve(p.maps.flatten(), p.masks.flatten())
+    pixel_ax.set_title(f"pixel ROC: AUROC {100 * metrics.trapezoid(fpr, tpr):.1f}")
+    pixel_ax.plot(*_thin(fpr, tpr), color=DEFECT_COLOUR)
+    for ax in (image_ax, pixel_ax):
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set_xlabel("false-positive rate")
+        ax.set_ylabel("true-positive rate")
+    fprs, pros = metrics.pro_curve(p.maps, p.masks)
+    area = metrics.trapezoid(fprs, pros, fpr_limit) / fpr_limit
+    fprs, pros = _thin(fprs, pros)
+    pro_ax.plot(fprs, pros, color=DEFECT_COLOUR)
+    inside = fprs <= fpr_limit
+    pro_ax.fill_between(fprs[inside], pros[inside], alpha=0.2, color=DEFECT_COLOUR)
+    pro_ax.axvline(fpr_limit, ls=":", color="grey")
+    pro_ax.set_title(f"PRO curve: AUPRO@{fpr_limit} {100 * area:.1f}")
+    pro_ax.set_xlabel("false-positive rate (normal pixels)")
+    pro_ax.set_ylabel("per-region overlap")
+    for ax in (image_ax, pixel_ax, pro_ax):
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    return figure
+
+
+def score_histogram(predictions: Predictions, threshold: float | None = None) -> Figure:
+    """Image scores of good and defective test images, with an optional threshold line."""
+    p = predictions.cpu()
+    scores, labels = p.scores.numpy(), p.labels.numpy()
+    figure = Figure(figsize=(6, 3), layout="constrained")
+    ax = figure.subplots()
+    bins = np.linspace(scores.min(), scores.max(), 25)
+    ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="good", color=GOOD_COLOUR)
+    ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="defective", color=DEFECT_COLOUR)
+    if threshold is not None:
+        ax.axvline(threshold, color="black", ls="--", label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("image score (maximum of the anomaly map)")
+    ax.set_ylabel("test images")
+    ax.legend(fontsize="small")
+    return figure
+
+
+def per_defect_bars(per_defect: dict[str, dict[str, float]]) -> Figure:
+    """Image AUROC, pixel AUROC and AUPRO per defect type (each scored against the good images)."""
+    frame = pd.DataFrame(per_defect).T[["image_auroc", "pixel_auroc", "aupro"]] * 100
+    figure = Figure(figsize=(max(5.0, 1.4 * len(frame) + 2), 3.2), layout="constrained")
+    ax = figure.subplots()
+    x = np.arange(len(frame))
+    for j, (column, colour) in enumerate(zip(frame.columns, ["#4c72b0", "#55a868", "#dd8452"])):
+        ax.bar(x + (j - 1) * 0.27, frame[column], 0.27, label=column.replace("_", " "), color=colour)
+    ax.set_xticks(x, [f"{k}\n(n={per_defect[k]['n']})" for k in frame.index])
+    ax.set_ylabel("%")
+    ax.set_ylim(max(0.0, float(np.nanmin(frame.to_numpy())) - 5), 100.5)
+    ax.legend(fontsize="small", loc="lower left")
+    ax.grid(axis="y", alpha=0.3)
+    return figure
+
+
+# ----------------------------------------------------------------------------- visual analysis
+
+
+def overlay(ax, image: torch.Tensor, amap: torch.Tensor, mask: torch.Tensor, vmin: float, vmax: float,
+            threshold: float | None = None, title: str = "") -> None:
+    """Image, anomaly map on top (jet, half transparent), ground truth in lime, prediction dashed white."""
+    ax.imshow(_as_numpy_image(image))
+    ax.imshow(amap.cpu().numpy(), cmap="jet", alpha=0.45, vmin=vmin, vmax=vmax)
+    if mask.any():
+        ax.contour(mask.cpu().numpy(), levels=[0.5], colors="lime", linewidths=1.0)
+    if threshold is not None and (amap >= threshold).any():
+        ax.contour(amap.cpu().numpy(), levels=[threshold], colors="white", linewidths=0.8, linestyles="dashed")
+    ax.set_title(title, fontsize="small")
+    ax.set_axis_off()
+
+
+def overlay_grid(images: torch.Tensor, predictions: Predictions, indices: Sequence[int], threshold: float | None = None,
+                 columns: int = 4, title: str = "") -> Figure:
+    """:func:`overlay` for the chosen test images; colour range shared by the whole test set."""
+    p = predictions.cpu()
+    vmin, vmax = float(p.maps.min()), float(p.maps.max())
+    rows = max(1, -(-len(indices) // columns))
+    figure = Figure(figsize=(2.6 * columns, 2.8 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, i in zip(axes.flat, indices):
+        overlay(ax, images[i], p.maps[i], p.masks[i], vmin, vmax, threshold,
+                f"{p.defect_types[i]} · {Path(p.paths[i]).stem}\nscore {float(p.scores[i]):.3f}")
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def best_and_worst(predictions: Predictions, k: int = 4) -> dict[str, list[int]]:
+    """Test-image indices worth looking at, by image score.
+
+    - ``caught``: defective images scored highest (the easiest defects);
+    - ``missed``: defective images scored lowest (the hardest; below the threshold they are misses);
+    - ``false alarms``: good images scored highest;
+    - ``quiet``: good images scored lowest.
+    """
+    scores = predictions.scores.cpu()
+    labels = predictions.labels.cpu()
+    defective = torch.nonzero(labels == 1).flatten()
+    good = torch.nonzero(labels == 0).flatten()
+    by_score_d = defective[torch.argsort(scores[defective], descending=True)].tolist()
+    by_score_g = good[torch.argsort(scores[good], descending=True)].tolist()
+    return {"caught": by_score_d[:k], "missed": by_score_d[::-1][:k], "false alarms": by_score_g[:k],
+            "quiet": by_score_g[::-1][:k]}
+
+
+def corruption_examples(clean: torch.Tensor, corrupted: torch.Tensor, masks: torch.Tensor) -> Figure:
+    """Stage-2 inputs: clean uint8 images, the masks drawn, the corrupted (normalised) images."""
+    from dhkd.data import denormalize
+
+    rows = len(clean)
+    figure = Figure(figsize=(6.5, 2.2 * rows), layout="constrained")
+    axes = figure.subplots(rows, 3, squeeze=False)
+    for i in range(rows):
+        axes[i, 0].imshow(_as_numpy_image(clean[i]))
+        axes[i, 1].imshow(masks[i].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        axes[i, 2].imshow(denormalize(corrupted[i].cpu()).permute(1, 2, 0).numpy())
+    for j, title in enumerate(["clean x (target: T(x))", "mask", "corrupted x̃ (input: T(x̃))"]):
+        axes[0, j].set_title(title, fontsize="small")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return figure

@@ -1,0 +1,529 @@
+"""``make reproduce`` and ``make ablation``: the notebooks run headless, then the tables.
+
+For every requested category the per-category notebooks (03 training, 04 evaluation, 05
+visual analysis) run with papermill; the teacher-features and fusion notebooks (01, 02) run
+once, on the first category; the results-tables notebook (06) runs last. Layout::
+
+    OUT/<data folder>/<profile>/
+        <category>.json                    metrics + parameters, written last (the "done" mark)
+        runs/<category>/                   the run folder: config, checkpoint, history, predictions
+        notebooks/<category>/03_training.ipynb  (+ .html)   executed notebooks
+        notebooks/01_teacher_features.ipynb     (+ .html)   ... and 02, 06
+        tables/                            image_auroc.csv, pixel_auroc.csv, aupro.csv, results.md, results.png
+        ablation/                          with --ablation
+
+A category is *up to date* when its JSON exists and records the same stamp: a hash of the
+resolved configuration, the data root, the category, the device and the notebooks' code. Up
+to date categories are skipped (``--force`` runs them again), so an interrupted run, started
+again, finishes only what is missing; an interrupted training resumes from its checkpoint.
+
+The notebooks import two helpers from here: :func:`ensure_category` and :func:`prepare_run_dir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from dhkd.config import Config, load_config, read_config, to_dict
+from dhkd.errors import DhkdError
+from dhkd.io import atomic_write_json, atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+ONCE_FIRST = "01_teacher_features.ipynb"
+ONCE_AFTER = "02_fusion_attention_memory.ipynb"
+PER_CATEGORY = ("03_training.ipynb", "04_evaluation.ipynb", "05_visual_analysis.ipynb")
+TABLES_NOTEBOOK = "06_results_tables.ipynb"
+ALL_NOTEBOOKS = (ONCE_FIRST, ONCE_AFTER, *PER_CATEGORY, TABLES_NOTEBOOK)
+RUN_FILES = ("checkpoint.pt", "history.csv", "run.json", "config.yaml", "metrics.json", "predictions.npz")
+
+#: make ablation: the RD baseline, each addition alone on top of it, then all of them.
+SWITCHES = {"fusion": "model.fusion.enabled", "attention": "model.attention.enabled",
+            "memory": "model.memory.enabled", "masking": "masking.enabled"}
+VARIANTS = {"rd": ("RD (baseline)", ()), "fusion": ("+ fusion (MMF)", ("fusion",)),
+            "attention": ("+ coordinate attention", ("attention",)), "memory": ("+ memory bank", ("memory",)),
+            "masking": ("+ masking stage", ("masking",)), "all": ("all (DHKD)", tuple(SWITCHES))}
+
+
+class NotebookFailed(DhkdError):
+    """A notebook raised; the message names the notebook, the cell and the error."""
+
+
+# ----------------------------------------------------------------------------- notebook helpers
+
+
+def ensure_category(data_root: str | Path, category: str) -> Path:
+    """``data_root/category``; a missing toy category is generated first (offline, under a minute)."""
+    from dhkd.toy import TOY_CATEGORIES, generate_toy
+
+    folder = Path(data_root) / category
+    if not folder.is_dir() and category in TOY_CATEGORIES:
+        generate_toy(data_root, categories=[category])
+    return folder
+
+
+def prepare_run_dir(run_dir: str | Path, config: Config) -> bool:
+    """Whether training into ``run_dir`` should resume.
+
+    True when the folder holds a checkpoint of exactly this configuration: training then
+    continues where it stopped (or finds it finished and returns at once). A run of another
+    configuration there is removed first, so a changed profile or epoch count never mixes
+    with an old checkpoint.
+    """
+    run_dir = Path(run_dir)
+    checkpoint = run_dir / "checkpoint.pt"
+    if not checkpoint.exists():
+        return False
+    try:
+        same = to_dict(read_config(run_dir / "config.yaml")) == to_dict(config)
+    except (OSError, DhkdError, TypeError, ValueError):
+        same = False
+    if same:
+        return True
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    print(f"removed an earlier run of another configuration from {run_dir}")
+    return False
+
+
+def training_config(profile: str, epochs: int | None) -> Config:
+    """The profile's configuration with the epoch count replaced when ``epochs`` is given."""
+    return load_config(profile, [f"train.epochs={int(epochs)}"] if epochs else [])
+
+
+# ----------------------------------------------------------------------------- stamps
+
+
+def notebook_hash(path: Path) -> str:
+    """Hash of a notebook's cells (type and source), not of outputs or metadata."""
+    cells = json.loads(path.read_text())["cells"]
+    content = json.dumps([[c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"]]
+                          for c in cells])
+    return hashlib.sha256(content.encode()).hexdigest()[:16]
+
+
+def stamp(**parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _recorded_stamp(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("stamp")
+    except (OSError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- execution
+
+
+def _kernel_manager_class(socket_dir: Path):
+    """A kernel manager that talks over local sockets (IPC) in ``socket_dir``, not TCP: no network, no warning."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", str(socket_dir / "kernel"))  # the sockets' path prefix (default: the cwd)
+            super().__init__(**kwargs)
+
+    return IPCKernelManager
+
+
+def check_kernel() -> None:
+    """The ``python3`` kernel must run this Python (the one with dhkd installed)."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        raise DhkdError("no Jupyter kernel named python3 is installed",
+                        f"run `{sys.executable} -m ipykernel install --sys-prefix`") from None
+    program = spec.argv[0]
+    if program in ("python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"):
+        return  # jupyter_client replaces these with sys.executable
+    if Path(program).resolve() != Path(sys.executable).resolve():
+        raise DhkdError(f"the Jupyter kernel python3 runs {program}, not {sys.executable} (which has dhkd installed)",
+                        f"run `{sys.executable} -m ipykernel install --sys-prefix`, or remove the other kernel "
+                        f"({spec.resource_dir})")
+
+
+def execute(source: Path, target: Path, parameters: dict[str, Any], label: str, html: bool = True) -> float:
+    """Run one notebook with papermill into ``target`` (and ``target.html``); the seconds it took.
+
+    Raises :class:`NotebookFailed` naming the notebook and the cell when a cell raises; the
+    executed notebook, error included, stays at ``target`` for a look.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # the kernel's debugger warning
+    started = time.perf_counter()
+    socket_dir = Path(tempfile.mkdtemp(prefix="dhkd-kernel-"))
+    try:
+        papermill.execute_notebook(str(source), str(target), parameters=parameters, kernel_name="python3",
+                                   progress_bar=False, log_output=False, cwd=str(source.parent),
+                                   kernel_manager_class=_kernel_manager_class(socket_dir),
+                                   # quiet kernel logs: the shutdown's interrupt logs a harmless "KeyboardInterrupt"
+                                   extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+    except PapermillExecutionError as error:
+        first_line = next((line for line in error.source.splitlines() if line.strip()), "")
+        raise NotebookFailed(
+            f"notebook {source.name} failed at cell {error.cell_index} (In [{error.exec_count}]: {first_line.strip()!r}) "
+            f"{label}: {error.ename}: {error.evalue}",
+            f"see the traceback in the executed notebook {target}",
+        ) from None
+    except Exception as error:  # the kernel died, could not start, ...
+        raise NotebookFailed(f"notebook {source.name} failed {label}: {type(error).__name__}: {error}",
+                             f"see the partly executed notebook {target}") from None
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+    if html:
+        export_html(target)
+    return time.perf_counter() - started
+
+
+def export_html(notebook: Path) -> Path:
+    """Static HTML beside the executed notebook, with the plots and the widgets' last state."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    target = notebook.with_suffix(".html")
+    atomic_write_text(target, body)
+    return target
+
+
+class HistoryWatcher:
+    """Prints a line per finished epoch of a training run (from its history.csv) while it trains."""
+
+    def __init__(self, history: Path, epochs: int, indent: str = "      ", every: float = 2.0) -> None:
+        self.history, self.epochs, self.indent, self.every = history, epochs, indent, every
+        self.printed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> "HistoryWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._poll()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            self._poll()
+
+    def _poll(self) -> None:
+        try:
+            lines = self.history.read_text().strip().splitlines()[1:]
+        except OSError:
+            return
+        for line in lines[self.printed:]:
+            fields = line.split(",")
+            if len(fields) < 4:
+                return
+            epoch, stage, loss, seconds = fields[:4]
+            print(f"{self.indent}epoch {epoch}/{self.epochs} · stage {stage} · loss {float(loss):.4f} · "
+                  f"{float(seconds):.1f} s", flush=True)
+            self.printed += 1
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class Plan:
+    """Everything fixed before the first notebook runs."""
+
+    data: Path
+    categories: list[str]
+    profile: str
+    epochs: int | None
+    device: str
+    results: Path
+    config: Config
+    dataset: str
+    notebooks: Path
+    data_text: str = ""  # the data root as the user gave it, for the README
+
+    @property
+    def runs(self) -> Path:
+        return self.results / "runs"
+
+    def parameters(self, category: str, out_dir: Path | None = None) -> dict[str, Any]:
+        return {"data_root": str(self.data), "category": category, "profile": self.profile, "epochs": self.epochs,
+                "device": self.device, "out_dir": str(out_dir or self.runs)}
+
+    def category_stamp(self, category: str) -> str:
+        return stamp(config=to_dict(self.config), data=str(self.data), category=category, device=self.device,
+                     notebooks={n: notebook_hash(self.notebooks / n) for n in PER_CATEGORY})
+
+    def once_stamp(self, name: str) -> str:
+        first = self.categories[0]
+        return stamp(notebook=notebook_hash(self.notebooks / name), parameters=self.parameters(first),
+                     config=to_dict(self.config), category=self.category_stamp(first) if name == ONCE_AFTER else None)
+
+
+def make_plan(data: str | Path, categories: list[str] | None, profile: str, epochs: int | None, device: str,
+              out: str | Path, notebooks: str | Path = NOTEBOOKS) -> Plan:
+    """Check the inputs (data, categories, profile, notebooks, kernel) before any work starts."""
+    from dhkd.data import MVTEC_CATEGORIES, list_categories, validate_category
+
+    data_text = str(data)
+    data = Path(data).resolve()
+    if not data.is_dir():
+        raise DhkdError(f"data folder {data} does not exist",
+                        "give DATA=path/to/mvtec_ad, or leave DATA empty for the toy data set")
+    found = list_categories(data)
+    chosen = categories or found
+    if not chosen:
+        raise DhkdError(f"no categories (folders with train/good) in {data}")
+    for category in chosen:
+        validate_category(data, category)
+    config = training_config(profile, epochs)
+    notebooks = Path(notebooks)
+    missing = [n for n in ALL_NOTEBOOKS if not (notebooks / n).exists()]
+    if missing:
+        raise DhkdError(f"notebooks missing from {notebooks}: {', '.join(missing)}")
+    if all((data / c / ".toy.json").exists() for c in chosen):
+        dataset = "the kit's toy data set"
+    elif set(chosen) <= set(MVTEC_CATEGORIES):
+        dataset = "MVTec AD"
+    else:
+        dataset = data.name
+    return Plan(data=data, categories=list(chosen), profile=profile, epochs=epochs, device=device,
+                results=Path(out).resolve() / data.name / config.profile, config=config, dataset=dataset,
+                notebooks=notebooks, data_text=data_text)
+
+
+def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool = True, dry_run: bool = False,
+        say: Callable[..., None] = print) -> list[str]:
+    """Run what is not up to date; returns the ``category · notebook`` labels that ran (or would run)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dhkd import tables
+
+    ran: list[str] = []
+    n = len(plan.categories)
+    exports = ThreadPoolExecutor(max_workers=1)  # HTML copies are written while the next notebook runs
+    exported = []
+    notebooks_out = plan.results / "notebooks"
+    say(f"reproduce: {n} categor{'y' if n == 1 else 'ies'} of {plan.data} ({plan.dataset}), profile {plan.profile} "
+        f"(teacher {plan.config.model.teacher.name}, {plan.config.train.epochs} epochs), device {plan.device} "
+        f"-> {plan.results}", flush=True)
+    started = time.perf_counter()
+
+    def notebook(index: int, category: str, name: str, target: Path, parameters: dict[str, Any],
+                 watch: Path | None = None) -> None:
+        label = f"[{index}/{n}] {category} · {name}"
+        ran.append(f"{category} · {name}")
+        if dry_run:
+            say(f"{label} (would run)")
+            return
+        say(f"{label} …", flush=True)
+        if watch is not None:
+            with HistoryWatcher(watch, plan.config.train.epochs):
+                seconds = execute(plan.notebooks / name, target, parameters, f"(category {category})", html=False)
+        else:
+            seconds = execute(plan.notebooks / name, target, parameters, f"(category {category})", html=False)
+        if html:
+            exported.append(exports.submit(export_html, target))
+        say(f"{label} … {seconds:.1f} s", flush=True)
+
+    def once(name: str) -> None:
+        sidecar = notebooks_out / f"{Path(name).stem}.json"
+        wanted = plan.once_stamp(name)
+        if not force and _recorded_stamp(sidecar) == wanted:
+            say(f"[1/{n}] {plan.categories[0]} · {name} up to date, skipped")
+            return
+        notebook(1, plan.categories[0], name, notebooks_out / name, plan.parameters(plan.categories[0]))
+        if not dry_run:
+            atomic_write_json(sidecar, {"stamp": wanted})
+
+    try:
+        once(ONCE_FIRST)
+        for index, category in enumerate(plan.categories, start=1):
+            result_path = plan.results / f"{category}.json"
+            wanted = plan.category_stamp(category)
+            if not force and _recorded_stamp(result_path) == wanted:
+                say(f"[{index}/{n}] {category} · up to date, skipped")
+            else:
+                if force and not dry_run:
+                    shutil.rmtree(plan.runs / category, ignore_errors=True)
+                category_started = time.perf_counter()
+                for name in PER_CATEGORY:
+                    watch = plan.runs / category / "history.csv" if name == PER_CATEGORY[0] else None
+                    notebook(index, category, name, notebooks_out / category / name, plan.parameters(category), watch)
+                if not dry_run:
+                    _write_result(plan, category, wanted, time.perf_counter() - category_started)
+            if index == 1:
+                once(ONCE_AFTER)
+
+        sidecar = notebooks_out / f"{Path(TABLES_NOTEBOOK).stem}.json"
+        wanted = stamp(notebook=notebook_hash(plan.notebooks / TABLES_NOTEBOOK))
+        if dry_run:
+            notebook(n, "all", TABLES_NOTEBOOK, notebooks_out / TABLES_NOTEBOOK, {})
+            return ran
+        if force or ran or _recorded_stamp(sidecar) != wanted or tables.verify(plan.results):
+            parameters = plan.parameters(plan.categories[0], out_dir=plan.results)
+            parameters["category"] = "all"
+            notebook(n, "all", TABLES_NOTEBOOK, notebooks_out / TABLES_NOTEBOOK, parameters)
+            atomic_write_json(sidecar, {"stamp": wanted})
+        else:
+            say(f"[{n}/{n}] all · {TABLES_NOTEBOOK} up to date, skipped")
+        exports.shutdown(wait=True)
+        for future in exported:
+            future.result()  # an export that failed says so here
+    finally:
+        exports.shutdown(wait=True)
+    problems = tables.verify(plan.results)
+    if problems:
+        raise DhkdError("the results tables do not match the JSON files: " + "; ".join(problems))
+    if readme is not None:
+        tables.update_readme(readme, tables.readme_section(Path(_display_path(plan.results))))
+        say(f"wrote the results section of {readme}")
+    say(f"done in {time.perf_counter() - started:.1f} s: {plan.results / tables.TABLES_DIR / tables.MARKDOWN_NAME}")
+    return ran
+
+
+def _write_result(plan: Plan, category: str, wanted: str, seconds: float) -> None:
+    """The category's JSON, written last: the run's metrics plus what produced them."""
+    metrics = json.loads((plan.runs / category / "metrics.json").read_text())
+    metrics.update({
+        "parameters": {**plan.parameters(category), "data": plan.data_text, "dataset": plan.dataset},
+        "stamp": wanted,
+        "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "notebook_seconds": round(seconds, 1),
+    })
+    atomic_write_json(plan.results / f"{category}.json", metrics)
+
+
+def _display_path(path: Path) -> str:
+    """A path relative to the working directory where it lies below it (README text), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# ----------------------------------------------------------------------------- ablation
+
+
+def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = print) -> list[Path]:
+    """Train and evaluate every variant of :data:`VARIANTS` per category; one table per category."""
+    from dhkd import tables
+    from dhkd.evaluate import evaluate_run
+    from dhkd.train import train
+
+    written = []
+    base_overrides = [f"train.epochs={int(plan.epochs)}"] if plan.epochs else []
+    root = plan.results / "ablation"
+    sections = []
+    for category in plan.categories:
+        results = []
+        for index, (key, (title, switched_on)) in enumerate(VARIANTS.items(), start=1):
+            overrides = base_overrides + [f"{SWITCHES[s]}={'true' if s in switched_on else 'false'}" for s in SWITCHES]
+            config = load_config(plan.profile, overrides)
+            result_path = root / category / f"{key}.json"
+            wanted = stamp(config=to_dict(config), data=str(plan.data), category=category, device=plan.device)
+            label = f"[{index}/{len(VARIANTS)}] {category} · {title}"
+            if not force and _recorded_stamp(result_path) == wanted:
+                say(f"{label} up to date, skipped")
+                results.append(json.loads(result_path.read_text()))
+                continue
+            run_dir = root / category / "runs" / key
+            if force:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            say(f"{label} …", flush=True)
+            started = time.perf_counter()
+            with HistoryWatcher(run_dir / "history.csv", config.train.epochs):
+                train(config, plan.data, category, run_dir, device=plan.device,
+                      resume=prepare_run_dir(run_dir, config), progress=False)
+            result = evaluate_run(run_dir, plan.data, plan.device, progress=False)
+            result.update({"variant": title, "key": key, "overrides": overrides, "stamp": wanted})
+            atomic_write_json(result_path, result)
+            results.append(result)
+            say(f"{label} … {time.perf_counter() - started:.1f} s", flush=True)
+        frame = tables.ablation_table(results)
+        markdown = tables.markdown_table(frame, signed=())
+        atomic_write_text(root / f"{category}.csv", tables.csv_text(frame))
+        atomic_write_text(root / f"{category}.md", f"# Ablation: {category}\n\n{markdown}\n")
+        written += [root / f"{category}.csv", root / f"{category}.md"]
+        sections.append(f"## {category}\n\n{markdown}\n")
+        say(f"\n{category} ({plan.profile}, teacher {plan.config.model.teacher.name}, "
+            f"{plan.config.train.epochs} epochs):\n{markdown}\n")
+    header = (f"# Ablation\n\nMade by `make ablation` on {plan.dataset} (`{plan.data_text}`), profile "
+              f"{plan.profile}, teacher {plan.config.model.teacher.name}, device {plan.device}, "
+              f"{plan.config.train.epochs} epochs. Every variant starts from RD (all four additions off) and "
+              "switches on what its name says. Numbers in percent.\n\n")
+    atomic_write_text(root / "ablation.md", header + "\n".join(sections))
+    written.append(root / "ablation.md")
+    return written
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dhkd.reproduce",
+                                     description="Run the notebooks headless per category, then the results tables.")
+    parser.add_argument("--data", required=True, type=Path, help="data root in MVTec AD's layout")
+    parser.add_argument("--categories", default="", help="space- or comma-separated; empty: every category found")
+    parser.add_argument("--profile", default="paper", help="paper | rd | offline | smoke | path/to/profile.yaml")
+    parser.add_argument("--epochs", default="", help="empty: the profile's own")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--force", action="store_true", help="run up-to-date categories again")
+    parser.add_argument("--readme", type=Path, help="write the results section of this README")
+    parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS, help=argparse.SUPPRESS)
+    parser.add_argument("--no-html", action="store_true", help="skip the HTML copies of the executed notebooks")
+    parser.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
+    parser.add_argument("--ablation", action="store_true", help="the ablation instead: RD, each addition, all")
+    return parser
+
+
+def _epochs(text: str) -> int | None:
+    text = str(text).strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise DhkdError(f"EPOCHS must be a positive whole number or empty, got {text!r}")
+    return int(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        categories = [c for c in args.categories.replace(",", " ").split() if c]
+        plan = make_plan(args.data, categories, args.profile, _epochs(args.epochs), args.device, args.out, args.notebooks)
+        if args.ablation:
+            run_ablation(plan, args.force)
+        else:
+            check_kernel()
+            run(plan, force=args.force, readme=args.readme, html=not args.no_html, dry_run=args.dry_run)
+    except DhkdError as error:
+        print(f"reproduce: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("reproduce: interrupted; run the same command again to finish what is missing", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,450 @@
+"""Results tables: the kit's numbers beside the paper's, rebuilt from JSON every time.
+
+Sources, and nothing else:
+
+- ``dhkd/paper/image_auroc.csv`` and ``pixel_auroc.csv``: the two tables of the DHKD README
+  (the seed), parsed by :func:`parse_seed` and committed; ``python -m dhkd.tables paper
+  --seed ../shared/seeds/000_613416427124e7f6.txt`` writes them again.
+- ``dhkd/paper/pro.csv``: the only PRO numbers the papers give, averages over the 15
+  categories (DHKD, IEEE TBD 2024: 95.0; RD4AD, CVPR 2022: 93.9). No per-category PRO is
+  published in the seed.
+- ``RESULTS/<category>.json``: one file per category, written by :mod:`dhkd.reproduce` after
+  that category's notebooks succeeded.
+
+Every table, CSV and Markdown file is a pure function of those files, so :func:`verify` can
+rebuild them and point at any number that was edited by hand. Files are written atomically:
+an interrupted run leaves the previous tables or the new ones, never half of one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from dhkd.data import MVTEC_CATEGORIES
+from dhkd.errors import DhkdError
+from dhkd.io import atomic_write, atomic_write_text
+
+PAPER_DIR = Path(__file__).parent / "paper"
+SEED_NAME = "000_613416427124e7f6.txt"
+
+#: The seed's display names that are not simply the folder name with a capital letter.
+DISPLAY_TO_FOLDER = {"mental nut": "metal_nut"}
+
+#: metric key in the JSON files -> table title
+METRICS = {
+    "image_auroc": "Image AUROC (%)",
+    "pixel_auroc": "Pixel AUROC (%)",
+    "aupro": "PRO (%)",
+}
+PAPER_COLUMNS = ("Paper (Ours)", "Paper RD")
+KIT, DELTA = "Kit", "Δ vs paper"
+KIT_PRO_RD4AD = "Kit, RD4AD's PRO"
+AVERAGE = "Average"
+PUBLISHED = "Published average (15 categories)"
+
+TABLES_DIR = "tables"
+MARKDOWN_NAME = "results.md"
+FIGURE_NAME = "results.png"
+README_START = "<!-- results:start -->"
+README_END = "<!-- results:end -->"
+
+
+# ----------------------------------------------------------------------------- the paper
+
+
+def parse_seed(text: str) -> dict[str, list[dict[str, str]]]:
+    """The seed README's two Markdown tables as rows of strings, exactly as printed.
+
+    Returns ``{"image_auroc": rows, "pixel_auroc": rows}`` (the first table is image AUROC,
+    average "Ours" 99.3; the second pixel AUROC, 98.6). Each row has ``category`` (the MVTec
+    AD folder name, or ``average``), ``name`` (the seed's display name) and one key per method
+    column, in the seed's order.
+    """
+    tables: list[list[list[str]]] = []
+    current: list[list[str]] = []
+    for line in text.splitlines() + [""]:
+        line = line.strip()
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            if not all(re.fullmatch(r":?-+:?", cell) for cell in cells):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    if len(tables) != 2:
+        raise DhkdError(f"expected the seed to hold two Markdown tables, found {len(tables)}")
+    parsed = {}
+    for key, (header, *body) in zip(("image_auroc", "pixel_auroc"), tables):
+        methods = header[1:]
+        rows = []
+        for cells in body:
+            name, values = cells[0], cells[1:]
+            if len(values) != len(methods):
+                raise DhkdError(f"seed table row {name!r} has {len(values)} values for {len(methods)} methods")
+            rows.append({"category": folder_name(name), "name": name, **dict(zip(methods, values))})
+        folders = [row["category"] for row in rows if row["category"] != "average"]
+        if tuple(folders) != MVTEC_CATEGORIES:
+            raise DhkdError(f"the seed's {key} table lists {folders}, not MVTec AD's 15 categories in the known order")
+        parsed[key] = rows
+    return parsed
+
+
+def folder_name(display: str) -> str:
+    """``"Mental nut" -> "metal_nut"``, ``"Grid" -> "grid"``, ``"Average" -> "average"``."""
+    lowered = display.strip().lower()
+    return DISPLAY_TO_FOLDER.get(lowered, lowered.replace(" ", "_"))
+
+
+def paper_csv_text(rows: list[dict[str, str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_paper_csvs(seed: Path, out_dir: Path = PAPER_DIR) -> list[Path]:
+    """Parse the seed and write ``image_auroc.csv`` and ``pixel_auroc.csv`` into ``out_dir``."""
+    written = []
+    for key, rows in parse_seed(Path(seed).read_text()).items():
+        path = Path(out_dir) / f"{key}.csv"
+        atomic_write_text(path, paper_csv_text(rows))
+        written.append(path)
+    return written
+
+
+def paper_numbers(metric: str) -> pd.DataFrame:
+    """Index: category folder names plus ``average``; columns ``Paper (Ours)``, ``Paper RD``.
+
+    The seed's "Rkd" column is RD4AD (Deng & Li, CVPR 2022, reverse distillation).
+    For ``aupro`` only the ``average`` row has numbers (the papers' abstracts).
+    """
+    if metric == "aupro":
+        frame = pd.read_csv(PAPER_DIR / "pro.csv").set_index("category")
+        return frame.rename(columns={"Ours": PAPER_COLUMNS[0], "RD4AD": PAPER_COLUMNS[1]})[list(PAPER_COLUMNS)]
+    frame = pd.read_csv(PAPER_DIR / f"{metric}.csv").set_index("category")
+    return frame.rename(columns={"Ours": PAPER_COLUMNS[0], "Rkd": PAPER_COLUMNS[1]})[list(PAPER_COLUMNS)].astype(float)
+
+
+# ----------------------------------------------------------------------------- the kit
+
+
+def load_results(results_dir: str | Path) -> list[dict[str, Any]]:
+    """Every ``<category>.json`` in ``results_dir``: MVTec AD categories in the seed's order, then others."""
+    results_dir = Path(results_dir)
+    found = {}
+    for path in sorted(results_dir.glob("*.json")):
+        data = json.loads(path.read_text())
+        if "image_auroc" in data and "category" in data:
+            found[data["category"]] = data
+    order = [c for c in MVTEC_CATEGORIES if c in found] + sorted(set(found) - set(MVTEC_CATEGORIES))
+    return [found[c] for c in order]
+
+
+def _percent(value: Any) -> float:
+    return float("nan") if value is None else round(100.0 * float(value), 1)
+
+
+def build_tables(results: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    """One DataFrame per metric: category rows, then the average rows; numbers in percent, 1 decimal.
+
+    Kit numbers are rounded to one decimal first and the difference is taken between the
+    printed numbers, so every printed Δ is exactly the difference of the printed columns.
+    """
+    if not results:
+        raise DhkdError("no results to tabulate", "run `make reproduce` first; it writes one JSON per category")
+    categories = [r["category"] for r in results]
+    all_mvtec = set(MVTEC_CATEGORIES) <= set(categories)
+    tables = {}
+    for metric in METRICS:
+        paper = paper_numbers(metric)
+        rows = []
+        for result in results:
+            category = result["category"]
+            ours, rd = (paper.loc[category].tolist() if category in paper.index else [math.nan, math.nan])
+            row = {"Category": category, PAPER_COLUMNS[0]: ours, PAPER_COLUMNS[1]: rd, KIT: _percent(result.get(metric))}
+            if metric == "aupro":
+                row[KIT_PRO_RD4AD] = _percent(result.get("pro_rd4ad"))
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        average = {"Category": f"{AVERAGE} ({len(results)} listed)"}
+        for column in frame.columns[1:]:
+            values = frame[column]
+            # the paper's columns are averaged only where the paper has every listed category
+            average[column] = round(values.mean(), 1) if values.notna().all() else math.nan
+        published = {"Category": PUBLISHED, PAPER_COLUMNS[0]: paper.loc["average", PAPER_COLUMNS[0]],
+                     PAPER_COLUMNS[1]: paper.loc["average", PAPER_COLUMNS[1]]}
+        for column in frame.columns[3:]:
+            published[column] = average[column] if all_mvtec else math.nan
+        summary = [average, published] if len(results) > 1 else [published]
+        frame = pd.concat([frame, pd.DataFrame(summary)], ignore_index=True)
+        compared = KIT_PRO_RD4AD if metric == "aupro" else KIT
+        frame[DELTA] = (frame[compared] - frame[PAPER_COLUMNS[0]]).round(1)
+        tables[metric] = frame.set_index("Category")
+    return tables
+
+
+def provenance(results: list[dict[str, Any]]) -> dict[str, str]:
+    """What the numbers were made with, as short strings (from the JSON files alone)."""
+
+    def distinct(key: str, default: str = "?") -> str:
+        values = sorted({str(r.get(key, default)) for r in results})
+        return ", ".join(values)
+
+    finished = sorted(str(r.get("finished", "")) for r in results)
+    if all("parameters" in r for r in results):
+        data = ", ".join(sorted({f"{r['parameters'].get('dataset', '?')} (`{r['parameters'].get('data', '?')}`)"
+                                 for r in results}))
+    else:
+        data = distinct("data_root")
+    return {
+        "data": data,
+        "data_root": distinct("data_root"),
+        "profile": distinct("profile"),
+        "teacher": distinct("teacher"),
+        "device": distinct("device"),
+        "epochs": distinct("epochs"),
+        "categories": str(len(results)),
+        "finished": finished[-1] if finished and finished[-1] else "?",
+    }
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        return f"{value:.1f}"
+    return str(value)
+
+
+def markdown_table(frame: pd.DataFrame, signed: Iterable[str] = (DELTA,)) -> str:
+    """A GitHub Markdown table; numbers right-aligned with one decimal, Δ with a sign, NaN as –."""
+    signed = set(signed)
+    header = [frame.index.name or ""] + list(frame.columns)
+    rows = []
+    for name, values in frame.iterrows():
+        cells = [str(name)]
+        for column, value in values.items():
+            if column in signed and isinstance(value, float) and not math.isnan(value):
+                cells.append(f"{value:+.1f}")
+            else:
+                cells.append(_cell(value))
+        rows.append(cells)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
+             "| " + " | ".join(["-" * widths[0]] + ["-" * (w - 1) + ":" for w in widths[1:]]) + " |"]
+    for cells in rows:
+        lines.append("| " + " | ".join([cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]) + " |")
+    return "\n".join(lines)
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """The table as CSV, one decimal, empty where there is no number."""
+    return frame.to_csv(float_format="%.1f", lineterminator="\n")
+
+
+def notes(results: list[dict[str, Any]]) -> list[str]:
+    """What the reader of the tables must know: the rows, the columns, what is missing and why."""
+    categories = [r["category"] for r in results]
+    others = [c for c in categories if c not in MVTEC_CATEGORIES]
+    lines = ["*Paper (Ours)* is DHKD's column of the seed's tables, *Paper RD* their \"Rkd\" column (RD4AD, "
+             "reverse distillation); Δ = Kit − Paper (Ours), in points."]
+    if len(categories) > 1:
+        lines.append(f"*{AVERAGE}* is the kit's mean over the {len(categories)} categories listed; the paper's "
+                     "columns are averaged over the same categories, where the paper has all of them.")
+    lines.append(f"*{PUBLISHED}* is the paper's own Average row; the kit's number appears there only when all 15 "
+                 "MVTec AD categories were run.")
+    if others:
+        what = "is not an MVTec AD category" if len(others) == 1 else "are not MVTec AD categories"
+        lines.append(f"{', '.join(others)} {what} (the kit's toy data set): the paper has no number for "
+                     f"{'it' if len(others) == 1 else 'them'} (–).")
+    lines.append("PRO: the seed gives no per-category PRO; the DHKD paper (IEEE TBD 2024) reports only an average "
+                 "of 95.0, RD4AD (CVPR 2022) 93.9 from its own code. *Kit* is the official MVTec AD AUPRO "
+                 "(integrated up to FPR 0.3); *Kit, RD4AD's PRO* is what RD4AD's code computes, and Δ compares "
+                 "that one, assuming (the kit's interpretation) that DHKD, built on RD4AD, used RD4AD's code.")
+    return lines
+
+
+def render_markdown(results: list[dict[str, Any]], tables: dict[str, pd.DataFrame], level: int = 2) -> str:
+    """All three tables with their provenance line and notes, as one Markdown document body."""
+    p = provenance(results)
+    hashes = "#" * level
+    out = [f"Made by `make reproduce` (finished {p['finished']}) on **{p['data']}** ({p['categories']} "
+           f"categor{'y' if p['categories'] == '1' else 'ies'}), profile **{p['profile']}**, teacher "
+           f"**{p['teacher']}**, device **{p['device']}**, **{p['epochs']}** epochs. Numbers in percent.", ""]
+    for metric, title in METRICS.items():
+        out += [f"{hashes} {title}", "", markdown_table(tables[metric]), ""]
+    out += [f"- {line}" for line in notes(results)] + [""]
+    return "\n".join(out)
+
+
+def results_figure(tables: dict[str, pd.DataFrame]):
+    """Grouped bars per row of the tables: Paper (Ours), Paper RD and Kit, one panel per metric."""
+    from matplotlib.figure import Figure
+
+    rows = list(tables["image_auroc"].index)
+    figure = Figure(figsize=(max(6.5, 2.0 + 0.8 * len(rows)), 8.5), layout="constrained")
+    axes = figure.subplots(len(METRICS), 1, squeeze=False)[:, 0]
+    colours = ["#4c72b0", "#8da0cb", "#dd8452"]
+    for ax, (metric, title) in zip(axes, METRICS.items()):
+        frame = tables[metric]
+        columns = [*PAPER_COLUMNS, KIT_PRO_RD4AD if metric == "aupro" else KIT]
+        width = 0.8 / len(columns)
+        for j, (column, colour) in enumerate(zip(columns, colours)):
+            values = frame.loc[rows, column].to_numpy(dtype=float)
+            ax.bar([i + (j - 1) * width for i in range(len(rows))], values, width, label=column, color=colour)
+        finite = frame.loc[rows, columns].stack().dropna()
+        low = 5.0 * math.floor((float(finite.min()) - 5.0) / 5.0) if len(finite) else 0.0
+        ax.set_ylim(max(0.0, min(low, 90.0)), 100.5)
+        labels = ["Published average" if r == PUBLISHED else r.split(" (")[0] for r in rows]
+        ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right")
+        ax.set_ylabel("%")
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    return figure
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def expected_files(results_dir: str | Path) -> dict[str, str]:
+    """Relative path -> text of every table file the JSON files in ``results_dir`` imply."""
+    results = load_results(results_dir)
+    tables = build_tables(results)
+    files = {f"{TABLES_DIR}/{metric}.csv": csv_text(frame) for metric, frame in tables.items()}
+    files[f"{TABLES_DIR}/{MARKDOWN_NAME}"] = "# Results\n\n" + render_markdown(results, tables)
+    return files
+
+
+def write_tables(results_dir: str | Path, readme: str | Path | None = None) -> list[Path]:
+    """Rebuild every table (CSV, Markdown, PNG) from the JSON files; optionally the README section."""
+    results_dir = Path(results_dir)
+    written = []
+    for relative, text in expected_files(results_dir).items():
+        atomic_write_text(results_dir / relative, text)
+        written.append(results_dir / relative)
+    results = load_results(results_dir)
+    figure = results_figure(build_tables(results))
+    atomic_write(results_dir / TABLES_DIR / FIGURE_NAME, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
+    written.append(results_dir / TABLES_DIR / FIGURE_NAME)
+    if readme is not None:
+        update_readme(readme, readme_section(results_dir))
+        written.append(Path(readme))
+    return written
+
+
+def verify(results_dir: str | Path) -> list[str]:
+    """Problems found when rebuilding the tables from the JSON files; empty when all match.
+
+    A number typed into a table by hand, a stale table or a missing file is reported with
+    the file and the first line that differs.
+    """
+    results_dir = Path(results_dir)
+    problems = []
+    for relative, text in expected_files(results_dir).items():
+        path = results_dir / relative
+        if not path.exists():
+            problems.append(f"{path} is missing")
+            continue
+        actual = path.read_text()
+        if actual != text:
+            problems.append(f"{path} differs from what its JSON files give: {_first_difference(actual, text)}")
+    if not (results_dir / TABLES_DIR / FIGURE_NAME).exists():
+        problems.append(f"{results_dir / TABLES_DIR / FIGURE_NAME} is missing")
+    return problems
+
+
+def _first_difference(actual: str, expected: str) -> str:
+    for number, (a, e) in enumerate(zip(actual.splitlines(), expected.splitlines()), start=1):
+        if a != e:
+            return f"line {number} is {a.strip()!r}, expected {e.strip()!r}"
+    return f"{len(actual.splitlines())} lines instead of {len(expected.splitlines())}"
+
+
+def readme_section(results_dir: str | Path) -> str:
+    """The README's results section body (between the markers)."""
+    results_dir = Path(results_dir)
+    results = load_results(results_dir)
+    text = render_markdown(results, build_tables(results), level=3)
+    return (f"{text}\nTables as CSV, the figure and the executed notebooks (also as HTML) are in "
+            f"`{results_dir.as_posix()}/`. This section is rewritten by every `make reproduce`; do not edit it by hand.\n")
+
+
+def update_readme(readme: str | Path, body: str) -> None:
+    """Replace what lies between the results markers of ``readme`` with ``body`` (atomically)."""
+    readme = Path(readme)
+    text = readme.read_text() if readme.exists() else ""
+    block = f"{README_START}\n{body.rstrip()}\n{README_END}"
+    if README_START in text and README_END in text:
+        before, rest = text.split(README_START, 1)
+        _, after = rest.split(README_END, 1)
+        text = before + block + after
+    else:
+        text = text.rstrip() + ("\n\n" if text else "") + "## Latest results\n\n" + block + "\n"
+    atomic_write_text(readme, text)
+
+
+# ----------------------------------------------------------------------------- ablation
+
+
+def ablation_table(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per ablation variant (in the order given), metrics in percent, train seconds."""
+    rows = []
+    for result in results:
+        rows.append({"Variant": result["variant"], "Image AUROC": _percent(result["image_auroc"]),
+                     "Pixel AUROC": _percent(result["pixel_auroc"]), "AUPRO": _percent(result["aupro"]),
+                     "PRO (RD4AD code)": _percent(result["pro_rd4ad"]),
+                     "Train s": round(float(result.get("train_seconds") or math.nan), 1)})
+    return pd.DataFrame(rows).set_index("Variant")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dhkd.tables", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    paper = commands.add_parser("paper", help="parse the seed README into dhkd/paper/*.csv")
+    paper.add_argument("--seed", type=Path, default=Path("..") / "shared" / "seeds" / SEED_NAME)
+    build = commands.add_parser("build", help="rebuild the tables of a results folder from its JSON files")
+    build.add_argument("results", type=Path)
+    build.add_argument("--readme", type=Path)
+    check = commands.add_parser("verify", help="check that a results folder's tables match its JSON files")
+    check.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "paper":
+            for path in write_paper_csvs(args.seed):
+                print(f"wrote {path}")
+        elif args.command == "build":
+            for path in write_tables(args.results, args.readme):
+                print(f"wrote {path}")
+        else:
+            problems = verify(args.results)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            if problems:
+                return 1
+            print(f"the tables in {args.results} match its JSON files")
+    except DhkdError as error:
+        print(f"dhkd.tables: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

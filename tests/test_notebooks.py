@@ -1,0 +1,213 @@
+"""The notebooks: committed clean, and executed headless by `python -m dhkd.reproduce` on a tiny set.
+
+One end-to-end run (smoke profile: 64 px, 2 epochs, untrained teacher; 8 training images of
+the toy nut) executes every notebook with papermill; the other tests reuse it. About two
+minutes on a 2-core CPU, most of it kernel start-ups.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from dhkd import reproduce, tables
+from dhkd.toy import generate_toy
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+PARAMETERS = ("data_root", "category", "profile", "epochs", "device", "out_dir")
+
+
+def notebooks() -> list[Path]:
+    return sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+# ----------------------------------------------------------------------------- committed form
+
+
+def test_the_six_notebooks_are_there_in_order() -> None:
+    assert [p.name for p in notebooks()] == sorted(reproduce.ALL_NOTEBOOKS)
+    assert [p.name[:2] for p in notebooks()] == ["01", "02", "03", "04", "05", "06"]
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_notebook_is_committed_clean_with_a_parameters_cell(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "strip the outputs before committing"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    namespace: dict = {}
+    exec(tagged[0].source, namespace)  # plain assignments only
+    assert set(PARAMETERS) <= set(namespace)
+    assert namespace["profile"] == "offline" and namespace["device"] == "auto"
+    assert namespace["data_root"] == "../data/toy"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {path.name[:2]} ·")
+    source = "\n".join(c.source for c in code)
+    assert "from dhkd" in source
+    assert nb.metadata.kernelspec.name == "python3"
+
+
+def test_the_widgets_cell_is_guarded() -> None:
+    source = "\n".join(c.source for c in nbformat.read(NOTEBOOKS / "05_visual_analysis.ipynb", as_version=4).cells)
+    assert "from dhkd import widgets" in source and "except ImportError" in source
+
+
+# ----------------------------------------------------------------------------- headless runs
+
+
+def run_reproduce(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "dhkd.reproduce", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The toy nut at 64 px (8 training images), and one full reproduce run on it."""
+    root = tmp_path_factory.mktemp("reproduce")
+    data = root / "toy"
+    generate_toy(data, image_size=64, n_train=8, n_test_good=3, n_test_per_defect=2, categories=["nut"], progress=False)
+    readme = root / "README.md"
+    readme.write_text(f"# Kit\n\n## Results\n\n{tables.README_START}\n{tables.README_END}\n\n## Citation\n")
+    args = ["--data", str(data), "--categories", "nut", "--profile", "smoke", "--device", "cpu",
+            "--out", str(root / "results"), "--readme", str(readme)]
+    first = run_reproduce(*args, cwd=root)
+    return {"root": root, "data": data, "readme": readme, "args": args, "first": first,
+            "results": root / "results" / "toy" / "smoke"}
+
+
+@pytest.mark.slow
+def test_reproduce_executes_every_notebook(tiny: dict) -> None:
+    first = tiny["first"]
+    assert first.returncode == 0, first.stdout + first.stderr
+    results = tiny["results"]
+    executed = sorted(results.glob("notebooks/**/*.ipynb"))
+    assert sorted(p.name for p in executed) == sorted(reproduce.ALL_NOTEBOOKS)
+    for path in executed:
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.execution_count is not None for c in code), f"{path.name} did not run every cell"
+        errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+        assert not errors, f"{path.name}: {errors}"
+        assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs) or path.name.startswith("06"), (
+            f"{path.name} drew no figure")
+        html = path.with_suffix(".html")
+        assert html.exists() and html.stat().st_size > 10_000
+    assert not list(NOTEBOOKS.glob("kernel-ipc*")), "the run left kernel sockets among the notebooks"
+    # progress: which category, which notebook, how long
+    assert "[1/1] nut · 03_training.ipynb … " in first.stdout and " s\n" in first.stdout
+    assert "epoch 2/2 · stage 2" in first.stdout
+
+
+@pytest.mark.slow
+def test_reproduce_writes_json_tables_and_readme(tiny: dict) -> None:
+    assert tiny["first"].returncode == 0, tiny["first"].stderr
+    results = tiny["results"]
+    result = json.loads((results / "nut.json").read_text())
+    assert result["category"] == "nut" and result["profile"] == "smoke" and result["epochs"] == 2
+    assert 0.0 <= result["image_auroc"] <= 1.0 and "per_defect" in result
+    assert result["parameters"]["dataset"] == "the kit's toy data set" and result["stamp"]
+    for name in ("results.md", "results.png", "image_auroc.csv", "pixel_auroc.csv", "aupro.csv"):
+        assert (results / "tables" / name).exists(), name
+    assert tables.verify(results) == []
+    readme = tiny["readme"].read_text()
+    assert "profile **smoke**" in readme and "teacher **efficientnet_lite0**" in readme and "device **cpu**" in readme
+    assert "| nut " in readme and readme.endswith("## Citation\n")
+    with_widget_state = nbformat.read(results / "notebooks" / "nut" / "05_visual_analysis.ipynb", as_version=4)
+    html = (results / "notebooks" / "nut" / "05_visual_analysis.html").read_text()
+    if "widgets" in with_widget_state.metadata:  # dhkd.widgets present: its last state is kept in the HTML
+        assert "application/vnd.jupyter.widget-state+json" in html
+
+
+@pytest.mark.slow
+def test_second_run_skips_what_is_up_to_date(tiny: dict) -> None:
+    assert tiny["first"].returncode == 0, tiny["first"].stderr
+    result = tiny["results"] / "nut.json"
+    before = result.stat().st_mtime_ns
+    second = run_reproduce(*tiny["args"], cwd=tiny["root"])
+    assert second.returncode == 0, second.stderr
+    assert "[1/1] nut · up to date, skipped" in second.stdout
+    assert "01_teacher_features.ipynb up to date, skipped" in second.stdout
+    assert "06_results_tables.ipynb up to date, skipped" in second.stdout
+    assert "…" not in second.stdout  # no notebook ran
+    assert result.stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_force_runs_everything_again(tiny: dict) -> None:
+    assert tiny["first"].returncode == 0, tiny["first"].stderr
+    dry = run_reproduce(*tiny["args"], "--force", "--dry-run", cwd=tiny["root"])
+    assert dry.returncode == 0, dry.stderr
+    assert all(f"{name} (would run)" in dry.stdout for name in reproduce.ALL_NOTEBOOKS)
+
+
+@pytest.mark.slow
+def test_a_missing_category_result_is_redone_and_training_resumes(tiny: dict) -> None:
+    """As after an interruption: the JSON is written last, so without it the category runs again."""
+    assert tiny["first"].returncode == 0, tiny["first"].stderr
+    results = tiny["results"]
+    history = (results / "runs" / "nut" / "history.csv").read_text()
+    (results / "nut.json").unlink()
+    again = run_reproduce(*tiny["args"], cwd=tiny["root"])
+    assert again.returncode == 0, again.stderr
+    ran = [line for line in again.stdout.splitlines() if line.endswith(" s") and "…" in line]
+    assert [line.split(" · ")[1].split(" ")[0] for line in ran] == [*reproduce.PER_CATEGORY, reproduce.TABLES_NOTEBOOK]
+    assert (results / "runs" / "nut" / "history.csv").read_text() == history  # resumed a finished run: no retraining
+    assert (results / "nut.json").exists() and tables.verify(results) == []
+
+
+def test_a_failing_notebook_names_the_notebook_and_the_cell(tmp_path: Path) -> None:
+    """Exit non-zero with "notebook X failed at cell N"; no result JSON is written."""
+    data = tmp_path / "toy"
+    generate_toy(data, image_size=64, n_train=2, n_test_good=1, n_test_per_defect=1, categories=["nut"], progress=False)
+    broken = tmp_path / "notebooks"
+    broken.mkdir()
+    for path in notebooks():
+        shutil.copy(path, broken / path.name)
+    nb = nbformat.read(broken / reproduce.ONCE_FIRST, as_version=4)
+    nb.cells.insert(3, nbformat.v4.new_code_cell("raise ValueError('broken on purpose')"))
+    nbformat.write(nb, broken / reproduce.ONCE_FIRST)
+    failed = run_reproduce("--data", str(data), "--profile", "smoke", "--device", "cpu", "--out", str(tmp_path / "out"),
+                           "--notebooks", str(broken), "--no-html", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert f"notebook {reproduce.ONCE_FIRST} failed at cell" in failed.stderr
+    assert "ValueError: broken on purpose" in failed.stderr
+    assert not list((tmp_path / "out").glob("**/nut.json"))
+
+
+def test_bad_inputs_fail_before_any_notebook_runs(tmp_path: Path) -> None:
+    missing = run_reproduce("--data", str(tmp_path / "nowhere"), "--profile", "smoke", cwd=tmp_path)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    data = tmp_path / "toy"
+    generate_toy(data, image_size=64, n_train=1, n_test_good=1, n_test_per_defect=1, categories=["nut"], progress=False)
+    unknown = run_reproduce("--data", str(data), "--categories", "bolt", "--profile", "smoke", cwd=tmp_path)
+    assert unknown.returncode == 1 and "bolt" in unknown.stderr
+    bad_epochs = run_reproduce("--data", str(data), "--profile", "smoke", "--epochs", "two", cwd=tmp_path)
+    assert bad_epochs.returncode == 1 and "EPOCHS" in bad_epochs.stderr
+
+
+@pytest.mark.slow
+def test_ablation_trains_every_variant_and_writes_one_table(tmp_path: Path) -> None:
+    data = tmp_path / "toy"
+    generate_toy(data, image_size=64, n_train=4, n_test_good=2, n_test_per_defect=1, categories=["nut"], progress=False)
+    plan = reproduce.make_plan(data, ["nut"], "smoke", 1, "cpu", tmp_path / "results")
+    lines: list[str] = []
+    written = reproduce.run_ablation(plan, say=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    folder = plan.results / "ablation"
+    assert folder / "nut.md" in written and (folder / "ablation.md").exists()
+    table = (folder / "nut.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in table[1:]] == [title for title, _ in reproduce.VARIANTS.values()]
+    runs = {key: (folder / "nut" / "runs" / key / "config.yaml").read_text() for key in reproduce.VARIANTS}
+    assert "fusion:\n    enabled: false" in runs["rd"] and "fusion:\n    enabled: true" in runs["fusion"]
+    assert "memory:\n    enabled: false" in runs["fusion"] and "memory:\n    enabled: true" in runs["all"]
+    again: list[str] = []
+    reproduce.run_ablation(plan, say=lambda *a, **k: again.append(" ".join(map(str, a))))
+    assert sum("up to date, skipped" in line for line in again) == len(reproduce.VARIANTS)

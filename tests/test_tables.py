@@ -1,0 +1,199 @@
+"""Results tables: the paper's CSVs come from the seed, the kit's tables from the JSON files alone."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dhkd import tables
+from dhkd.data import MVTEC_CATEGORIES
+
+SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / tables.SEED_NAME
+
+
+def write_result(folder: Path, category: str, image: float, pixel: float, aupro: float, pro: float, **extra) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    result = {"category": category, "image_auroc": image, "pixel_auroc": pixel, "aupro": aupro, "pro_rd4ad": pro,
+              "profile": "offline", "teacher": "efficientnet_lite0", "device": "cpu", "epochs": 10,
+              "data_root": "/data", "finished": "2025-01-01 00:00 UTC", **extra}
+    (folder / f"{category}.json").write_text(json.dumps(result))
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    folder = tmp_path / "results"
+    write_result(folder, "nut", 0.81234, 0.9, 0.7, 0.75)  # toy: not in the paper
+    write_result(folder, "bottle", 0.99612, 0.98049, 0.95, 0.96)
+    write_result(folder, "grid", 0.97, 0.99, 0.9, 0.93)
+    (folder / "notes.json").write_text("{}")  # not a result: ignored
+    return folder
+
+
+# ----------------------------------------------------------------------------- the paper
+
+
+def test_paper_csvs_are_what_the_parser_makes_of_the_seed() -> None:
+    if not SEED.exists():
+        pytest.skip(f"the seed README is not at {SEED}")
+    for key, rows in tables.parse_seed(SEED.read_text()).items():
+        assert (tables.PAPER_DIR / f"{key}.csv").read_text() == tables.paper_csv_text(rows), (
+            f"dhkd/paper/{key}.csv differs from the seed; run python -m dhkd.tables paper")
+
+
+def test_paper_csvs_hold_the_seed_tables() -> None:
+    image = pd.read_csv(tables.PAPER_DIR / "image_auroc.csv")
+    pixel = pd.read_csv(tables.PAPER_DIR / "pixel_auroc.csv")
+    for frame in (image, pixel):
+        assert tuple(frame["category"][:-1]) == MVTEC_CATEGORIES
+        assert frame["category"].iloc[-1] == "average"
+    assert list(image.columns) == ["category", "name", "Arnet", "Draem", "Different", "Padim", "Cflow", "Cs-flow",
+                                   "Stpm", "Rkd", "Ours"]
+    assert list(pixel.columns) == ["category", "name", "mkd", "Spade", "Padim", "riad", "Cutpaste", "Ikd", "Rkd", "Ours"]
+    assert image.set_index("category").loc["average", "Ours"] == 99.3
+    assert pixel.set_index("category").loc["average", "Ours"] == 98.6
+    assert image.set_index("category").loc["metal_nut", "name"] == "Mental nut"
+    assert tables.paper_numbers("aupro").loc["average"].tolist() == [95.0, 93.9]
+
+
+def test_parse_seed_rejects_a_seed_without_two_tables() -> None:
+    with pytest.raises(tables.DhkdError, match="two Markdown tables"):
+        tables.parse_seed("| a | b |\n| - | - |\n| 1 | 2 |\n")
+
+
+# ----------------------------------------------------------------------------- the kit
+
+
+def test_tables_are_built_from_the_json_files(results: Path) -> None:
+    tables.write_tables(results)
+    image = pd.read_csv(results / "tables" / "image_auroc.csv", index_col=0)
+    # seed order (textures first), then categories the paper does not have
+    assert list(image.index[:3]) == ["grid", "bottle", "nut"]
+    assert image.loc["bottle", "Kit"] == 99.6
+    assert image.loc["bottle", "Paper (Ours)"] == 99.7
+    assert image.loc["bottle", "Paper RD"] == 100.0
+    assert image.loc["bottle", "Δ vs paper"] == -0.1
+    assert image.loc["nut", "Kit"] == 81.2
+    assert math.isnan(image.loc["nut", "Paper (Ours)"]) and math.isnan(image.loc["nut", "Δ vs paper"])
+    average = image.loc["Average (3 listed)"]
+    assert average["Kit"] == round((99.6 + 97.0 + 81.2) / 3, 1)
+    assert math.isnan(average["Paper (Ours)"])  # the paper has no nut
+    published = image.loc["Published average (15 categories)"]
+    assert published["Paper (Ours)"] == 99.3 and math.isnan(published["Kit"])  # only 3 of 15 categories ran
+    pro = pd.read_csv(results / "tables" / "aupro.csv", index_col=0)
+    assert pro.loc["bottle", "Kit"] == 95.0 and pro.loc["bottle", "Kit, RD4AD's PRO"] == 96.0
+    assert pro.loc["Published average (15 categories)", "Paper (Ours)"] == 95.0
+    markdown = (results / "tables" / "results.md").read_text()
+    assert "nut is not an MVTec AD category" in markdown
+    assert "| bottle " in markdown and "99.6" in markdown and "-0.1" in markdown
+    assert (results / "tables" / "results.png").stat().st_size > 10_000
+    assert tables.verify(results) == []
+
+
+def test_the_average_row_uses_the_paper_where_it_has_every_category(tmp_path: Path) -> None:
+    folder = tmp_path / "mvtec"
+    write_result(folder, "bottle", 1.0, 0.99, 0.9, 0.9)
+    write_result(folder, "grid", 1.0, 0.99, 0.9, 0.9)
+    image = tables.build_tables(tables.load_results(folder))["image_auroc"]
+    assert image.loc["Average (2 listed)", "Paper (Ours)"] == round((99.7 + 99.8) / 2, 1)
+    assert image.loc["Average (2 listed)", "Δ vs paper"] == round(100.0 - round((99.7 + 99.8) / 2, 1), 1)
+
+
+def test_all_fifteen_categories_fill_the_published_row(tmp_path: Path) -> None:
+    folder = tmp_path / "full"
+    for category in MVTEC_CATEGORIES:
+        write_result(folder, category, 0.99, 0.98, 0.93, 0.95)
+    built = tables.build_tables(tables.load_results(folder))
+    published = built["image_auroc"].loc[tables.PUBLISHED]
+    assert published["Kit"] == 99.0 and published["Δ vs paper"] == round(99.0 - 99.3, 1)
+    assert built["aupro"].loc[tables.PUBLISHED, "Δ vs paper"] == 0.0  # 95.0 (RD4AD's PRO) - 95.0
+
+
+@pytest.mark.parametrize("name", ["tables/results.md", "tables/image_auroc.csv", "tables/aupro.csv"])
+def test_a_hand_edited_number_is_caught(results: Path, name: str) -> None:
+    tables.write_tables(results)
+    path = results / name
+    text = path.read_text()
+    assert "99.6" in text or "95.0" in text
+    edited = text.replace("99.6", "99.9", 1) if "99.6" in text else text.replace("95.0", "97.0", 1)
+    path.write_text(edited)
+    problems = tables.verify(results)
+    assert len(problems) == 1 and name.split("/")[1] in problems[0] and "expected" in problems[0]
+    assert tables.main(["verify", str(results)]) == 1
+
+
+def test_a_changed_json_makes_the_tables_stale(results: Path) -> None:
+    tables.write_tables(results)
+    write_result(results, "bottle", 0.5, 0.5, 0.5, 0.5)
+    assert tables.verify(results)  # every table still shows the old bottle
+    tables.write_tables(results)
+    assert tables.verify(results) == []
+
+
+def test_a_missing_table_is_reported(results: Path) -> None:
+    tables.write_tables(results)
+    (results / "tables" / "pixel_auroc.csv").unlink()
+    assert any("pixel_auroc.csv is missing" in p for p in tables.verify(results))
+
+
+def test_no_results_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(tables.DhkdError, match="make reproduce"):
+        tables.write_tables(tmp_path)
+
+
+def test_markdown_table_format() -> None:
+    frame = pd.DataFrame({"Kit": [99.04, math.nan], tables.DELTA: [0.3, -1.5]}, index=pd.Index(["a", "b"], name="Category"))
+    lines = tables.markdown_table(frame).splitlines()
+    assert lines[0] == "| Category | Kit  | Δ vs paper |"
+    assert lines[1] == "| -------- | ---: | ---------: |"
+    assert lines[2] == "| a        | 99.0 |       +0.3 |"
+    assert lines[3] == "| b        |    – |       -1.5 |"
+
+
+# ----------------------------------------------------------------------------- README
+
+
+def test_readme_section_is_replaced_between_the_markers(results: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Kit\n\n## Results\n\n{tables.README_START}\nold numbers\n{tables.README_END}\n\n## Citation\n")
+    tables.update_readme(readme, tables.readme_section(results))
+    text = readme.read_text()
+    assert "old numbers" not in text and "## Citation" in text and text.startswith("# Kit")
+    assert text.count(tables.README_START) == 1 and "teacher **efficientnet_lite0**" in text
+    assert "| bottle " in text
+    once = text
+    tables.update_readme(readme, tables.readme_section(results))
+    assert readme.read_text() == once
+
+
+def test_readme_without_markers_gets_a_section(results: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# Kit\n")
+    tables.update_readme(readme, "body")
+    assert readme.read_text() == f"# Kit\n\n## Latest results\n\n{tables.README_START}\nbody\n{tables.README_END}\n"
+
+
+def test_csv_is_plain(results: Path) -> None:
+    tables.write_tables(results)
+    with open(results / "tables" / "pixel_auroc.csv") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["Category", "Paper (Ours)", "Paper RD", "Kit", "Δ vs paper"]
+    assert rows[1] == ["grid", "98.1", "99.3", "99.0", "0.9"]
+
+
+# ----------------------------------------------------------------------------- ablation
+
+
+def test_ablation_table() -> None:
+    frame = tables.ablation_table([
+        {"variant": "RD (baseline)", "image_auroc": 0.9, "pixel_auroc": 0.95, "aupro": 0.8, "pro_rd4ad": 0.85,
+         "train_seconds": 12.34},
+        {"variant": "all (DHKD)", "image_auroc": 0.95, "pixel_auroc": 0.96, "aupro": 0.82, "pro_rd4ad": 0.86,
+         "train_seconds": 20.0},
+    ])
+    assert list(frame.index) == ["RD (baseline)", "all (DHKD)"]
+    assert frame.loc["all (DHKD)", "Image AUROC"] == 95.0 and frame.loc["RD (baseline)", "Train s"] == 12.3
