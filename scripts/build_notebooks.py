@@ -1,11 +1,14 @@
-"""Writes notebooks/*.ipynb (without outputs). Not part of the repo: the notebooks are the source."""
+"""Writes notebooks/*.ipynb (without outputs) from the cells below.
+
+The committed notebooks were made with it; edit a notebook either here (then run
+`python scripts/build_notebooks.py`) or in JupyterLab, and commit it without outputs."""
 
 import sys
 from pathlib import Path
 
 import nbformat as nbf
 
-OUT = Path(sys.argv[1] if len(sys.argv) > 1 else "/work/main/notebooks")
+OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def md(text):
