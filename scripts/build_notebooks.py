@@ -9,6 +9,7 @@ from pathlib import Path
 import nbformat as nbf
 
 OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "notebooks"
+OUT.mkdir(parents=True, exist_ok=True)
 
 
 def md(text):
