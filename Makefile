@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: setup test
+.PHONY: setup test reproduce ablation
 
 setup: $(VENV)/.installed
 
@@ -18,3 +18,79 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q
+
+# ---------------------------------------------------------------------------------------------
+# make reproduce: every notebook headless (papermill) per category, then the results tables and
+# the README's results section. Results, executed notebooks (.ipynb and .html) and tables go to
+# results/<data folder>/<profile>/. Up-to-date categories are skipped unless FORCE=1.
+#   make reproduce                                          toy data set, offline teacher, CPU
+#   make reproduce DATA=data/mvtec_ad PROFILE=paper         the paper's reproduction (GPU)
+#   make reproduce DATA=../shared/data/mvtec_ad CATEGORIES=bottle PROFILE=offline
+# make ablation: the RD baseline, each addition alone, then all; one table per category.
+DATA       ?=
+CATEGORIES ?=
+PROFILE    ?=
+EPOCHS     ?=
+DEVICE     ?= auto
+FORCE      ?=
+RESULTS    ?= results
+TOY_DATA   ?= data/toy
+TOY_EPOCHS ?= 10
+
+ifeq ($(strip $(DATA)),)
+RUN_DATA    = $(TOY_DATA)
+RUN_PROFILE = $(or $(PROFILE),offline)
+RUN_EPOCHS  = $(or $(EPOCHS),$(TOY_EPOCHS))
+MAKE_DATA   = $(BIN)/dhkd data toy --out $(TOY_DATA)
+else
+RUN_DATA    = $(DATA)
+RUN_PROFILE = $(or $(PROFILE),paper)
+RUN_EPOCHS  = $(EPOCHS)
+MAKE_DATA   = @true
+endif
+REPRODUCE = $(PY) -m dhkd.reproduce --data '$(RUN_DATA)' --categories '$(CATEGORIES)' --profile '$(RUN_PROFILE)' \
+	--epochs '$(RUN_EPOCHS)' --device '$(DEVICE)' --out '$(RESULTS)' $(if $(filter 1 yes true,$(FORCE)),--force)
+
+reproduce: setup
+	$(MAKE_DATA)
+	$(REPRODUCE) --readme README.md
+
+ablation: setup
+	$(MAKE_DATA)
+	$(REPRODUCE) --ablation
+
+# ---------------------------------------------------------------------------------------------
+# make bench: training, inference and metric timings (dhkd bench) as a table and a JSON file.
+#   make bench                                                      rd profile, synthetic data
+#   make bench DATA=../shared/data/mvtec_ad CATEGORY=bottle COMPARE=anomalib   the README figures
+#   make bench PROFILE=paper DEVICE=cuda BENCH_JSON=results/bench_paper.json
+# The timings do not depend on the teacher's weights, so BENCH_SET defaults to weights=none
+# (no download). COMPARE=anomalib installs the bench extra (anomalib) first.
+CATEGORY   ?= bottle
+COMPARE    ?=
+BENCH_SET  ?= model.teacher.weights=none
+BENCH_JSON ?= $(RESULTS)/bench.json
+
+.PHONY: bench
+bench: setup
+	$(if $(strip $(COMPARE)),$(BIN)/pip install --quiet -e '.[bench]',@true)
+	mkdir -p '$(dir $(BENCH_JSON))'
+	$(BIN)/dhkd bench --profile '$(or $(PROFILE),rd)' --device '$(DEVICE)' \
+		$(if $(strip $(DATA)),--data-root '$(DATA)' --category '$(CATEGORY)') \
+		$(if $(strip $(COMPARE)),--compare '$(COMPARE)') $(foreach s,$(BENCH_SET),--set '$(s)') --json '$(BENCH_JSON)'
+
+# ---------------------------------------------------------------------------------------------
+# make test-ui: the browser test. JupyterLab on loopback, the visual-analysis notebook in
+# headless Chromium (Debian's `chromium`, driven by Playwright), the threshold slider moved;
+# screenshots go to results/ui/. Installs chromium with apt-get when it is missing (needs root
+# or sudo). About a minute. UI_RUN=runs/bottle shows that evaluated run instead of toy maps.
+CHROMIUM ?= /usr/bin/chromium
+UI_RUN   ?=
+
+.PHONY: test-ui
+test-ui: setup
+	@test -x '$(CHROMIUM)' || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "make test-ui needs $(CHROMIUM): install Debian's chromium as root (apt-get install chromium)" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	DHKD_CHROMIUM='$(CHROMIUM)' DHKD_UI_RUN='$(UI_RUN)' $(PY) -m pytest -m ui -q -s

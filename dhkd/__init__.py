@@ -14,6 +14,12 @@ The package is laid out one concept per module:
 - :mod:`dhkd.metrics`     AUROC, AUPRO (official) and RD4AD's PRO
 - :mod:`dhkd.train`       the two-stage training loop and checkpoints
 - :mod:`dhkd.evaluate`    evaluation of a trained run
+- :mod:`dhkd.thresholds`  confusion counts, F1, IoU at a threshold (for the widgets)
+- :mod:`dhkd.widgets`     threshold explorer, failure browser, run comparison
+- :mod:`dhkd.plots`       the notebooks' figures
+- :mod:`dhkd.tables`      results tables rebuilt from the per-category JSON files
+- :mod:`dhkd.reproduce`   ``make reproduce`` / ``make ablation``: papermill over the notebooks
+- :mod:`dhkd.bench`       ``dhkd bench``: training, inference and metric timings
 - :mod:`dhkd.cli`         the ``dhkd`` command
 """
 
