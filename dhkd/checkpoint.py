@@ -37,10 +37,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise DhkdError(f"no checkpoint at {path}", "train first (dhkd train ... --out RUN_DIR), or check the run folder")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
+    except pickle.UnpicklingError:
         raise DhkdError(
             f"refused to load {path}: it carries pickled Python objects, not only tensors and plain values "
-            f"({str(error).splitlines()[0]})",
+            "(torch.load with weights_only=True will not run code from a file)",
             "only checkpoints written by dhkd are accepted; retrain, or re-save the weights as a plain state_dict",
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
