@@ -15,7 +15,8 @@ What is timed, and how:
   read against the work each implementation does.
 - ``infer_img_per_s_b1`` / ``infer_img_per_s_b32``: test images per second through
   :func:`dhkd.evaluate.predict` (teacher, student, anomaly map with upsampling, sum and blur),
-  one image per batch and 32 per batch, after a warm-up.
+  one image per batch (16 images on the CPU, all on CUDA) and 32 per batch (the whole test
+  set), after a warm-up.
 - ``peak_mem_mb``: ``torch.cuda.max_memory_allocated`` on CUDA; on the CPU the process's peak
   resident set size (``getrusage``), taken before anything of anomalib runs.
 - ``aupro_s``, ``pixel_auroc_s``, ``pro_rd4ad_s``, ``image_auroc_s``: the metrics of
@@ -24,7 +25,10 @@ What is timed, and how:
 ``--compare anomalib`` builds anomalib's ``ReverseDistillationModel`` (same backbone, input size
 and batch, ``pre_trained=False`` like ``model.teacher.weights=none``) and times its plain
 training loop (forward, which runs the teacher every step; its loss; backward; Adam over
-bottleneck and decoder) over the same images, and its eval-mode anomaly maps at batch 32.
+bottleneck and decoder, with anomalib's lr 0.005 and betas (0.5, 0.99)) over the same batches,
+and its eval-mode anomaly maps at batch 32. On the CPU the two sides alternate batch by batch
+(a kit step, an anomalib step, ...), so that other processes on a shared machine slow both
+alike and the ratios stay fair; on CUDA each side runs its epoch back to back.
 
 On a small CPU shared with other processes, run with ``OMP_NUM_THREADS=1``: two OpenMP threads
 on two busy cores wait on each other at every operation and can be 10-100x slower.
@@ -39,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import os
 import platform
 import resource
@@ -106,10 +111,6 @@ def synthetic_data(size: int, n_train: int = SYNTHETIC_TRAIN, n_test: int = SYNT
     return images(n_train), test
 
 
-def _subset(split: CategorySplit, n: int) -> CategorySplit:
-    return CategorySplit(split.images[:n], split.masks[:n], split.labels[:n], split.defect_types[:n], split.paths[:n])
-
-
 # ------------------------------------------------------------------------------ timing
 
 
@@ -173,56 +174,99 @@ class _LoadWatcher:
         self._thread.join()
 
 
-# ------------------------------------------------------------------------------ the kit
+# ------------------------------------------------------------------------------ the two sides
 
 
-def bench_kit(config: Config, device: torch.device, train_images: torch.Tensor, test: CategorySplit,
-              log: Callable[[str], None]) -> dict[str, Any]:
-    """Times of the kit on ``device`` (training, inference, metrics on its test maps)."""
-    result: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="dhkd-bench-") as out:
-        trainer = Trainer(config, ".", "bench", out, device=str(device), progress=False)
-        log("teacher features of the training images (once)")
-        trainer._prepare(images=train_images)
-        result["teacher_cache_s"] = trainer.teacher_cache_seconds
-        log(f"one training epoch ({len(train_images)} images, batch {config.train.batch_size})")
-        started = time.perf_counter()
-        result["train_epoch_s"] = trainer.time_epoch(stage=1)
-        result["train_warmup_s"] = time.perf_counter() - started - result["train_epoch_s"]  # torch.compile's time too
-        result["train_gmac_per_image"] = _kit_train_gmac(trainer)
-        epochs = config.train.epochs
-        stage2_epochs = sum(stage_of(e, config) == 2 for e in range(epochs))
-        if stage2_epochs:
-            log("one stage-2 (masking) training epoch")
-            result["train_epoch_stage2_s"] = trainer.time_epoch(stage=2)
-        mean_epoch = (result["train_epoch_s"] * (epochs - stage2_epochs)
-                      + result.get("train_epoch_stage2_s", 0.0) * stage2_epochs) / epochs
-        result["train_img_per_s"] = len(train_images) / result["train_epoch_s"]
-        result["projected_train_s"] = result["teacher_cache_s"] + epochs * mean_epoch
-        model = trainer.model
-    del trainer
+class KitSide:
+    """The kit as it trains and evaluates: its :class:`~dhkd.train.Trainer` step and :func:`predict`."""
 
-    test = test.to(device)  # decoded once, on the device: predict's own .to() is then free
-    n_b1 = len(test) if device.type == "cuda" else min(len(test), CPU_B1_IMAGES)
-    log(f"inference, batch 1 ({n_b1} images)")
-    result["infer_b1_images"] = n_b1
-    result["infer_img_per_s_b1"] = n_b1 / _time_predict(model, _subset(test, n_b1), config, device, 1)
-    log(f"inference, batch {INFER_BATCH} ({len(test)} images)")
-    seconds, predictions = _time_predict(model, test, config, device, INFER_BATCH, keep=True)
-    result["infer_img_per_s_b32"] = len(test) / seconds
-    result["infer_gmac_per_image"] = _gmac_per_image(lambda: model(normalize(test.images[:2])), 2, inference=True)
-    result["peak_mem_mb"] = _peak_mem_mb(device)
+    name = "dhkd"
 
-    log("metrics on the test maps")
-    p = predictions
-    for name, fn in [
-        ("aupro", lambda: metrics.aupro(p.maps, p.masks, fpr_limit=config.eval.fpr_limit)),
-        ("pixel_auroc", lambda: metrics.pixel_auroc(p.maps, p.masks)),
-        ("pro_rd4ad", lambda: metrics.pro_rd4ad(p.maps, p.masks, num_thresholds=config.eval.pro_thresholds)),
-        ("image_auroc", lambda: metrics.image_auroc(p.scores, p.labels)),
-    ]:
-        result[f"{name}_s"], result[f"{name}_value"] = _median_seconds(fn, device)
-    return result
+    def __init__(self, config: Config, device: torch.device, train_images: torch.Tensor, out_dir: str) -> None:
+        self.config, self.device = config, device
+        self.trainer = Trainer(config, ".", "bench", out_dir, device=str(device), progress=False)
+        self.trainer._prepare(images=train_images)  # decodes nothing: the images are given; caches the teacher
+        self.model = self.trainer.model
+        self.predict_config = copy.deepcopy(config)
+        self.predict_config.eval.batch_size = INFER_BATCH
+
+    def train(self) -> None:
+        self.trainer.student.train()
+
+    def train_step(self, indices: torch.Tensor) -> None:
+        self.trainer._step(indices, 1)
+
+    def infer(self, chunk: CategorySplit) -> Any:
+        return predict(self.model, chunk, self.predict_config, self.device, progress=False)
+
+    def train_gmac(self) -> float:
+        """A stage-1 step's work per image: the student's forward and backward on cached teacher features."""
+        trainer = self.trainer
+        self.train()
+        indices = torch.arange(2, device=self.device)
+        teacher = 0.0
+        if trainer.cache is not None:
+            features = [level[indices] for level in trainer.cache]
+        else:  # the teacher runs every step
+            images = normalize(trainer.images[indices])
+            teacher = _gmac_per_image(lambda: trainer._teacher_normalised(images), 2)
+            features = trainer._teacher_normalised(images)
+        step = lambda: distillation_loss(features, trainer.student(features), trainer.config.train.loss).backward()
+        gmac = teacher + _gmac_per_image(step, 2)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        return gmac
+
+    def infer_gmac(self, images: torch.Tensor) -> float:
+        return _gmac_per_image(lambda: self.model(normalize(images[:2])), 2, inference=True)
+
+
+class AnomalibSide:
+    """anomalib's ``ReverseDistillationModel`` and its plain loop: forward (the teacher runs every
+    step), its loss, backward, Adam over bottleneck and decoder with its own settings."""
+
+    name = "anomalib"
+
+    def __init__(self, config: Config, device: torch.device, train_images: torch.Tensor) -> None:
+        anomalib, mode, loss_class, model_class = _import_anomalib(config)
+        self.version = anomalib.__version__
+        size = config.data.image_size
+        torch.manual_seed(config.train.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.model = model_class(backbone=config.model.teacher.name, input_size=(size, size),
+                                     layers=list(ANOMALIB_LAYERS), anomaly_map_mode=mode.ADD,
+                                     pre_trained=False).to(device)
+        self.loss = loss_class()
+        # anomalib's configure_optimizers: Adam over decoder + bottleneck, lr 0.005, betas (0.5, 0.99)
+        self.optimizer = torch.optim.Adam(list(self.model.decoder.parameters()) + list(self.model.bottleneck.parameters()),
+                                          lr=0.005, betas=(0.5, 0.99))
+        self.images = train_images.to(device)
+
+    def train(self) -> None:
+        self.model.train()
+
+    def train_step(self, indices: torch.Tensor) -> None:
+        loss = self.loss(*self.model(normalize(self.images[indices])))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        loss.item()  # its Lightning training_step logs loss.item() every step
+
+    @torch.inference_mode()
+    def infer(self, chunk: CategorySplit) -> torch.Tensor:
+        self.model.eval()
+        return self.model(normalize(chunk.images)).anomaly_map
+
+    def train_gmac(self) -> float:
+        self.train()
+        two = normalize(self.images[:2])
+        gmac = _gmac_per_image(lambda: self.loss(*self.model(two)).backward(), 2)
+        self.optimizer.zero_grad(set_to_none=True)
+        return gmac
+
+    def infer_gmac(self, images: torch.Tensor) -> float:
+        self.model.eval()
+        return _gmac_per_image(lambda: self.model(normalize(images[:2])), 2, inference=True)
 
 
 def _gmac_per_image(fn: Callable[[], Any], n: int, inference: bool = False) -> float:
@@ -234,105 +278,138 @@ def _gmac_per_image(fn: Callable[[], Any], n: int, inference: bool = False) -> f
     return counter.get_total_flops() / 2e9 / n
 
 
-def _kit_train_gmac(trainer: Trainer) -> float:
-    """A stage-1 step's work per image: the student's forward and backward on cached teacher features."""
-    indices = torch.arange(2, device=trainer.device)
-    if trainer.cache is not None:
-        features = [level[indices] for level in trainer.cache]
-        teacher = 0.0
-    else:  # the teacher runs every step
-        images = normalize(trainer.images[indices])
-        teacher = _gmac_per_image(lambda: trainer._teacher_normalised(images), 2)
-        features = trainer._teacher_normalised(images)
+def _time_sides(calls: dict[str, list[Callable[[], Any]]], device: torch.device) -> tuple[dict[str, float], dict[str, list[Any]]]:
+    """Total seconds of each side's calls, and their results.
 
-    def step() -> None:
-        distillation_loss(features, trainer.student(features), trainer.config.train.loss).backward()
-
-    gmac = teacher + _gmac_per_image(step, 2)
-    trainer.optimizer.zero_grad(set_to_none=True)
-    return gmac
-
-
-def _time_predict(model: torch.nn.Module, split: CategorySplit, config: Config, device: torch.device, batch: int,
-                  keep: bool = False) -> Any:
-    """Seconds of ``predict`` over ``split`` at ``batch`` images per batch, after a warm-up.
-
-    On CUDA the warm-up is a whole pass (cuDNN autotunes every new shape, the last smaller
-    batch included); on the CPU one batch is enough and saves minutes.
+    On the CPU the sides alternate call by call (batch i of every side before batch i + 1 of
+    any), so that whatever else runs on a shared machine slows both alike; on CUDA each side
+    runs its calls back to back with one synchronisation at the end (the GPU is not shared, and
+    a synchronisation per call would cost time).
     """
-    cfg = copy.deepcopy(config)
-    cfg.eval.batch_size = batch
-    predict(model, split if device.type == "cuda" else _subset(split, batch), cfg, device, progress=False)
-    seconds, predictions = _seconds(lambda: predict(model, split, cfg, device, progress=False), device)
-    return (seconds, predictions) if keep else seconds
-
-
-# ------------------------------------------------------------------------------ anomalib
-
-
-def bench_anomalib(config: Config, device: torch.device, train_images: torch.Tensor, test: CategorySplit,
-                   log: Callable[[str], None]) -> dict[str, Any]:
-    """anomalib's RD torch model, trained and run by its plain loop on the same images."""
-    anomalib, AnomalyMapGenerationMode, ReverseDistillationLoss, ReverseDistillationModel = _import_anomalib(config)
-    backbone = config.model.teacher.name
-    if config.model.teacher.weights != "none":
-        log("note: anomalib is built with pre_trained=False (offline); the weights do not change the timings")
-    size = config.data.image_size
-    torch.manual_seed(config.train.seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ReverseDistillationModel(backbone=backbone, input_size=(size, size), layers=list(ANOMALIB_LAYERS),
-                                         anomaly_map_mode=AnomalyMapGenerationMode.ADD, pre_trained=False).to(device)
-    loss_fn = ReverseDistillationLoss()
-    # anomalib's own configure_optimizers: Adam over decoder + bottleneck, lr 0.005, betas (0.5, 0.99)
-    optimizer = torch.optim.Adam(list(model.decoder.parameters()) + list(model.bottleneck.parameters()),
-                                 lr=0.005, betas=(0.5, 0.99))
-    images = train_images.to(device)
-    batch = config.train.batch_size
-    generator = torch.Generator(device=device).manual_seed(config.train.seed)
-    order = torch.randperm(len(images), generator=generator, device=device)
-
-    def step(indices: torch.Tensor) -> float:
-        encoder, decoder = model(normalize(images[indices]))
-        loss = loss_fn(encoder, decoder)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.item()  # its Lightning step logs loss.item() every step, as the kit reads the loss
-
-    chosen = [order[start:start + batch] for start in range(0, len(images), batch)]  # the kit's batches (the last kept)
-
-    def epoch() -> None:
-        for indices in chosen:
-            step(indices)
-
+    totals = {name: 0.0 for name in calls}
+    results: dict[str, list[Any]] = {name: [] for name in calls}
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    model.train()
-    log(f"anomalib: one training epoch ({len(images)} images, batch {batch})")
-    for indices in {len(c): c for c in chosen}.values():  # warm-up: one step per batch shape, as for the kit
-        step(indices)
-    result: dict[str, Any] = {"anomalib_version": anomalib.__version__}
-    result["anomalib_train_epoch_s"], _ = _seconds(epoch, device)
-    two = normalize(images[:2])
-    result["anomalib_train_gmac_per_image"] = _gmac_per_image(lambda: loss_fn(*model(two)).backward(), 2)
-    optimizer.zero_grad(set_to_none=True)
+        for name, fns in calls.items():
+            totals[name], results[name] = _seconds(lambda: [fn() for fn in fns], device)
+        return totals, results
+    for i in range(max(len(fns) for fns in calls.values())):
+        for name, fns in calls.items():
+            if i < len(fns):
+                seconds, value = _seconds(fns[i], device)
+                totals[name] += seconds
+                results[name].append(value)
+    return totals, results
 
-    model.eval()
-    test_images = test.images.to(device)
 
-    @torch.inference_mode()
-    def infer(n: int) -> torch.Tensor:
-        maps = [model(normalize(test_images[s:s + INFER_BATCH])).anomaly_map for s in range(0, n, INFER_BATCH)]
-        return torch.cat(maps)
+def _chunks(split: CategorySplit, size: int) -> list[CategorySplit]:
+    return [_slice(split, start, start + size) for start in range(0, len(split), size)]
 
-    log(f"anomalib: inference, batch {INFER_BATCH} ({len(test_images)} images)")
-    infer(len(test_images) if device.type == "cuda" else min(INFER_BATCH, len(test_images)))  # warm-up
-    seconds, _ = _seconds(lambda: infer(len(test_images)), device)
-    result["anomalib_infer_img_per_s_b32"] = len(test_images) / seconds
-    result["anomalib_infer_gmac_per_image"] = _gmac_per_image(lambda: model(normalize(test_images[:2])), 2, inference=True)
-    if device.type == "cuda":
-        result["anomalib_peak_mem_mb"] = _peak_mem_mb(device)
+
+def _slice(split: CategorySplit, start: int, stop: int) -> CategorySplit:
+    return CategorySplit(split.images[start:stop], split.masks[start:stop], split.labels[start:stop],
+                         split.defect_types[start:stop], split.paths[start:stop])
+
+
+def _concat(parts: list[Any]) -> Any:
+    """One :class:`~dhkd.evaluate.Predictions` from those of consecutive chunks."""
+    first = parts[0]
+    return type(first)(torch.cat([p.maps for p in parts]), torch.cat([p.scores for p in parts]),
+                       torch.cat([p.masks for p in parts]), torch.cat([p.labels for p in parts]),
+                       [t for p in parts for t in p.defect_types], [q for p in parts for q in p.paths])
+
+
+def _bench(config: Config, device: torch.device, train_images: torch.Tensor, test: CategorySplit, compare: bool,
+           log: Callable[[str], None]) -> dict[str, Any]:
+    """Every timing. The kit's own phases (warm-ups, peak memory, stage 2, batch 1) run before
+    anomalib exists, so that its memory is the kit's alone; then the epoch and the batch-32
+    inference of both sides are timed together (see :func:`_time_sides`)."""
+    result: dict[str, Any] = {}
+    test = test.to(device)  # decoded once, on the device
+    with tempfile.TemporaryDirectory(prefix="dhkd-bench-") as out:
+        log("teacher features of the training images (once)")
+        kit = KitSide(config, device, train_images, out)
+        trainer = kit.trainer
+        result["teacher_cache_s"] = trainer.teacher_cache_seconds
+        batch = config.train.batch_size
+        order = torch.randperm(len(train_images), generator=trainer.generator, device=device)
+        batches = [order[i * batch:(i + 1) * batch] for i in range(trainer._batches_per_epoch())]
+        shapes = list({len(b): b for b in batches}.values())  # one warm-up step per batch shape
+        chunks = _chunks(test, INFER_BATCH)
+        warm_chunks = chunks if device.type == "cuda" else chunks[:1]  # cuDNN autotunes every shape
+
+        log("warm-up of the kit (one step per batch shape; torch.compile compiles here)")
+        kit.train()
+        result["train_warmup_s"], _ = _seconds(lambda: [kit.train_step(b) for b in shapes], device)
+        result["train_gmac_per_image"] = kit.train_gmac()
+        epochs = config.train.epochs
+        stage2_epochs = sum(stage_of(e, config) == 2 for e in range(epochs))
+        if stage2_epochs:
+            log("one stage-2 (masking) training epoch")
+            result["train_epoch_stage2_s"] = trainer.time_epoch(stage=2)
+        n_b1 = len(test) if device.type == "cuda" else min(len(test), CPU_B1_IMAGES)
+        log(f"inference, batch 1 ({n_b1} images)")
+        b1 = copy.deepcopy(config)
+        b1.eval.batch_size = 1
+        one = _slice(test, 0, n_b1)
+        predict(kit.model, _slice(test, 0, 1) if device.type != "cuda" else one, b1, device, progress=False)
+        seconds, _ = _seconds(lambda: predict(kit.model, one, b1, device, progress=False), device)
+        result["infer_b1_images"], result["infer_img_per_s_b1"] = n_b1, n_b1 / seconds
+        for chunk in warm_chunks:
+            kit.infer(chunk)
+        result["infer_gmac_per_image"] = kit.infer_gmac(test.images)
+        result["peak_mem_mb"] = _peak_mem_mb(device)
+
+        sides: list[Any] = [kit]
+        if compare:
+            log("anomalib: model and warm-up")
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                baseline = torch.cuda.memory_allocated(device)
+            other = AnomalibSide(config, device, train_images)
+            other.train()
+            for b in shapes:
+                other.train_step(b)
+            for chunk in warm_chunks:
+                other.infer(chunk)
+            result["anomalib_version"] = other.version
+            result["anomalib_train_gmac_per_image"] = other.train_gmac()
+            result["anomalib_infer_gmac_per_image"] = other.infer_gmac(test.images)
+            if device.type == "cuda":
+                result["anomalib_peak_mem_mb"] = (torch.cuda.max_memory_allocated(device) - baseline) / 2**20
+            sides.append(other)
+
+        names = " and ".join(s.name for s in sides)
+        how = "alternating batch by batch" if device.type == "cpu" and compare else "timed"
+        log(f"one training epoch of {names} ({len(train_images)} images, batch {batch}, {how})")
+        for side in sides:
+            side.train()
+        totals, _ = _time_sides({s.name: [functools.partial(s.train_step, b) for b in batches] for s in sides}, device)
+        log(f"inference of {names}, batch {INFER_BATCH} ({len(test)} images, {how})")
+        infer_totals, outputs = _time_sides({s.name: [functools.partial(s.infer, c) for c in chunks] for s in sides},
+                                            device)
+        predictions = _concat(outputs["dhkd"])
+
+    result["train_epoch_s"] = totals["dhkd"]
+    result["train_img_per_s"] = len(train_images) / totals["dhkd"]
+    mean_epoch = (totals["dhkd"] * (epochs - stage2_epochs) + result.get("train_epoch_stage2_s", 0.0) * stage2_epochs) / epochs
+    result["projected_train_s"] = result["teacher_cache_s"] + epochs * mean_epoch
+    result["infer_img_per_s_b32"] = len(test) / infer_totals["dhkd"]
+    if compare:
+        result["anomalib_train_epoch_s"] = totals["anomalib"]
+        result["anomalib_infer_img_per_s_b32"] = len(test) / infer_totals["anomalib"]
+        result["train_epoch_ratio"] = result["train_epoch_s"] / result["anomalib_train_epoch_s"]
+        result["infer_time_ratio_b32"] = result["anomalib_infer_img_per_s_b32"] / result["infer_img_per_s_b32"]
+        result["timing"] = "interleaved" if device.type == "cpu" else "sequential"
+
+    log("metrics on the test maps")
+    p = predictions
+    for name, fn in [
+        ("aupro", lambda: metrics.aupro(p.maps, p.masks, fpr_limit=config.eval.fpr_limit)),
+        ("pixel_auroc", lambda: metrics.pixel_auroc(p.maps, p.masks)),
+        ("pro_rd4ad", lambda: metrics.pro_rd4ad(p.maps, p.masks, num_thresholds=config.eval.pro_thresholds)),
+        ("image_auroc", lambda: metrics.image_auroc(p.scores, p.labels)),
+    ]:
+        result[f"{name}_s"], result[f"{name}_value"] = _median_seconds(fn, device)
     return result
 
 
@@ -403,11 +480,7 @@ def run_bench(config: Config, device: str | torch.device = "auto", data_root: st
         torch.cuda.reset_peak_memory_stats(resolved)
 
     with _LoadWatcher() as load:
-        result.update(bench_kit(config, resolved, train_images, test, log))
-        if compare == "anomalib":
-            result.update(bench_anomalib(config, resolved, train_images, test, log))
-            result["train_epoch_ratio"] = result["train_epoch_s"] / result["anomalib_train_epoch_s"]
-            result["infer_time_ratio_b32"] = result["anomalib_infer_img_per_s_b32"] / result["infer_img_per_s_b32"]
+        result.update(_bench(config, resolved, train_images, test, compare == "anomalib", log))
     result["load_1min_end"] = _load()
     if load.samples:
         result["load_1min_mean"] = statistics.fmean(load.samples)
@@ -490,4 +563,4 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["run_bench", "bench_kit", "bench_anomalib", "synthetic_data", "format_table", "main"]
+__all__ = ["run_bench", "KitSide", "AnomalibSide", "synthetic_data", "format_table", "main"]
