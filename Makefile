@@ -25,6 +25,7 @@ test: setup
 # results/<data folder>/<profile>/. Up-to-date categories are skipped unless FORCE=1.
 #   make reproduce                                          toy data set, offline teacher, CPU
 #   make reproduce DATA=data/mvtec_ad PROFILE=paper         the paper's reproduction (GPU)
+#   make reproduce DATA=data/mvtec_ad PROFILE=paper DEVICES=0,1,2,3   categories spread over 4 GPUs
 #   make reproduce DATA=../shared/data/mvtec_ad CATEGORIES=bottle PROFILE=offline
 # make ablation: the RD baseline, each addition alone, then all; one table per category.
 DATA       ?=
@@ -32,6 +33,7 @@ CATEGORIES ?=
 PROFILE    ?=
 EPOCHS     ?=
 DEVICE     ?= auto
+DEVICES    ?=
 FORCE      ?=
 RESULTS    ?= results
 TOY_DATA   ?= data/toy
@@ -49,7 +51,7 @@ RUN_EPOCHS  = $(EPOCHS)
 MAKE_DATA   = @true
 endif
 REPRODUCE = $(PY) -m dhkd.reproduce --data '$(RUN_DATA)' --categories '$(CATEGORIES)' --profile '$(RUN_PROFILE)' \
-	--epochs '$(RUN_EPOCHS)' --device '$(DEVICE)' --out '$(RESULTS)' $(if $(filter 1 yes true,$(FORCE)),--force)
+	--epochs '$(RUN_EPOCHS)' --device '$(DEVICE)' --devices '$(DEVICES)' --out '$(RESULTS)' $(if $(filter 1 yes true,$(FORCE)),--force)
 
 reproduce: setup
 	$(MAKE_DATA)

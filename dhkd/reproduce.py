@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -128,8 +128,9 @@ def _recorded_stamp(path: Path) -> str | None:
 # ----------------------------------------------------------------------------- execution
 
 
-def _kernel_manager_class(socket_dir: Path):
-    """A kernel manager that talks over local sockets (IPC) in ``socket_dir``, not TCP: no network, no warning."""
+def _kernel_manager_class(socket_dir: Path, env: dict[str, str] | None = None):
+    """A kernel manager that talks over local sockets (IPC) in ``socket_dir``, not TCP: no network, no
+    warning. ``env`` is added to the kernel's environment (``CUDA_VISIBLE_DEVICES`` of a worker)."""
     from jupyter_client.manager import AsyncKernelManager
 
     class IPCKernelManager(AsyncKernelManager):
@@ -137,6 +138,11 @@ def _kernel_manager_class(socket_dir: Path):
             kwargs.setdefault("transport", "ipc")
             kwargs.setdefault("ip", str(socket_dir / "kernel"))  # the sockets' path prefix (default: the cwd)
             super().__init__(**kwargs)
+
+        async def start_kernel(self, **kwargs: Any) -> None:
+            if env:
+                kwargs["env"] = {**os.environ, **kwargs.get("env", {}), **env}
+            await super().start_kernel(**kwargs)
 
     return IPCKernelManager
 
@@ -159,8 +165,10 @@ def check_kernel() -> None:
                         f"({spec.resource_dir})")
 
 
-def execute(source: Path, target: Path, parameters: dict[str, Any], label: str, html: bool = True) -> float:
+def execute(source: Path, target: Path, parameters: dict[str, Any], label: str, html: bool = True,
+            env: dict[str, str] | None = None) -> float:
     """Run one notebook with papermill into ``target`` (and ``target.html``); the seconds it took.
+    ``env``: extra environment variables of the notebook's kernel.
 
     Raises :class:`NotebookFailed` naming the notebook and the cell when a cell raises; the
     executed notebook, error included, stays at ``target`` for a look.
@@ -175,7 +183,7 @@ def execute(source: Path, target: Path, parameters: dict[str, Any], label: str, 
     try:
         papermill.execute_notebook(str(source), str(target), parameters=parameters, kernel_name="python3",
                                    progress_bar=False, log_output=False, cwd=str(source.parent),
-                                   kernel_manager_class=_kernel_manager_class(socket_dir),
+                                   kernel_manager_class=_kernel_manager_class(socket_dir, env),
                                    # quiet kernel logs: the shutdown's interrupt logs a harmless "KeyboardInterrupt"
                                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     except PapermillExecutionError as error:
@@ -260,6 +268,7 @@ class Plan:
     dataset: str
     notebooks: Path
     data_text: str = ""  # the data root as the user gave it, for the README
+    devices: list[str] = field(default_factory=list)  # GPU numbers: one worker per GPU, categories spread over them
 
     @property
     def runs(self) -> Path:
@@ -279,8 +288,42 @@ class Plan:
                      config=to_dict(self.config), category=self.category_stamp(first) if name == ONCE_AFTER else None)
 
 
+def parse_devices(text: str) -> list[str]:
+    """``"0,1,2"`` (or ``"0 1 2"``) -> ``["0", "1", "2"]``; empty -> ``[]``."""
+    devices = [d for d in str(text).replace(",", " ").split() if d]
+    if not all(d.isdigit() for d in devices):
+        raise DhkdError(f"DEVICES must list GPU numbers, got {text!r}", "for example DEVICES=0,1,2,3")
+    if len(set(devices)) != len(devices):
+        raise DhkdError(f"DEVICES names a GPU twice: {text!r}", "list every GPU once")
+    return devices
+
+
+def check_devices(devices: list[str], device: str) -> list[str]:
+    """With DEVICES every worker's kernel sees its one GPU as ``cuda``; DEVICE must not name another."""
+    if not devices:
+        return devices
+    if device not in ("auto", "cuda", "cpu"):
+        raise DhkdError(f"DEVICE={device} and DEVICES={','.join(devices)} contradict each other",
+                        "with DEVICES each notebook sees one GPU as cuda: leave DEVICE at auto")
+    if device != "cpu":
+        import torch
+
+        available = torch.cuda.device_count()
+        missing = [d for d in devices if int(d) >= available]
+        if missing:
+            raise DhkdError(f"DEVICES={','.join(devices)}: this machine has {available} CUDA GPU(s), "
+                            f"so GPU {', '.join(missing)} does not exist",
+                            "list the GPUs that nvidia-smi shows, or leave DEVICES empty to run on one device")
+    return devices
+
+
+def largest_first(data: Path, categories: list[str]) -> list[str]:
+    """Categories by training-set size, largest first: long jobs start early, so GPUs finish together."""
+    return sorted(categories, key=lambda c: -sum(1 for _ in (data / c / "train" / "good").iterdir()))
+
+
 def make_plan(data: str | Path, categories: list[str] | None, profile: str, epochs: int | None, device: str,
-              out: str | Path, notebooks: str | Path = NOTEBOOKS) -> Plan:
+              out: str | Path, notebooks: str | Path = NOTEBOOKS, devices: list[str] | None = None) -> Plan:
     """Check the inputs (data, categories, profile, notebooks, kernel) before any work starts."""
     from dhkd.data import MVTEC_CATEGORIES, list_categories, validate_category
 
@@ -296,6 +339,7 @@ def make_plan(data: str | Path, categories: list[str] | None, profile: str, epoc
     for category in chosen:
         validate_category(data, category)
     config = training_config(profile, epochs)
+    devices = check_devices(devices or [], device)
     notebooks = Path(notebooks)
     missing = [n for n in ALL_NOTEBOOKS if not (notebooks / n).exists()]
     if missing:
@@ -308,12 +352,16 @@ def make_plan(data: str | Path, categories: list[str] | None, profile: str, epoc
         dataset = data.name
     return Plan(data=data, categories=list(chosen), profile=profile, epochs=epochs, device=device,
                 results=Path(out).resolve() / data.name / config.profile, config=config, dataset=dataset,
-                notebooks=notebooks, data_text=data_text)
+                notebooks=notebooks, data_text=data_text, devices=devices)
 
 
 def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool = True, dry_run: bool = False,
         say: Callable[..., None] = print) -> list[str]:
-    """Run what is not up to date; returns the ``category · notebook`` labels that ran (or would run)."""
+    """Run what is not up to date; returns the ``category · notebook`` labels that ran (or would run).
+
+    With ``plan.devices`` the categories run in parallel, one worker per GPU, largest first;
+    each worker's kernels see only their GPU (``CUDA_VISIBLE_DEVICES``).
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     from dhkd import tables
@@ -323,24 +371,28 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
     exports = ThreadPoolExecutor(max_workers=1)  # HTML copies are written while the next notebook runs
     exported = []
     notebooks_out = plan.results / "notebooks"
+    spread = f" spread over GPUs {','.join(plan.devices)}" if plan.devices else ""
     say(f"reproduce: {n} categor{'y' if n == 1 else 'ies'} of {plan.data} ({plan.dataset}), profile {plan.profile} "
-        f"(teacher {plan.config.model.teacher.name}, {plan.config.train.epochs} epochs), device {plan.device} "
+        f"(teacher {plan.config.model.teacher.name}, {plan.config.train.epochs} epochs), device {plan.device}{spread} "
         f"-> {plan.results}", flush=True)
     started = time.perf_counter()
 
     def notebook(index: int, category: str, name: str, target: Path, parameters: dict[str, Any],
-                 watch: Path | None = None) -> None:
-        label = f"[{index}/{n}] {category} · {name}"
+                 watch: Path | None = None, gpu: str | None = None) -> None:
+        where = f" (GPU {gpu})" if gpu is not None else ""
+        label = f"[{index}/{n}] {category} · {name}{where}"
         ran.append(f"{category} · {name}")
         if dry_run:
             say(f"{label} (would run)")
             return
         say(f"{label} …", flush=True)
+        env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None
+        run_it = lambda: execute(plan.notebooks / name, target, parameters, f"(category {category})", html=False, env=env)  # noqa: E731
         if watch is not None:
-            with HistoryWatcher(watch, plan.config.train.epochs):
-                seconds = execute(plan.notebooks / name, target, parameters, f"(category {category})", html=False)
+            with HistoryWatcher(watch, plan.config.train.epochs, indent=f"      {category}: " if gpu is not None else "      "):
+                seconds = run_it()
         else:
-            seconds = execute(plan.notebooks / name, target, parameters, f"(category {category})", html=False)
+            seconds = run_it()
         if html:
             exported.append(exports.submit(export_html, target))
         say(f"{label} … {seconds:.1f} s", flush=True)
@@ -351,28 +403,36 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
         if not force and _recorded_stamp(sidecar) == wanted:
             say(f"[1/{n}] {plan.categories[0]} · {name} up to date, skipped")
             return
-        notebook(1, plan.categories[0], name, notebooks_out / name, plan.parameters(plan.categories[0]))
+        notebook(1, plan.categories[0], name, notebooks_out / name, plan.parameters(plan.categories[0]),
+                 gpu=plan.devices[0] if plan.devices else None)
         if not dry_run:
             atomic_write_json(sidecar, {"stamp": wanted})
 
+    def category_notebooks(index: int, category: str, gpu: str | None = None) -> None:
+        result_path = plan.results / f"{category}.json"
+        wanted = plan.category_stamp(category)
+        if not force and _recorded_stamp(result_path) == wanted:
+            say(f"[{index}/{n}] {category} · up to date, skipped")
+            return
+        if force and not dry_run:
+            shutil.rmtree(plan.runs / category, ignore_errors=True)
+        category_started = time.perf_counter()
+        for name in PER_CATEGORY:
+            watch = plan.runs / category / "history.csv" if name == PER_CATEGORY[0] else None
+            notebook(index, category, name, notebooks_out / category / name, plan.parameters(category), watch, gpu)
+        if not dry_run:
+            _write_result(plan, category, wanted, time.perf_counter() - category_started, gpu)
+
     try:
         once(ONCE_FIRST)
-        for index, category in enumerate(plan.categories, start=1):
-            result_path = plan.results / f"{category}.json"
-            wanted = plan.category_stamp(category)
-            if not force and _recorded_stamp(result_path) == wanted:
-                say(f"[{index}/{n}] {category} · up to date, skipped")
-            else:
-                if force and not dry_run:
-                    shutil.rmtree(plan.runs / category, ignore_errors=True)
-                category_started = time.perf_counter()
-                for name in PER_CATEGORY:
-                    watch = plan.runs / category / "history.csv" if name == PER_CATEGORY[0] else None
-                    notebook(index, category, name, notebooks_out / category / name, plan.parameters(category), watch)
-                if not dry_run:
-                    _write_result(plan, category, wanted, time.perf_counter() - category_started)
-            if index == 1:
-                once(ONCE_AFTER)
+        if plan.devices:
+            _on_workers(plan, category_notebooks)
+            once(ONCE_AFTER)
+        else:
+            for index, category in enumerate(plan.categories, start=1):
+                category_notebooks(index, category)
+                if index == 1:
+                    once(ONCE_AFTER)
 
         sidecar = notebooks_out / f"{Path(TABLES_NOTEBOOK).stem}.json"
         wanted = stamp(notebook=notebook_hash(plan.notebooks / TABLES_NOTEBOOK))
@@ -401,11 +461,40 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
     return ran
 
 
-def _write_result(plan: Plan, category: str, wanted: str, seconds: float) -> None:
+def _on_workers(plan: Plan, job: Callable[[int, str, str], None]) -> None:
+    """``job(index, category, gpu)`` for every category, one worker thread per GPU, largest category
+    first. A failure stops new categories from starting; those running finish, then it is raised."""
+    import queue
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    free: queue.Queue[str] = queue.Queue()
+    for gpu in plan.devices:
+        free.put(gpu)
+
+    def on_a_free_gpu(index: int, category: str) -> None:
+        gpu = free.get()
+        try:
+            job(index, category, gpu)
+        finally:
+            free.put(gpu)
+
+    index_of = {category: index for index, category in enumerate(plan.categories, start=1)}
+    with ThreadPoolExecutor(max_workers=len(plan.devices), thread_name_prefix="gpu") as pool:
+        futures = [pool.submit(on_a_free_gpu, index_of[c], c) for c in largest_first(plan.data, plan.categories)]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+    for future in futures:
+        if not future.cancelled():
+            future.result()  # the first failure, with its message
+
+
+def _write_result(plan: Plan, category: str, wanted: str, seconds: float, gpu: str | None = None) -> None:
     """The category's JSON, written last: the run's metrics plus what produced them."""
     metrics = json.loads((plan.runs / category / "metrics.json").read_text())
+    where = {"cuda_visible_devices": gpu} if gpu is not None else {}
     metrics.update({
-        "parameters": {**plan.parameters(category), "data": plan.data_text, "dataset": plan.dataset},
+        "parameters": {**plan.parameters(category), "data": plan.data_text, "dataset": plan.dataset, **where},
         "stamp": wanted,
         "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "notebook_seconds": round(seconds, 1),
@@ -487,6 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", default="paper", help="paper | rd | offline | smoke | path/to/profile.yaml")
     parser.add_argument("--epochs", default="", help="empty: the profile's own")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--devices", default="", help="GPU numbers, e.g. 0,1,2,3: categories run in parallel, "
+                        "one per GPU (each notebook sees its GPU as cuda)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--force", action="store_true", help="run up-to-date categories again")
     parser.add_argument("--readme", type=Path, help="write the results section of this README")
@@ -510,8 +601,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         categories = [c for c in args.categories.replace(",", " ").split() if c]
-        plan = make_plan(args.data, categories, args.profile, _epochs(args.epochs), args.device, args.out, args.notebooks)
+        plan = make_plan(args.data, categories, args.profile, _epochs(args.epochs), args.device, args.out, args.notebooks,
+                         parse_devices(args.devices))
         if args.ablation:
+            if plan.devices:
+                raise DhkdError("DEVICES spreads make reproduce over GPUs; make ablation runs on one device",
+                                "leave DEVICES empty and pick the GPU with DEVICE=cuda:N")
             run_ablation(plan, args.force)
         else:
             check_kernel()

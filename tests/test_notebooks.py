@@ -16,8 +16,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from dhkd import reproduce, tables
+from dhkd.errors import DhkdError
 from dhkd.toy import generate_toy
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -211,3 +213,47 @@ def test_ablation_trains_every_variant_and_writes_one_table(tmp_path: Path) -> N
     again: list[str] = []
     reproduce.run_ablation(plan, say=lambda *a, **k: again.append(" ".join(map(str, a))))
     assert sum("up to date, skipped" in line for line in again) == len(reproduce.VARIANTS)
+
+
+# ----------------------------------------------------------------------------- make reproduce DEVICES=
+
+
+@pytest.mark.slow
+def test_devices_spread_categories_over_workers_each_seeing_one_gpu(tmp_path: Path) -> None:
+    """DEVICES=0,1 runs two workers at once; every kernel gets its own CUDA_VISIBLE_DEVICES (here
+    with DEVICE=cpu, so that the scheduling is tested on a machine without GPUs)."""
+    data = tmp_path / "toy"
+    generate_toy(data, image_size=64, n_train=6, n_test_good=2, n_test_per_defect=1, categories=["nut"], progress=False)
+    generate_toy(data, image_size=64, n_train=4, n_test_good=2, n_test_per_defect=1, categories=["brick"], progress=False)
+    done = run_reproduce("--data", str(data), "--profile", "smoke", "--epochs", "1", "--device", "cpu",
+                         "--devices", "0,1", "--out", str(tmp_path / "results"), "--no-html", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = tmp_path / "results" / "toy" / "smoke"
+    gpus = {}
+    for category in ("brick", "nut"):
+        recorded = json.loads((results / f"{category}.json").read_text())["parameters"]["cuda_visible_devices"]
+        seen_by_kernel = json.loads((results / "runs" / category / "run.json").read_text())["cuda_visible_devices"]
+        assert recorded == seen_by_kernel
+        gpus[category] = recorded
+    assert sorted(gpus.values()) == ["0", "1"], "both workers should have run a category"
+    assert reproduce.largest_first(data, ["brick", "nut"]) == ["nut", "brick"]  # 6 training images before 4
+    assert "nut: " in done.stdout and "brick: " in done.stdout, "epoch lines name their category"
+    assert (results / "tables" / "results.md").exists()
+
+
+def test_devices_are_checked_before_any_notebook_runs(tmp_path: Path) -> None:
+    assert reproduce.parse_devices("0, 1 2") == ["0", "1", "2"] and reproduce.parse_devices("") == []
+    with pytest.raises(DhkdError, match="GPU numbers"):
+        reproduce.parse_devices("cuda:0")
+    with pytest.raises(DhkdError, match="twice"):
+        reproduce.parse_devices("0,0")
+    with pytest.raises(DhkdError, match="contradict"):
+        reproduce.check_devices(["0", "1"], "cuda:1")
+    if not torch.cuda.is_available():
+        with pytest.raises(DhkdError, match="does not exist"):
+            reproduce.check_devices(["0"], "auto")
+    data = tmp_path / "toy"
+    generate_toy(data, image_size=64, n_train=1, n_test_good=1, n_test_per_defect=1, categories=["nut"], progress=False)
+    ablation = run_reproduce("--data", str(data), "--profile", "smoke", "--devices", "0", "--device", "cpu",
+                             "--ablation", cwd=tmp_path)
+    assert ablation.returncode == 1 and "make ablation runs on one device" in ablation.stderr
