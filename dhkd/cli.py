@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -97,7 +98,8 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.profile, overrides)
     run_dir = train(config, args.data_root, args.category, args.out, device=args.device, resume=args.resume,
                     progress=not args.quiet)
-    print(f"trained {args.category} ({config.profile}, {config.train.epochs} epochs): {run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line, not one per process
+        print(f"trained {args.category} ({config.profile}, {config.train.epochs} epochs): {run_dir}")
     return 0
 
 

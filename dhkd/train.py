@@ -115,6 +115,16 @@ class Distributed:
             if dist.is_initialized():
                 dist.destroy_process_group()
 
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` is set on any rank, so that all ranks stop at the same step."""
+        if self.world == 1:
+            return flag
+        import torch.distributed as dist
+
+        tensor = torch.tensor([int(flag)], device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
     def mean(self, value: float, device: torch.device) -> float:
         if self.world == 1:
             return value
@@ -308,9 +318,12 @@ class Trainer:
                     chosen = position.permutation[position.step * batch:(position.step + 1) * batch]
                     epoch_loss += self._step(chosen[self.dist.rank::self.dist.world], stage)
                     position.step += 1
-                    if stop["signal"] or self.device.type == "cpu":  # a sync is free on the CPU
+                    # one tiny all-reduce per step with several processes: a signal that reached one
+                    # rank stops every rank after the same step, so none waits for the others forever
+                    stopping = self.dist.any(bool(stop["signal"]), self.device)
+                    if stopping or self.device.type == "cpu":  # a sync is free on the CPU
                         self._check_finite(position, epoch_loss)
-                    if stop["signal"]:
+                    if stopping:
                         position.loss_sum += float(epoch_loss)
                         position.seconds += time.perf_counter() - started
                         self._interrupted(position, stop["signal"])
@@ -348,7 +361,7 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------
 
     def _start(self) -> Position:
-        if self.checkpoint_path.exists() and self.dist.main:
+        if self.checkpoint_path.exists():  # every rank stops here, not only the one that would write
             raise DhkdError(f"{self.out_dir} already holds a run (checkpoint.pt)",
                             "add --resume to continue it, or choose another --out folder")
         if self.dist.main:
@@ -391,7 +404,7 @@ class Trainer:
     def _interrupted(self, position: Position, signum: int) -> None:
         self._save(position)
         self._write_info(position, status="interrupted")
-        name = signal.Signals(signum).name
+        name = signal.Signals(signum).name if signum else "a signal to another process of the run"
         raise TrainingInterrupted(
             f"training stopped by {name} at epoch {position.epoch + 1}, batch {position.step}; "
             f"a resumable checkpoint is at {self.checkpoint_path}",
@@ -420,6 +433,7 @@ class Trainer:
             "profile": self.config.profile,
             "teacher": self.config.model.teacher.name,
             "device": str(self.device),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # which GPU, under make reproduce DEVICES=
             "world_size": self.dist.world,
             "status": status,
             "epochs_done": position.epoch,

@@ -18,6 +18,7 @@ import pytest
 import torch.distributed
 
 from dhkd.evaluate import evaluate_run
+from dhkd.train import Distributed
 from dhkd.toy import generate_toy
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -57,7 +58,7 @@ def test_torchrun_two_cpu_processes_train_and_evaluate(toy_root: Path, tmp_path:
     assert [int(r["stage"]) for r in rows] == [1, 2]  # smoke: the second epoch is the masking stage
     assert all(float(r["loss"]) > 0 for r in rows)
     assert "Traceback" not in done.stderr
-    assert done.stdout.count("trained nut") >= 1
+    assert done.stdout.count("trained nut") == 1, "only rank 0 reports"
 
     result = evaluate_run(run_dir, device="cpu", json_path=tmp_path / "metrics.json", progress=False)
     assert result["n_test"] == 2 + 2 * len(result["per_defect"]) and result["n_defective"] > 0
@@ -76,3 +77,42 @@ def test_torchrun_resume_continues_the_run(toy_root: Path, tmp_path: Path) -> No
     assert second.returncode == 0, second.stdout + second.stderr
     info = json.loads((run_dir / "run.json").read_text())
     assert info["epochs_done"] == 2 and info["world_size"] == 2
+
+
+def test_torchrun_into_an_existing_run_stops_every_rank(toy_root: Path, tmp_path: Path) -> None:
+    """Without --resume a finished run folder is refused by every rank at once (no rank left waiting)."""
+    run_dir = tmp_path / "run"
+    args = ("train", "--data-root", str(toy_root), "--category", "nut", "--profile", "smoke", "--out", str(run_dir),
+            "--quiet", "--device", "cpu", "--epochs", "1")
+    assert torchrun(*args, cwd=tmp_path).returncode == 0
+    again = torchrun(*args, cwd=tmp_path, timeout=120)
+    assert again.returncode != 0
+    assert again.stderr.count("already holds a run") == 2 and "--resume" in again.stderr
+
+
+def _any_flag(rank: int, world: int, port: int, results: "mp.Queue") -> None:  # noqa: F821
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    dist = Distributed(rank=rank, world=world)
+    results.put((rank, dist.any(rank == 1, torch.device("cpu")), dist.any(False, torch.device("cpu"))))
+    dist.close()
+
+
+def test_a_stop_flag_on_one_rank_stops_all_ranks() -> None:
+    """The per-step stop check: a signal that reached rank 1 only is seen by rank 0 too."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_any_flag, args=(rank, 2, port, results)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    seen = sorted(results.get(timeout=60) for _ in processes)
+    for process in processes:
+        process.join(timeout=30)
+    assert seen == [(0, True, False), (1, True, False)]
