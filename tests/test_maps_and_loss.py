@@ -10,7 +10,7 @@ from scipy import ndimage
 from dhkd.anomaly_map import anomaly_map, gaussian_blur, image_scores, scale_maps
 from dhkd.config import MaskingConfig
 from dhkd.errors import DhkdError
-from dhkd.loss import distillation_loss
+from dhkd.loss import distillation_loss, flat_cosine
 from dhkd.masking import corrupt, perlin_masks, rect_masks
 
 
@@ -30,6 +30,22 @@ def test_loss_by_hand() -> None:
     s = [torch.tensor([[0.0, 1.0]]).view(1, 2, 1, 1)]
     assert float(distillation_loss(t, s)) == pytest.approx(1.0)  # orthogonal: 1 - 0
     assert float(distillation_loss(t, [-t[0]])) == pytest.approx(2.0)  # opposite: 1 - (-1)
+
+
+def test_flat_cosine_is_torchs_cosine_of_flattened_features_in_any_memory_format() -> None:
+    """RD4AD's official loss term, F.cosine_similarity(flatten, flatten), values and gradients."""
+    torch.manual_seed(0)
+    a = torch.randn(3, 8, 5, 7)
+    b = torch.randn(3, 8, 5, 7)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        b_mine = b.clone(memory_format=layout).requires_grad_()
+        b_ref = b.clone().requires_grad_()
+        mine = flat_cosine(a.contiguous(memory_format=layout), b_mine)
+        ref = torch.nn.functional.cosine_similarity(a.flatten(1), b_ref.flatten(1), dim=1)
+        torch.testing.assert_close(mine, ref)
+        mine.sum().backward()
+        ref.sum().backward()
+        torch.testing.assert_close(b_mine.grad, b_ref.grad)
 
 
 def test_flatten_and_pixel_losses_differ_in_general() -> None:
