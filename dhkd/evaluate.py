@@ -24,7 +24,7 @@ from dhkd.data import CategorySplit, load_split, normalize, validate_category
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write, atomic_write_json
 from dhkd.models import DHKD, build_model
-from dhkd.train import CONFIG_NAME, autocast, read_run_info, resolve_device
+from dhkd.train import CONFIG_NAME, autocast, read_run_info, resolve_device, set_memory_format
 
 PREDICTIONS_NAME = "predictions.npz"
 METRICS_NAME = "metrics.json"
@@ -59,8 +59,7 @@ def load_model(run_dir: str | Path, device: str | torch.device | None = "auto") 
     model = build_model(config.model, config.train.seed)
     model.student.load_state_dict(state["student"])
     model = model.to(device).eval()
-    if config.train.channels_last:  # as in training: oneDNN and cuDNN both run NHWC convolutions faster
-        model = model.to(memory_format=torch.channels_last)
+    model = set_memory_format(model, device, config.train.channels_last)  # as in training
     return model, config
 
 

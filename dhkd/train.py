@@ -81,6 +81,19 @@ def autocast(device: torch.device, enabled: bool):
     return nullcontext()
 
 
+def set_memory_format(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """Prepare ``model`` for channels-last (NHWC) activations, which the callers feed it.
+
+    A convolution whose input is NHWC gives NHWC output, so the activations stay NHWC through
+    the network. On CUDA the weights go NHWC as well (cuDNN's NHWC kernels want them so). On
+    the CPU they stay NCHW: oneDNN reorders weights into its own layout on every call anyway,
+    and NCHW weights receive their gradients without a layout copy per parameter per step.
+    """
+    if channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 # ------------------------------------------------------------------------------ distributed
 
 
@@ -150,6 +163,23 @@ class Position:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(config: Config, epoch: int, step: int, batches: int) -> float:
+    """The learning rate of one step. ``cosine`` falls from ``train.lr`` to 0 over all steps of
+    the run (half a cosine): with a short CPU budget the last epochs then settle instead of
+    jumping around at RD4AD's constant 0.005. A function of the position only, so resuming
+    needs no scheduler state."""
+    lr, schedule = config.train.lr, config.train.lr_schedule
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        done = (epoch * batches + step) / max(1, config.train.epochs * batches)
+        return 0.5 * lr * (1.0 + math.cos(math.pi * done))
+    raise DhkdError(f"unknown train.lr_schedule '{schedule}'", f"choose one of {', '.join(LR_SCHEDULES)}")
+
+
 def stage_of(epoch: int, config: Config) -> int:
     """1 or 2 for a 0-based epoch index; stage 2 is the last share of the epochs."""
     if not config.masking.enabled:
@@ -204,6 +234,7 @@ class Trainer:
     def _prepare(self, images: torch.Tensor | None = None) -> None:
         """Model, optimiser, training images on the device, teacher cache. ``images`` (uint8
         ``(N, 3, S, S)``) replaces the category's train split (``dhkd bench`` on synthetic data)."""
+        learning_rate(self.config, 0, 0, 1)  # an unknown schedule fails before any work
         if images is None:
             validate_category(self.data_root, self.category)
         _check_writable(self.out_dir)
@@ -211,8 +242,7 @@ class Trainer:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         self.model = build_model(self.config.model, self.config.train.seed).to(self.device)
         self.student: nn.Module = self.model.student
-        if self.config.train.channels_last:  # CUDA and CPU: cuDNN's and oneDNN's convolutions are faster in NHWC
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = set_memory_format(self.model, self.device, self.config.train.channels_last)
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.train.lr,
                                           betas=tuple(self.config.train.betas), fused=True)
         self.forward_student: nn.Module = self.student
@@ -316,6 +346,8 @@ class Trainer:
                 epoch_loss = torch.zeros((), dtype=torch.float64, device=self.device)
                 while position.step < batches:
                     chosen = position.permutation[position.step * batch:(position.step + 1) * batch]
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = learning_rate(self.config, position.epoch, position.step, batches)
                     epoch_loss += self._step(chosen[self.dist.rank::self.dist.world], stage)
                     position.step += 1
                     # one tiny all-reduce per step with several processes: a signal that reached one
