@@ -21,7 +21,7 @@ FORMAT_VERSION = 1
 
 #: Config sections that must match for a checkpoint to be resumed or evaluated with a config.
 #: ``train.epochs`` may differ (a run can be extended), everything that shapes the model may not.
-MATCHING_KEYS = ("model", "masking", "data", "train.batch_size", "train.lr", "train.betas", "train.seed", "train.loss")
+MATCHING_KEYS = ("model", "masking", "data", "train.batch_size", "train.lr", "train.lr_schedule", "train.betas", "train.seed", "train.loss")
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

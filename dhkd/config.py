@@ -92,6 +92,7 @@ class TrainConfig:
     epochs: int = 200
     batch_size: int = 16
     lr: float = 0.005
+    lr_schedule: str = "constant"  # constant (RD4AD) | cosine: decays to 0 over the run, per step
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     seed: int = 111
     loss: str = "flatten"  # flatten (official RD4AD) | pixel (the paper's text)

@@ -8,6 +8,7 @@ case and returns the CLI arguments, and a fragment the message must contain.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -95,6 +96,8 @@ BAD_RUNS: list[tuple[str, Callable[[Path, Path, Path], list[str]], str]] = [
      "must be of type int"),
     ("--set without '='", lambda root, run, tmp: train_args(root, tmp / "o", "--set", "train.epochs"),
      "section.key=value"),
+    ("unknown learning-rate schedule", lambda root, run, tmp: train_args(root, tmp / "o", "--set", "train.lr_schedule=step"),
+     "train.lr_schedule"),
     ("--device cuda without a GPU", lambda root, run, tmp: train_args(root, tmp / "o", "--device", "cuda"),
      "sees none"),
     ("checkpoint from another teacher",
@@ -164,9 +167,10 @@ def run_cli(*args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(toy_root, tmp_path, signum) -> None:
-    epochs = ["--epochs", "4", "--set", "train.batch_size=2"]
+@pytest.mark.parametrize("signum, schedule", [(signal.SIGINT, "constant"), (signal.SIGTERM, "cosine")],
+                         ids=["SIGINT", "SIGTERM-cosine-lr"])
+def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(toy_root, tmp_path, signum, schedule) -> None:
+    epochs = ["--epochs", "4", "--set", "train.batch_size=2", "--set", f"train.lr_schedule={schedule}"]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert cli.main(train_args(toy_root, straight, *epochs)) == 0
 
@@ -210,3 +214,17 @@ def test_kill_during_checkpoint_write_leaves_the_previous_file(trained_run, tmp_
         checkpoint_module.save_checkpoint(target / "checkpoint.pt", {"student": {}})
     assert (target / "checkpoint.pt").read_bytes() == before
     assert [p.name for p in target.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_cosine_learning_rate_falls_from_lr_to_zero_over_the_run() -> None:
+    from dhkd.config import load_config
+    from dhkd.train import learning_rate
+
+    config = load_config("smoke", ["train.epochs=4", "train.lr=0.004", "train.lr_schedule=cosine"])
+    assert learning_rate(config, 0, 0, 10) == pytest.approx(0.004)
+    assert learning_rate(config, 2, 0, 10) == pytest.approx(0.002)  # half way
+    assert learning_rate(config, 3, 9, 10) == pytest.approx(0.004 * 0.5 * (1 + math.cos(math.pi * 39 / 40)))
+    steps = [learning_rate(config, e, s, 10) for e in range(4) for s in range(10)]
+    assert all(a > b > 0 for a, b in zip(steps, steps[1:]))
+    constant = load_config("smoke", ["train.lr=0.004"])
+    assert {learning_rate(constant, e, s, 10) for e in range(2) for s in range(10)} == {0.004}
