@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch.nn import functional as F
 
+from dhkd.config import Config
 from dhkd.evaluate import Predictions
 
 GOOD_COLOUR, DEFECT_COLOUR = "#4c72b0", "#c44e52"
@@ -238,6 +239,32 @@ def memory_item_maps(images: torch.Tensor, weights: torch.Tensor, titles: Sequen
 
 
 # ----------------------------------------------------------------------------- training
+
+
+def schedule(config: Config, batches_per_epoch: int) -> Figure:
+    """The training plan before it runs: the learning rate of every step, coloured by stage."""
+    from dhkd.train import learning_rate, stage_of
+
+    epochs = config.train.epochs
+    steps = [(epoch, step) for epoch in range(epochs) for step in range(batches_per_epoch)]
+    x = np.array([epoch + step / batches_per_epoch for epoch, step in steps])
+    lr = np.array([learning_rate(config, epoch, step, batches_per_epoch) for epoch, step in steps])
+    stages = np.array([stage_of(epoch, config) for epoch, _ in steps])
+    figure = Figure(figsize=(7, 2.6), layout="constrained")
+    ax = figure.subplots()
+    for stage in (1, 2):
+        chosen = stages == stage
+        if chosen.any():
+            ax.plot(x[chosen], lr[chosen], ".", markersize=2, color=STAGE_COLOURS[stage],
+                    label=f"stage {stage}: {'masked' if stage == 2 else 'clean'} inputs")
+    ax.set_xlim(0, epochs)
+    ax.set_ylim(0, config.train.lr * 1.1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"{epochs} epochs × {batches_per_epoch} steps, lr schedule '{config.train.lr_schedule}'", fontsize="medium")
+    ax.legend(fontsize="small", loc="lower left")
+    ax.grid(alpha=0.3)
+    return figure
 
 
 def loss_curves(history: pd.DataFrame | str | Path, total_epochs: int | None = None) -> Figure:

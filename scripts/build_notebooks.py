@@ -453,7 +453,10 @@ $S(T(\tilde x)) \approx T(x)$. No external data is needed. The student thus lear
 """) + r"""
 
 Settings (RD4AD's): Adam over the student only, lr 0.005, betas (0.5, 0.999), batch 16,
-seed 111. The training loop is `dhkd/train.py`.
+seed 111, a constant learning rate. The `offline` profile, tuned for a short CPU budget,
+lets the learning rate fall to 0 along half a cosine (`train.lr_schedule: cosine`), so
+that its last epochs settle instead of jumping around at 0.005. The training loop is
+`dhkd/train.py`.
 """),
     params(),
     code(r"""
@@ -493,6 +496,8 @@ print(f"{config.train.epochs} epochs: stage 1 (clean inputs) epochs {span([e + 1
       f"stage 2 (masked inputs) epochs {span([e + 1 for e, s in enumerate(stages) if s == 2])}")
 if not config.masking.enabled:
     print("masking is switched off in this profile: one stage only (RD4AD)")
+train_images = len(list((Path(data_root) / category / "train" / "good").iterdir()))
+plots.schedule(config, batches_per_epoch=-(-train_images // config.train.batch_size))
 """),
     md(r"""
 What stage 2 feeds the bottleneck: the corruption of a few training images with the

@@ -228,3 +228,14 @@ def test_cosine_learning_rate_falls_from_lr_to_zero_over_the_run() -> None:
     assert all(a > b > 0 for a, b in zip(steps, steps[1:]))
     constant = load_config("smoke", ["train.lr=0.004"])
     assert {learning_rate(constant, e, s, 10) for e in range(2) for s in range(10)} == {0.004}
+
+
+def test_schedule_plot_shows_every_step_by_stage() -> None:
+    from dhkd import plots
+    from dhkd.config import load_config
+
+    config = load_config("smoke", ["train.epochs=4", "train.lr_schedule=cosine"])  # smoke: half the epochs in stage 2
+    lines = plots.schedule(config, batches_per_epoch=3).axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["stage 1: clean inputs", "stage 2: masked inputs"]
+    assert [len(line.get_xdata()) for line in lines] == [6, 6]
+    assert lines[0].get_ydata()[0] == pytest.approx(config.train.lr) and lines[1].get_ydata()[-1] < 0.05 * config.train.lr
