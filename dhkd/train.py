@@ -288,7 +288,7 @@ class Trainer:
     # -- one step --------------------------------------------------------------------
 
     def _step(self, indices: torch.Tensor, stage: int) -> torch.Tensor:
-        images = normalize(self.images[indices])
+        images = normalize(self.images[indices]) if self.cache is None or stage == 2 else None
         if self.cache is not None:
             targets = [level[indices] for level in self.cache]
         else:
