@@ -226,7 +226,7 @@ def test_cosine_learning_rate_falls_from_lr_to_zero_over_the_run() -> None:
     assert learning_rate(config, 3, 9, 10) == pytest.approx(0.004 * 0.5 * (1 + math.cos(math.pi * 39 / 40)))
     steps = [learning_rate(config, e, s, 10) for e in range(4) for s in range(10)]
     assert all(a > b > 0 for a, b in zip(steps, steps[1:]))
-    constant = load_config("smoke", ["train.lr=0.004"])
+    constant = load_config("smoke", ["train.lr=0.004", "train.lr_schedule=constant"])
     assert {learning_rate(constant, e, s, 10) for e in range(2) for s in range(10)} == {0.004}
 
 
