@@ -454,9 +454,9 @@ $S(T(\tilde x)) \approx T(x)$. No external data is needed. The student thus lear
 
 Settings (RD4AD's): Adam over the student only, lr 0.005, betas (0.5, 0.999), batch 16,
 seed 111, a constant learning rate. The `offline` profile, tuned for a short CPU budget,
-lets the learning rate fall to 0 along half a cosine (`train.lr_schedule: cosine`), so
-that its last epochs settle instead of jumping around at 0.005. The training loop is
-`dhkd/train.py`.
+takes batches of 8 (twice the steps in about the same time) and lets the learning rate
+fall to 0 along half a cosine (`train.lr_schedule: cosine`), so that its last epochs
+settle instead of jumping around at 0.005. The training loop is `dhkd/train.py`.
 """),
     params(),
     code(r"""
