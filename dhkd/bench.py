@@ -50,7 +50,6 @@ import resource
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -63,6 +62,7 @@ from dhkd import metrics
 from dhkd.config import Config, load_config
 from dhkd.data import CategorySplit, load_split, normalize
 from dhkd.errors import DhkdError
+from dhkd.background import Periodic
 from dhkd.evaluate import predict
 from dhkd.io import atomic_write_json
 from dhkd.loss import distillation_loss
@@ -150,28 +150,18 @@ def _load() -> float | None:
         return None
 
 
-class _LoadWatcher:
+class _LoadWatcher(Periodic):
     """The 1-minute load average sampled every few seconds while the benchmark runs (other
     processes on a small CPU change every figure; the JSON says how busy the machine was)."""
 
     def __init__(self, every: float = 5.0) -> None:
+        super().__init__(every)
         self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
 
-    def _run(self, every: float) -> None:
-        while not self._stop.wait(every):
-            load = _load()
-            if load is not None:
-                self.samples.append(load)
-
-    def __enter__(self) -> "_LoadWatcher":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self._stop.set()
-        self._thread.join()
+    def tick(self) -> None:
+        load = _load()
+        if load is not None:
+            self.samples.append(load)
 
 
 # ------------------------------------------------------------------------------ the two sides

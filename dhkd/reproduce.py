@@ -30,12 +30,13 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from dhkd.background import Periodic
 from dhkd.config import Config, load_config, read_config, to_dict
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write_json, atomic_write_text
@@ -214,27 +215,18 @@ def export_html(notebook: Path) -> Path:
     return target
 
 
-class HistoryWatcher:
+class HistoryWatcher(Periodic):
     """Prints a line per finished epoch of a training run (from its history.csv) while it trains."""
 
+    final_tick = True
+
     def __init__(self, history: Path, epochs: int, indent: str = "      ", every: float = 2.0) -> None:
-        self.history, self.epochs, self.indent, self.every = history, epochs, indent, every
+        super().__init__(every)
+        self.history, self.epochs, self.indent = history, epochs, indent
         self.printed = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    def __enter__(self) -> "HistoryWatcher":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self._stop.set()
-        self._thread.join()
+    def tick(self) -> None:
         self._poll()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.every):
-            self._poll()
 
     def _poll(self) -> None:
         try:
@@ -387,12 +379,10 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
             return
         say(f"{label} …", flush=True)
         env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None
-        run_it = lambda: execute(plan.notebooks / name, target, parameters, f"(category {category})", html=False, env=env)  # noqa: E731
-        if watch is not None:
-            with HistoryWatcher(watch, plan.config.train.epochs, indent=f"      {category}: " if gpu is not None else "      "):
-                seconds = run_it()
-        else:
-            seconds = run_it()
+        indent = f"      {category}: " if gpu is not None else "      "
+        watcher = HistoryWatcher(watch, plan.config.train.epochs, indent) if watch is not None else nullcontext()
+        with watcher:
+            seconds = execute(plan.notebooks / name, target, parameters, f"(category {category})", html=False, env=env)
         if html:
             exported.append(exports.submit(export_html, target))
         say(f"{label} … {seconds:.1f} s", flush=True)
@@ -481,7 +471,7 @@ def _on_workers(plan: Plan, job: Callable[[int, str, str], None]) -> None:
     index_of = {category: index for index, category in enumerate(plan.categories, start=1)}
     with ThreadPoolExecutor(max_workers=len(plan.devices), thread_name_prefix="gpu") as pool:
         futures = [pool.submit(on_a_free_gpu, index_of[c], c) for c in largest_first(plan.data, plan.categories)]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
     for future in futures:

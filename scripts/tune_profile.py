@@ -8,7 +8,7 @@ How the ``offline`` profile's settings were chosen (its YAML comments quote thes
 
 Each variant trains into ``OUT/<name>`` with the kit's own :class:`~dhkd.train.Trainer`; at
 every epoch of ``--eval-at`` the model in training scores the test split (image AUROC, pixel
-AUROC, AUPRO, in %), which shows whether more epochs would still pay. One JSON line per
+AUROC, AUPRO, RD4AD's PRO, in %, from :func:`dhkd.evaluate.compute_metrics`), which shows whether more epochs would still pay. One JSON line per
 variant is appended to ``OUT/tuning.jsonl``. Scoring on the test split is what tuning a
 profile for a known data set means; the profile's figures are then not a held-out estimate.
 """
@@ -24,10 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from dhkd import metrics
 from dhkd.config import load_config
 from dhkd.data import load_split
-from dhkd.evaluate import predict
+from dhkd.evaluate import compute_metrics, predict
 from dhkd.train import Trainer
 
 
@@ -41,11 +40,10 @@ class ScoringTrainer(Trainer):
     def _end_epoch(self, position, stage: int, batches: int) -> None:
         super()._end_epoch(position, stage, batches)
         if position.epoch in self.eval_at:
-            p = predict(self.model, self.test_split, self.config, self.device, progress=False)
+            scores = compute_metrics(predict(self.model, self.test_split, self.config, self.device, progress=False),
+                                     self.config)
             row = {"epoch": position.epoch, "stage": stage,
-                   "image_auroc": round(100 * metrics.image_auroc(p.scores, p.labels), 2),
-                   "pixel_auroc": round(100 * metrics.pixel_auroc(p.maps, p.masks), 2),
-                   "aupro": round(100 * metrics.aupro(p.maps, p.masks, self.config.eval.fpr_limit), 2),
+                   **{key: round(100 * scores[key], 2) for key in ("image_auroc", "pixel_auroc", "aupro", "pro_rd4ad")},
                    "train_s": round(sum(h["seconds"] for h in position.history), 1)}
             self.scores.append(row)
             print(json.dumps(row), flush=True)
