@@ -138,6 +138,26 @@ class Distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return bool(tensor.item())
 
+    def shard(self, n: int, device: torch.device) -> torch.Tensor:
+        """This rank's indices of ``range(n)``: consecutive slices of ``ceil(n / world)``, the
+        last one padded with its final index so that every rank's slice has the same length
+        (collectives need equal sizes; :meth:`gather_shards` drops the padding)."""
+        size = -(-n // self.world)
+        return torch.arange(self.rank * size, (self.rank + 1) * size, device=device).clamp(max=n - 1)
+
+    def gather_shards(self, rows: torch.Tensor, n: int) -> torch.Tensor:
+        """Every rank's ``rows`` (one :meth:`shard` each), in rank order: the first ``n``."""
+        if self.world == 1:
+            return rows[:n]
+        import torch.distributed as dist
+
+        channels_last = rows.dim() == 4 and rows.is_contiguous(memory_format=torch.channels_last)
+        rows = rows.contiguous()  # collectives want plainly contiguous tensors
+        gathered = [torch.empty_like(rows) for _ in range(self.world)]
+        dist.all_gather(gathered, rows)
+        every = torch.cat(gathered)[:n]
+        return every.contiguous(memory_format=torch.channels_last) if channels_last else every
+
     def mean(self, value: float, device: torch.device) -> float:
         if self.world == 1:
             return value
@@ -277,13 +297,17 @@ class Trainer:
             return self.model.teacher(images)
 
     def _teacher_cache(self) -> list[torch.Tensor]:
-        """Teacher features of every (unaugmented) training image, computed once."""
+        """Teacher features of every (unaugmented) training image, computed once. Under torchrun
+        each rank computes one slice and receives the others' (every rank needs all of them:
+        its batches are drawn from the whole set)."""
+        shard = self.dist.shard(len(self.images), self.device)
         parts: list[list[torch.Tensor]] = []
         batch = max(1, self.config.eval.batch_size)
         with torch.inference_mode():
-            for start in range(0, len(self.images), batch):
-                parts.append(self._teacher(self.images[start:start + batch]))
-        return [torch.cat([p[s] for p in parts]) for s in range(len(parts[0]))]
+            for start in range(0, len(shard), batch):
+                parts.append(self._teacher(self.images[shard[start:start + batch]]))
+            levels = [torch.cat([p[s] for p in parts]) for s in range(len(parts[0]))]
+            return [self.dist.gather_shards(level, len(self.images)) for level in levels]
 
     # -- one step --------------------------------------------------------------------
 

@@ -90,6 +90,14 @@ def test_torchrun_into_an_existing_run_stops_every_rank(toy_root: Path, tmp_path
     assert again.stderr.count("already holds a run") == 2 and "--resume" in again.stderr
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _any_flag(rank: int, world: int, port: int, results: "mp.Queue") -> None:  # noqa: F821
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
@@ -100,13 +108,9 @@ def _any_flag(rank: int, world: int, port: int, results: "mp.Queue") -> None:  #
 
 def test_a_stop_flag_on_one_rank_stops_all_ranks() -> None:
     """The per-step stop check: a signal that reached rank 1 only is seen by rank 0 too."""
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     context = mp.get_context("spawn")
     results = context.Queue()
     processes = [context.Process(target=_any_flag, args=(rank, 2, port, results)) for rank in range(2)]
@@ -116,3 +120,49 @@ def test_a_stop_flag_on_one_rank_stops_all_ranks() -> None:
     for process in processes:
         process.join(timeout=30)
     assert seen == [(0, True, False), (1, True, False)]
+
+
+def _sharded_cache(rank: int, world: int, port: int, out_dir: str, results: "mp.Queue") -> None:  # noqa: F821
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    from dhkd.config import load_config
+    from dhkd.train import Trainer
+
+    images = torch.randint(0, 256, (7, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    trainer = Trainer(load_config("smoke"), ".", "bench", Path(out_dir) / f"rank{rank}", device="cpu", progress=False)
+    trainer._prepare(images=images)  # each rank computes its shard of the cache; all_gather fills in the rest
+    gathered = trainer.cache
+    trainer.dist = Distributed()  # the same cache as one process would compute it, for comparison
+    alone = trainer._teacher_cache()
+    same = [bool(torch.allclose(g, a, rtol=1e-5, atol=1e-6)) for g, a in zip(gathered, alone, strict=True)]
+    results.put((rank, [tuple(g.shape) for g in gathered], same))
+    torch.distributed.destroy_process_group()
+
+
+def test_teacher_cache_is_split_over_ranks_and_gathered(tmp_path: Path) -> None:
+    """Each rank computes the teacher features of its own slice of the training images (7 images
+    over 2 ranks: 4 and 3, padded to 4); after the all_gather every rank holds all 7, equal to a
+    single process's cache."""
+    import torch.multiprocessing as mp
+
+    port = _free_port()
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_sharded_cache, args=(rank, 2, port, str(tmp_path), results))
+                 for rank in range(2)]
+    for process in processes:
+        process.start()
+    seen = sorted(results.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=30)
+    for rank, shapes, same in seen:
+        assert all(shape[0] == 7 for shape in shapes), (rank, shapes)
+        assert all(same), (rank, same)
+    assert [rank for rank, _, _ in seen] == [0, 1]
+
+
+def test_shards_cover_every_image_once_in_order() -> None:
+    for n, world in [(7, 2), (209, 8), (3, 4), (16, 1)]:
+        shards = [Distributed(rank=r, world=world).shard(n, torch.device("cpu")) for r in range(world)]
+        assert len({len(s) for s in shards}) == 1  # equal lengths, as all_gather needs
+        assert torch.cat(shards)[:n].tolist() == list(range(n))
