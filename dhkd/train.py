@@ -496,6 +496,7 @@ class Trainer:
             "epochs": self.config.train.epochs,
             "train_seconds": round(sum(row["seconds"] for row in position.history), 3),
             "train_images": len(self.images),
+            "teacher_cache_seconds": round(self.teacher_cache_seconds, 3),
         })
 
 
