@@ -125,6 +125,7 @@ per_epoch = ((epochs - stage2) * mean.get("1", 0) + stage2 * mean.get("2", mean.
 per_image_epoch = per_epoch / n
 MVTEC_TRAIN_IMAGES = 3629  # the 15 categories' training images together
 print(f"{info['category']}: {len(rows)}/{epochs} epochs in {done:.1f} s, {n} training images, status {info['status']}")
+print(f"  teacher features of the training images, once: {info.get('teacher_cache_seconds', '?')} s")
 for s, m in mean.items():
     print(f"  stage {s}: {m:.3f} s/epoch, {n / m:.0f} images/s ({len(by_stage[s])} epochs)")
 print(f"  projected {epochs} epochs of this category: {epochs * per_epoch / 60:.1f} min")
