@@ -74,6 +74,7 @@ class ModelConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     bottleneck_blocks: int = 3  # residual blocks in the one-class embedding
+    bottleneck_width: float = 1.0  # inner width of those blocks / the coarsest teacher scale's channels (RD4AD 1.0; anomalib 0.5)
 
 
 @dataclass

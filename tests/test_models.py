@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import warnings
+
 import pytest
 import torch
 
@@ -59,6 +62,27 @@ def test_wide_resnet_bottleneck_and_decoder_are_rd4ad_shapes() -> None:
     assert tuple(z.shape) == (1, 2048, 8, 8)
     outputs = Decoder(2048, channels, [3, 4, 6])(z)
     assert [tuple(o.shape) for o in outputs] == [tuple(f.shape) for f in features]
+
+
+def test_bottleneck_width_half_is_anomalibs_ocbe() -> None:
+    """``model.bottleneck_width=0.5`` builds anomalib's OCBE (512 wide inside, 2048 out), the
+    like-for-like setting for ``dhkd bench --compare anomalib``; 1.0 is RD4AD's (1024 wide)."""
+    channels = TEACHER_CHANNELS["wide_resnet50_2"]
+    features = [torch.randn(1, c, 64 // 2**i, 64 // 2**i) for i, c in enumerate(channels)]
+    for ratio, width in [(1.0, 1024), (0.5, 512)]:
+        bottleneck = OneClassBottleneck(channels, width_ratio=ratio)
+        assert tuple(bottleneck(features).shape) == (1, 2048, 8, 8)
+        assert [block.conv2.out_channels for block in bottleneck.embed] == [width] * 3
+    if importlib.util.find_spec("anomalib") is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from anomalib.models.image.reverse_distillation.components import get_bottleneck_layer
+        theirs = get_bottleneck_layer("wide_resnet50_2")
+        unused = {"conv4", "bn4"}  # defined in RD4AD's and anomalib's OCBE, never called in forward
+        count = sum(p.numel() for name, p in theirs.named_parameters() if name.split(".")[0] not in unused)
+        assert count == sum(p.numel() for p in OneClassBottleneck(channels, width_ratio=0.5).parameters())
+    with pytest.raises(ValueError, match="cannot be built"):
+        OneClassBottleneck(channels, width_ratio=0.3)
 
 
 def test_fusion_keeps_shapes_and_weights_are_a_mixture() -> None:

@@ -21,10 +21,12 @@ class OneClassBottleneck(nn.Module):
     For the Wide-ResNet-50 teacher this is RD4AD exactly: 256->512->1024 and 512->1024 by
     stride-2 3x3 conv+BN+ReLU, concatenation to 3072x16x16, then ``blocks`` wide Bottlenecks
     (width 1024), the first with stride 2, giving 2048x8x8. Other teachers scale the same way
-    from their own channels (width ``c3``, output ``2*c3``).
+    from their own channels (width ``width_ratio * c3``, output ``2*c3``). ``width_ratio`` 0.5
+    is anomalib's ``OCBE`` (512 wide for the Wide-ResNet-50), for like-for-like timing.
     """
 
-    def __init__(self, channels: tuple[int, int, int], blocks: int = 3, attention: bool = False) -> None:
+    def __init__(self, channels: tuple[int, int, int], blocks: int = 3, attention: bool = False,
+                 width_ratio: float = 1.0) -> None:
         super().__init__()
         c1, c2, c3 = channels
         if c3 % 2:
@@ -33,7 +35,7 @@ class OneClassBottleneck(nn.Module):
         self.down1 = nn.Sequential(conv_bn_relu(c1, c2, 3, stride=2), conv_bn_relu(c2, c3, 3, stride=2))
         self.down2 = conv_bn_relu(c2, c3, 3, stride=2)
         self.attention = CoordinateAttention(3 * c3) if attention else nn.Identity()
-        self.embed = _residual_stage(3 * c3, c3, blocks)
+        self.embed = _residual_stage(3 * c3, c3, blocks, width=round(width_ratio * c3))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         f1, f2, f3 = features
@@ -41,10 +43,14 @@ class OneClassBottleneck(nn.Module):
         return self.embed(self.attention(fused))
 
 
-def _residual_stage(in_channels: int, width: int, blocks: int) -> nn.Sequential:
-    """Wide-ResNet Bottlenecks of ``width`` channels inside and ``2 * width`` outside."""
+def _residual_stage(in_channels: int, channels: int, blocks: int, width: int) -> nn.Sequential:
+    """ResNet Bottlenecks of ``width`` channels inside and ``2 * channels`` outside (RD4AD's
+    wide blocks: ``width == channels``)."""
     # torchvision's Bottleneck: width = planes * base_width / 64, output = planes * 4.
-    planes, base_width = width // 2, 128
+    planes = channels // 2
+    base_width = 64 * width // planes
+    if planes * base_width // 64 != width:
+        raise ValueError(f"a bottleneck width of {width} cannot be built from {planes} planes")
     out_channels = planes * Bottleneck.expansion
     downsample = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=2, bias=False), nn.BatchNorm2d(out_channels))
     layers = [Bottleneck(in_channels, planes, stride=2, downsample=downsample, base_width=base_width)]

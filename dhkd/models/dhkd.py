@@ -25,7 +25,8 @@ class Student(nn.Module):
         super().__init__()
         attention = config.attention.enabled
         self.fusion = MutualMappingFusion(channels) if config.fusion.enabled else None
-        self.bottleneck = OneClassBottleneck(channels, blocks=config.bottleneck_blocks, attention=attention)
+        self.bottleneck = OneClassBottleneck(channels, blocks=config.bottleneck_blocks, attention=attention,
+                                             width_ratio=config.bottleneck_width)
         memory = config.memory
         self.memory = (MemoryBank(self.bottleneck.out_channels, memory.items, memory.residual, memory.shrink_threshold,
                                   memory.temperature) if memory.enabled else None)
