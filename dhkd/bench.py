@@ -450,6 +450,7 @@ def run_bench(config: Config, device: str | torch.device = "auto", data_root: st
         "profile": config.profile, "device": str(resolved), "device_name": _device_name(resolved),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "load_1min_start": _load(), "teacher": config.model.teacher.name, "teacher_weights": config.model.teacher.weights,
+        "bottleneck_width": config.model.bottleneck_width,
         "image_size": size, "batch_size": config.train.batch_size, "infer_batch_size": INFER_BATCH,
         "compile": config.train.compile, "amp": config.train.amp and resolved.type == "cuda",
         "channels_last": config.train.channels_last,
@@ -525,8 +526,10 @@ def format_table(result: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
     text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in lines]
     text.insert(1, "-" * len(text[0]))
+    width = result.get("bottleneck_width", 1.0)
     where = (f"{result['profile']} profile, {result['teacher']} ({result['teacher_weights']}), "
-             f"{result['image_size']}x{result['image_size']}, batch {result['batch_size']}, {result['data']} "
+             + (f"bottleneck width {width} (RD4AD: 1.0), " if width != 1.0 else "")
+             + f"{result['image_size']}x{result['image_size']}, batch {result['batch_size']}, {result['data']} "
              f"({result['n_train']} train / {result['n_test']} test), {result['device']} ({result['device_name']}), "
              f"{result['threads']} threads, compile {result['compile']}, "
              f"1-min load {result['load_1min_start']} at the start, {result['load_1min_end']} at the end"

@@ -38,7 +38,9 @@ class DecoderBottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.body(x) + self.shortcut(x))
+        out = self.body(x)
+        out += self.shortcut(x)  # in place, as in RD4AD and torchvision (BatchNorm's backward needs its input only)
+        return self.relu(out)
 
 
 class Decoder(nn.Module):
