@@ -68,18 +68,26 @@ ablation: setup
 #   make bench PROFILE=paper DEVICE=cuda BENCH_JSON=results/bench_paper.json
 # The timings do not depend on the teacher's weights, so BENCH_SET defaults to weights=none
 # (no download). COMPARE=anomalib installs the bench extra (anomalib) first.
+# make bench-readme: the README's Performance tables from BENCH_JSONS, runs made by
+#   make bench DATA=../shared/data/mvtec_ad COMPARE=anomalib BENCH_JSON=results/bench_rd.json      (and _2)
+#   make bench DATA=../shared/data/mvtec_ad COMPARE=anomalib BENCH_JSON=results/bench_rd_anomalib_width.json \
+#        BENCH_SET="model.teacher.weights=none model.bottleneck_width=0.5"                             (and _2)
 CATEGORY   ?= bottle
 COMPARE    ?=
 BENCH_SET  ?= model.teacher.weights=none
 BENCH_JSON ?= $(RESULTS)/bench.json
+BENCH_JSONS ?= $(foreach run,bench_rd bench_rd_2 bench_rd_anomalib_width bench_rd_anomalib_width_2,$(RESULTS)/$(run).json)
 
-.PHONY: bench
+.PHONY: bench bench-readme
 bench: setup
 	$(if $(strip $(COMPARE)),$(BIN)/pip install --quiet -e '.[bench]',@true)
 	mkdir -p '$(dir $(BENCH_JSON))'
 	$(BIN)/dhkd bench --profile '$(or $(PROFILE),rd)' --device '$(DEVICE)' \
 		$(if $(strip $(DATA)),--data-root '$(DATA)' --category '$(CATEGORY)') \
 		$(if $(strip $(COMPARE)),--compare '$(COMPARE)') $(foreach s,$(BENCH_SET),--set '$(s)') --json '$(BENCH_JSON)'
+
+bench-readme: setup
+	$(PY) -m dhkd.bench readme $(BENCH_JSONS) --readme README.md
 
 # ---------------------------------------------------------------------------------------------
 # make test-ui: the browser test. JupyterLab on loopback, the visual-analysis notebook in

@@ -44,9 +44,11 @@ import argparse
 import contextlib
 import copy
 import functools
+import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import sys
 import tempfile
@@ -76,6 +78,9 @@ INFER_BATCH = 32
 METRIC_REPEATS = 3
 #: Images timed at batch 1 on the CPU (a throughput needs no more); CUDA does the whole test set.
 CPU_B1_IMAGES = 16
+#: The README's benchmark section lies between these markers.
+README_START = "<!-- bench:start -->"
+README_END = "<!-- bench:end -->"
 #: anomalib's RD taps these layers of the ResNet backbones it supports.
 ANOMALIB_LAYERS = ("layer1", "layer2", "layer3")
 #: Teachers of the kit that anomalib's RD has a decoder for (its get_decoder).
@@ -505,11 +510,11 @@ ROWS = [
 ]
 
 
-def format_table(result: dict[str, Any]) -> str:
-    """The figures as a plain-text table; with anomalib, its column and the kit's time (or amount) ratio."""
+def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Header and one row per figure of ``result``; with anomalib, its column and the kit's time
+    (or amount) ratio. The plain-text and the Markdown tables are both made from these."""
     compared = "anomalib_train_epoch_s" in result
-    header = ["", "dhkd"] + (["anomalib RD", "dhkd / anomalib"] if compared else [])
-    lines = [header]
+    rows = [["", "dhkd"] + (["anomalib RD", "dhkd / anomalib"] if compared else [])]
     for key, label, other, kind in ROWS:
         if key not in result:
             continue
@@ -519,22 +524,90 @@ def format_table(result: dict[str, Any]) -> str:
                 ratio = result[key] / result[other]
                 if kind == "rate":  # images/s: the ratio of times per image
                     ratio = 1 / ratio
-                row += [_fmt(result[other]), f"{ratio:.2f}x" + (" time" if kind != "amount" else "")]
+                row += [_fmt(result[other]), f"{ratio:.3f}x" + (" time" if kind != "amount" else "")]
             else:
                 row += ["", ""]
-        lines.append(row)
-    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
-    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in lines]
-    text.insert(1, "-" * len(text[0]))
+        rows.append(row)
+    return rows
+
+
+def describe(result: dict[str, Any]) -> str:
+    """What was measured where: profile, model, data, machine and its load."""
     width = result.get("bottleneck_width", 1.0)
-    where = (f"{result['profile']} profile, {result['teacher']} ({result['teacher_weights']}), "
-             + (f"bottleneck width {width} (RD4AD: 1.0), " if width != 1.0 else "")
-             + f"{result['image_size']}x{result['image_size']}, batch {result['batch_size']}, {result['data']} "
-             f"({result['n_train']} train / {result['n_test']} test), {result['device']} ({result['device_name']}), "
-             f"{result['threads']} threads, compile {result['compile']}, "
-             f"1-min load {result['load_1min_start']} at the start, {result['load_1min_end']} at the end"
-             + (f", {result['load_1min_mean']:.2f} mean, {result['load_1min_max']:.2f} max" if "load_1min_mean" in result else ""))
-    return where + "\n" + "\n".join(text)
+    return (f"{result['profile']} profile, {result['teacher']} ({result['teacher_weights']}), "
+            + (f"bottleneck width {width} (RD4AD: 1.0), " if width != 1.0 else "")
+            + f"{result['image_size']}x{result['image_size']}, batch {result['batch_size']}, {result['data']} "
+            f"({result['n_train']} train / {result['n_test']} test), {result['device']} ({result['device_name']}), "
+            f"{result['threads']} threads, compile {result['compile']}, "
+            f"1-min load {result['load_1min_start']} at the start, {result['load_1min_end']} at the end"
+            + (f", {result['load_1min_mean']:.2f} mean, {result['load_1min_max']:.2f} max" if "load_1min_mean" in result else ""))
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The figures as a plain-text table under a line saying what was measured where."""
+    rows = table_rows(result)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    text.insert(1, "-" * len(text[0]))
+    return describe(result) + "\n" + "\n".join(text)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    rows = table_rows(result)
+    header = ["figure"] + rows[0][1:]
+    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    return "\n".join(lines)
+
+
+def runs_table(results: list[dict[str, Any]]) -> str:
+    """One Markdown row per bench run: the training-epoch and inference ratios side by side, so
+    that the spread between runs of the same command is in plain sight."""
+    lines = ["| run (finished) | bottleneck width | kit epoch (s) | anomalib epoch (s) | kit / anomalib, epoch "
+             "| kit / anomalib, inference b32 (time) | 1-min load, mean |", "| --- |" + " ---: |" * 6]
+    for r in results:
+        compared = "anomalib_train_epoch_s" in r
+        lines.append("| " + " | ".join([
+            r.get("finished", "?"), f"{r.get('bottleneck_width', 1.0):g}", _fmt(r["train_epoch_s"]),
+            _fmt(r["anomalib_train_epoch_s"]) if compared else "",
+            f"{r['train_epoch_s'] / r['anomalib_train_epoch_s']:.3f}" if compared else "",
+            f"{r['anomalib_infer_img_per_s_b32'] / r['infer_img_per_s_b32']:.3f}" if compared else "",
+            f"{r['load_1min_mean']:.2f}" if "load_1min_mean" in r else "?"]) + " |")
+    return "\n".join(lines)
+
+
+def readme_section(paths: list[Path]) -> str:
+    """The README's benchmark section body (between the bench markers), from bench JSON files:
+    every run in one summary table, then the full table of the first run of each setting."""
+    results = [json.loads(Path(path).read_text()) for path in paths]
+    parts = [runs_table(results) + "\n"] if len(results) > 1 else []
+    shown: set[tuple[Any, ...]] = set()
+    for result in results:
+        setting = (result["profile"], result["teacher"], result.get("bottleneck_width", 1.0), result["device"])
+        if setting in shown:
+            continue
+        shown.add(setting)
+        parts.append(f"`{result.get('command', 'dhkd bench')}` (finished {result.get('finished', '?')}; "
+                     f"torch {result['torch']}"
+                     + (f", anomalib {result['anomalib_version']}" if "anomalib_version" in result else "")
+                     + f"): {describe(result)}.\n\n{markdown_table(result)}\n")
+    parts.append("Written from the JSON files by `make bench-readme` (`python -m dhkd.bench readme`); "
+                 "do not edit it by hand.\n")
+    return "\n".join(parts)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``dhkd bench`` command that ``args`` came from, for the JSON and the README."""
+    parts = ["dhkd", "bench", "--profile", args.profile, "--device", args.device]
+    if args.data_root is not None:
+        parts += ["--data-root", str(args.data_root), "--category", str(args.category)]
+    if args.compare:
+        parts += ["--compare", args.compare]
+    for override in args.overrides:
+        parts += ["--set", override]
+    if args.json_path is not None:
+        parts += ["--json", str(args.json_path)]
+    return shlex.join(parts)
 
 
 def _fmt(value: float) -> str:
@@ -549,6 +622,8 @@ def main(args: argparse.Namespace) -> int:
     """``dhkd bench``: run, print the table, write the JSON."""
     config = load_config(args.profile, list(args.overrides))
     result = run_bench(config, args.device, args.data_root, args.category, args.compare)
+    result["command"] = command_line(args)
+    result["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(format_table(result))
     if args.json_path is not None:
         atomic_write_json(Path(args.json_path), result)
@@ -556,4 +631,33 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["run_bench", "KitSide", "AnomalibSide", "synthetic_data", "format_table", "main"]
+def readme_main(argv: list[str] | None = None) -> int:
+    """``python -m dhkd.bench readme JSON... --readme README.md``: rewrite the README's bench section."""
+    from dhkd.tables import update_readme
+
+    parser = argparse.ArgumentParser(prog="python -m dhkd.bench readme", description=readme_main.__doc__)
+    parser.add_argument("json", nargs="+", type=Path)
+    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.json if not p.exists()]
+    if missing:
+        print(f"dhkd.bench: no bench JSON at {', '.join(missing)}; make one with make bench (BENCH_JSON=...)",
+              file=sys.stderr)
+        return 2
+    if README_START not in args.readme.read_text() or README_END not in args.readme.read_text():
+        print(f"dhkd.bench: {args.readme} has no {README_START} ... {README_END} markers; "
+              "put them where the bench section goes", file=sys.stderr)
+        return 2
+    update_readme(args.readme, readme_section(args.json), markers=(README_START, README_END))
+    print(f"wrote the bench section of {args.readme}")
+    return 0
+
+
+__all__ = ["run_bench", "KitSide", "AnomalibSide", "synthetic_data", "format_table", "markdown_table",
+           "readme_section", "main"]
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["readme"]:
+        sys.exit("usage: python -m dhkd.bench readme JSON... [--readme README.md] (the bench itself is dhkd bench)")
+    sys.exit(readme_main(sys.argv[2:]))

@@ -384,14 +384,16 @@ def readme_section(results_dir: str | Path) -> str:
             f"`{results_dir.as_posix()}/`. This section is rewritten by every `make reproduce`; do not edit it by hand.\n")
 
 
-def update_readme(readme: str | Path, body: str) -> None:
-    """Replace what lies between the results markers of ``readme`` with ``body`` (atomically)."""
+def update_readme(readme: str | Path, body: str, markers: tuple[str, str] = (README_START, README_END)) -> None:
+    """Replace what lies between the ``markers`` of ``readme`` (the results section's by
+    default) with ``body`` (atomically); without them, append the section at the end."""
     readme = Path(readme)
     text = readme.read_text() if readme.exists() else ""
-    block = f"{README_START}\n{body.rstrip()}\n{README_END}"
-    if README_START in text and README_END in text:
-        before, rest = text.split(README_START, 1)
-        _, after = rest.split(README_END, 1)
+    start, end = markers
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        _, after = rest.split(end, 1)
         text = before + block + after
     else:
         text = text.rstrip() + ("\n\n" if text else "") + "## Latest results\n\n" + block + "\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dhkd.bench import format_table, run_bench, synthetic_data
+from dhkd.bench import README_END, README_START, format_table, readme_main, readme_section, run_bench, synthetic_data
 from dhkd.cli import main as cli_main
 from dhkd.config import load_config
 
@@ -47,6 +47,8 @@ def test_bench_smoke_cli_writes_positive_figures(tmp_path: Path) -> None:
     assert result["profile"] == "smoke" and result["device"] == "cpu" and result["batch_size"] == 4
     assert 0 <= result["aupro_value"] <= 1 and 0 <= result["pixel_auroc_value"] <= 1
     assert "anomalib_train_epoch_s" not in result
+    assert result["command"] == f"dhkd bench --profile smoke --device cpu --json {out}"
+    assert result["finished"].endswith("UTC")
     # the table is printed too
     assert "train epoch (s)" in done.stdout and "AUPRO, test set (s)" in done.stdout
 
@@ -98,3 +100,54 @@ def test_bench_compare_anomalib_rejects_a_teacher_it_has_no_decoder_for() -> Non
     with pytest.raises(DhkdError, match="no decoder"):
         run_bench(load_config("smoke", ["train.epochs=1"]), "cpu", compare="anomalib", progress=False,
                   synthetic_sizes=(4, 4, 2))
+
+
+def _compared_result() -> dict:
+    """A bench result with anomalib's figures beside the kit's (the keys run_bench writes)."""
+    return {"profile": "rd", "teacher": "wide_resnet50_2", "teacher_weights": "none", "bottleneck_width": 0.5,
+            "image_size": 256, "batch_size": 16, "data": "synthetic", "n_train": 209, "n_test": 83, "device": "cpu",
+            "device_name": "x86_64", "threads": 2, "compile": False, "load_1min_start": 2.0, "load_1min_end": 2.0,
+            "torch": "2.14.1", "anomalib_version": "2.7.0", "command": "dhkd bench --profile rd", "finished": "today",
+            "train_epoch_s": 70.0, "anomalib_train_epoch_s": 100.0, "infer_img_per_s_b32": 4.0,
+            "anomalib_infer_img_per_s_b32": 2.0, "aupro_s": 0.15}
+
+
+def test_readme_section_is_written_from_the_json_between_the_markers(tmp_path: Path) -> None:
+    result = tmp_path / "bench.json"
+    result.write_text(json.dumps(_compared_result()))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# kit\n\nbefore\n{README_START}\nold figures\n{README_END}\nafter\n")
+    assert readme_main([str(result), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old figures" not in text and text.startswith("# kit\n\nbefore\n") and text.endswith(f"{README_END}\nafter\n")
+    assert "| train epoch (s) | 70.00 | 100 | 0.700x time |" in text  # kit / anomalib seconds
+    assert "| inference images/s, batch 32 | 4.00 | 2.00 | 0.500x time |" in text  # a rate: the ratio of times
+    assert "| AUPRO, test set (s) | 0.150 |  |  |" in text
+    assert "`dhkd bench --profile rd` (finished today; torch 2.14.1, anomalib 2.7.0)" in text
+    assert "bottleneck width 0.5 (RD4AD: 1.0)" in text
+
+
+def test_readme_section_needs_its_markers_and_its_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = tmp_path / "bench.json"
+    result.write_text(json.dumps(_compared_result()))
+    readme = tmp_path / "README.md"
+    readme.write_text("# kit\n")
+    assert readme_main([str(result), "--readme", str(readme)]) == 2
+    assert README_START in capsys.readouterr().err and readme.read_text() == "# kit\n"
+    assert readme_main([str(tmp_path / "missing.json"), "--readme", str(readme)]) == 2
+    assert "make bench" in capsys.readouterr().err
+
+
+def test_readme_section_lists_every_run_and_one_full_table_per_setting(tmp_path: Path) -> None:
+    first, second, other = _compared_result(), _compared_result(), _compared_result()
+    second.update(finished="later", train_epoch_s=80.0)
+    other.update(finished="other", bottleneck_width=1.0)
+    paths = []
+    for name, result in [("a", first), ("b", second), ("c", other)]:
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(result))
+    text = readme_section(paths)
+    assert "| today | 0.5 | 70.00 | 100 | 0.700 | 0.500 | ? |" in text
+    assert "| later | 0.5 | 80.00 | 100 | 0.800 | 0.500 | ? |" in text
+    assert "| other | 1 | 70.00 | 100 | 0.700 | 0.500 | ? |" in text
+    assert text.count("| figure |") == 2  # widths 0.5 and 1.0; the repeat run only in the summary
