@@ -155,6 +155,24 @@ def _load() -> float | None:
         return None
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks since boot from ``/proc/stat`` (Linux), None elsewhere."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    steal = fields[7] if len(fields) > 7 else 0
+    return steal, sum(fields[:8])  # guest time is already counted in user time
+
+
+def _steal_percent(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    """Share of the CPU time that the hypervisor gave to other machines between two readings:
+    on a shared virtual machine this, not the load average, says how much slower a run was."""
+    if start is None or end is None or end[1] <= start[1]:
+        return None
+    return 100.0 * (end[0] - start[0]) / (end[1] - start[1])
+
+
 class _LoadWatcher(Periodic):
     """The 1-minute load average sampled every few seconds while the benchmark runs (other
     processes on a small CPU change every figure; the JSON says how busy the machine was)."""
@@ -475,9 +493,11 @@ def run_bench(config: Config, device: str | torch.device = "auto", data_root: st
     if resolved.type == "cuda":
         torch.cuda.reset_peak_memory_stats(resolved)
 
+    cpu_start = _cpu_times()
     with _LoadWatcher() as load:
         result.update(_bench(config, resolved, train_images, test, compare == "anomalib", log))
     result["load_1min_end"] = _load()
+    result["cpu_steal_pct"] = _steal_percent(cpu_start, _cpu_times())
     if load.samples:
         result["load_1min_mean"] = statistics.fmean(load.samples)
         result["load_1min_max"] = max(load.samples)
@@ -540,7 +560,9 @@ def describe(result: dict[str, Any]) -> str:
             f"({result['n_train']} train / {result['n_test']} test), {result['device']} ({result['device_name']}), "
             f"{result['threads']} threads, compile {result['compile']}, "
             f"1-min load {result['load_1min_start']} at the start, {result['load_1min_end']} at the end"
-            + (f", {result['load_1min_mean']:.2f} mean, {result['load_1min_max']:.2f} max" if "load_1min_mean" in result else ""))
+            + (f", {result['load_1min_mean']:.2f} mean, {result['load_1min_max']:.2f} max" if "load_1min_mean" in result else "")
+            + (f", {result['cpu_steal_pct']:.0f} % of the CPU time stolen by the hypervisor"
+               if result.get("cpu_steal_pct") is not None else ""))
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -564,7 +586,7 @@ def runs_table(results: list[dict[str, Any]]) -> str:
     """One Markdown row per bench run: the training-epoch and inference ratios side by side, so
     that the spread between runs of the same command is in plain sight."""
     lines = ["| run (finished) | bottleneck width | kit epoch (s) | anomalib epoch (s) | kit / anomalib, epoch "
-             "| kit / anomalib, inference b32 (time) | 1-min load, mean |", "| --- |" + " ---: |" * 6]
+             "| kit / anomalib, inference b32 (time) | 1-min load, mean | CPU steal |", "| --- |" + " ---: |" * 7]
     for r in results:
         compared = "anomalib_train_epoch_s" in r
         lines.append("| " + " | ".join([
@@ -572,7 +594,8 @@ def runs_table(results: list[dict[str, Any]]) -> str:
             _fmt(r["anomalib_train_epoch_s"]) if compared else "",
             f"{r['train_epoch_s'] / r['anomalib_train_epoch_s']:.3f}" if compared else "",
             f"{r['anomalib_infer_img_per_s_b32'] / r['infer_img_per_s_b32']:.3f}" if compared else "",
-            f"{r['load_1min_mean']:.2f}" if "load_1min_mean" in r else "?"]) + " |")
+            f"{r['load_1min_mean']:.2f}" if "load_1min_mean" in r else "?",
+            f"{r['cpu_steal_pct']:.0f} %" if r.get("cpu_steal_pct") is not None else "?"]) + " |")
     return "\n".join(lines)
 
 

@@ -48,6 +48,7 @@ def test_bench_smoke_cli_writes_positive_figures(tmp_path: Path) -> None:
     assert 0 <= result["aupro_value"] <= 1 and 0 <= result["pixel_auroc_value"] <= 1
     assert "anomalib_train_epoch_s" not in result
     assert result["command"] == f"dhkd bench --profile smoke --device cpu --json {out}"
+    assert result["cpu_steal_pct"] is None or 0 <= result["cpu_steal_pct"] <= 100
     assert result["finished"].endswith("UTC")
     # the table is printed too
     assert "train epoch (s)" in done.stdout and "AUPRO, test set (s)" in done.stdout
@@ -140,14 +141,24 @@ def test_readme_section_needs_its_markers_and_its_json(tmp_path: Path, capsys: p
 
 def test_readme_section_lists_every_run_and_one_full_table_per_setting(tmp_path: Path) -> None:
     first, second, other = _compared_result(), _compared_result(), _compared_result()
-    second.update(finished="later", train_epoch_s=80.0)
+    second.update(finished="later", train_epoch_s=80.0, cpu_steal_pct=40.0)
     other.update(finished="other", bottleneck_width=1.0)
     paths = []
     for name, result in [("a", first), ("b", second), ("c", other)]:
         paths.append(tmp_path / f"{name}.json")
         paths[-1].write_text(json.dumps(result))
     text = readme_section(paths)
-    assert "| today | 0.5 | 70.00 | 100 | 0.700 | 0.500 | ? |" in text
-    assert "| later | 0.5 | 80.00 | 100 | 0.800 | 0.500 | ? |" in text
-    assert "| other | 1 | 70.00 | 100 | 0.700 | 0.500 | ? |" in text
+    assert "| today | 0.5 | 70.00 | 100 | 0.700 | 0.500 | ? | ? |" in text
+    assert "| later | 0.5 | 80.00 | 100 | 0.800 | 0.500 | ? | 40 % |" in text
+    assert "| other | 1 | 70.00 | 100 | 0.700 | 0.500 | ? | ? |" in text
     assert text.count("| figure |") == 2  # widths 0.5 and 1.0; the repeat run only in the summary
+
+
+def test_cpu_steal_is_the_stolen_share_of_the_ticks_between_readings() -> None:
+    from dhkd.bench import _cpu_times, _steal_percent
+
+    assert _steal_percent((100, 1000), (150, 1200)) == 25.0
+    assert _steal_percent(None, (150, 1200)) is None and _steal_percent((100, 1000), (100, 1000)) is None
+    if Path("/proc/stat").exists():
+        steal, total = _cpu_times()
+        assert 0 <= steal <= total
