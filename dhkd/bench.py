@@ -166,8 +166,9 @@ def _cpu_times() -> tuple[int, int] | None:
 
 
 def _steal_percent(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
-    """Share of the CPU time that the hypervisor gave to other machines between two readings:
-    on a shared virtual machine this, not the load average, says how much slower a run was."""
+    """Share of the CPU time that the hypervisor gave to other machines between two readings
+    (0 on bare metal). Contention it cannot see (shared caches, memory bandwidth of other
+    machines on the host) shows only in the times themselves."""
     if start is None or end is None or end[1] <= start[1]:
         return None
     return 100.0 * (end[0] - start[0]) / (end[1] - start[1])
