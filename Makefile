@@ -69,14 +69,14 @@ ablation: setup
 # The timings do not depend on the teacher's weights, so BENCH_SET defaults to weights=none
 # (no download). COMPARE=anomalib installs the bench extra (anomalib) first.
 # make bench-readme: the README's Performance tables from BENCH_JSONS, runs made by
-#   make bench DATA=../shared/data/mvtec_ad COMPARE=anomalib BENCH_JSON=results/bench_rd.json      (and _2)
+#   make bench DATA=../shared/data/mvtec_ad COMPARE=anomalib BENCH_JSON=results/bench_rd.json      (and _2, _3)
 #   make bench DATA=../shared/data/mvtec_ad COMPARE=anomalib BENCH_JSON=results/bench_rd_anomalib_width.json \
-#        BENCH_SET="model.teacher.weights=none model.bottleneck_width=0.5"                             (and _2)
+#        BENCH_SET="model.teacher.weights=none model.bottleneck_width=0.5"                             (and _2, _3)
 CATEGORY   ?= bottle
 COMPARE    ?=
 BENCH_SET  ?= model.teacher.weights=none
 BENCH_JSON ?= $(RESULTS)/bench.json
-BENCH_JSONS ?= $(foreach run,bench_rd bench_rd_2 bench_rd_anomalib_width bench_rd_anomalib_width_2,$(RESULTS)/$(run).json)
+BENCH_JSONS ?= $(foreach run,bench_rd bench_rd_2 bench_rd_3 bench_rd_anomalib_width bench_rd_anomalib_width_2 bench_rd_anomalib_width_3,$(RESULTS)/$(run).json)
 
 .PHONY: bench bench-readme
 bench: setup

@@ -602,8 +602,10 @@ def runs_table(results: list[dict[str, Any]]) -> str:
 
 def readme_section(paths: list[Path]) -> str:
     """The README's benchmark section body (between the bench markers), from bench JSON files:
-    every run in one summary table, then the full table of the first run of each setting."""
+    every run in one summary table (by setting, then time), then the full table of the first run
+    of each setting."""
     results = [json.loads(Path(path).read_text()) for path in paths]
+    results.sort(key=lambda r: (-r.get("bottleneck_width", 1.0), r.get("finished", "")))  # by setting, then time
     parts = [runs_table(results) + "\n"] if len(results) > 1 else []
     shown: set[tuple[Any, ...]] = set()
     for result in results:
