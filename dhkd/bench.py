@@ -593,8 +593,8 @@ def runs_table(results: list[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join([
             r.get("finished", "?"), f"{r.get('bottleneck_width', 1.0):g}", _fmt(r["train_epoch_s"]),
             _fmt(r["anomalib_train_epoch_s"]) if compared else "",
-            f"{r['train_epoch_s'] / r['anomalib_train_epoch_s']:.3f}" if compared else "",
-            f"{r['anomalib_infer_img_per_s_b32'] / r['infer_img_per_s_b32']:.3f}" if compared else "",
+            f"{r['train_epoch_ratio']:.3f}" if compared else "",  # the ratios as run_bench wrote them
+            f"{r['infer_time_ratio_b32']:.3f}" if compared else "",
             f"{r['load_1min_mean']:.2f}" if "load_1min_mean" in r else "?",
             f"{r['cpu_steal_pct']:.0f} %" if r.get("cpu_steal_pct") is not None else "?"]) + " |")
     return "\n".join(lines)
@@ -670,7 +670,8 @@ def readme_main(argv: list[str] | None = None) -> int:
         print(f"dhkd.bench: no bench JSON at {', '.join(missing)}; make one with make bench (BENCH_JSON=...)",
               file=sys.stderr)
         return 2
-    if README_START not in args.readme.read_text() or README_END not in args.readme.read_text():
+    text = args.readme.read_text()
+    if README_START not in text or README_END not in text:
         print(f"dhkd.bench: {args.readme} has no {README_START} ... {README_END} markers; "
               "put them where the bench section goes", file=sys.stderr)
         return 2

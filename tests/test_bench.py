@@ -110,7 +110,7 @@ def _compared_result() -> dict:
             "device_name": "x86_64", "threads": 2, "compile": False, "load_1min_start": 2.0, "load_1min_end": 2.0,
             "torch": "2.14.1", "anomalib_version": "2.7.0", "command": "dhkd bench --profile rd", "finished": "today",
             "train_epoch_s": 70.0, "anomalib_train_epoch_s": 100.0, "infer_img_per_s_b32": 4.0,
-            "anomalib_infer_img_per_s_b32": 2.0, "aupro_s": 0.15}
+            "anomalib_infer_img_per_s_b32": 2.0, "aupro_s": 0.15, "train_epoch_ratio": 0.7, "infer_time_ratio_b32": 0.5}
 
 
 def test_readme_section_is_written_from_the_json_between_the_markers(tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ def test_readme_section_needs_its_markers_and_its_json(tmp_path: Path, capsys: p
 
 def test_readme_section_lists_every_run_and_one_full_table_per_setting(tmp_path: Path) -> None:
     first, second, other = _compared_result(), _compared_result(), _compared_result()
-    second.update(finished="later", train_epoch_s=80.0, cpu_steal_pct=40.0)
+    second.update(finished="later", train_epoch_s=80.0, train_epoch_ratio=0.8, cpu_steal_pct=40.0)
     other.update(finished="other", bottleneck_width=1.0)
     paths = []
     for name, result in [("a", first), ("b", second), ("c", other)]:
