@@ -30,6 +30,12 @@ and its eval-mode anomaly maps at batch 32. On the CPU the two sides alternate b
 (a kit step, an anomalib step, ...), so that other processes on a shared machine slow both
 alike and the ratios stay fair; on CUDA each side runs its epoch back to back.
 
+The JSON also says how it was made and under what load: ``command`` (the ``dhkd bench`` line),
+``finished``, the 1-minute load average sampled through the run and ``cpu_steal_pct`` (CPU time
+the hypervisor gave to other machines; contention in shared caches or memory bandwidth does
+not show there, only in the times). ``python -m dhkd.bench readme JSON...`` (``make
+bench-readme``) writes the README's Performance tables from such files.
+
 On a small CPU shared with other processes, run with ``OMP_NUM_THREADS=1``: two OpenMP threads
 on two busy cores wait on each other at every operation and can be 10-100x slower.
 

@@ -8,8 +8,9 @@ How the ``offline`` profile's settings were chosen (its YAML comments quote thes
 
 Each variant trains into ``OUT/<name>`` with the kit's own :class:`~dhkd.train.Trainer`; at
 every epoch of ``--eval-at`` the model in training scores the test split (image AUROC, pixel
-AUROC, AUPRO, RD4AD's PRO, in %, from :func:`dhkd.evaluate.compute_metrics`), which shows whether more epochs would still pay. One JSON line per
-variant is appended to ``OUT/tuning.jsonl``. Scoring on the test split is what tuning a
+AUROC, AUPRO, RD4AD's PRO, in %, from :func:`dhkd.evaluate.compute_metrics`), which shows
+whether more epochs would still pay. One JSON line per variant is appended to
+``OUT/tuning.jsonl``. Scoring on the test split is what tuning a
 profile for a known data set means; the profile's figures are then not a held-out estimate.
 """
 
