@@ -59,7 +59,7 @@ def load_model(run_dir: str | Path, device: str | torch.device | None = "auto") 
     model = build_model(config.model, config.train.seed)
     model.student.load_state_dict(state["student"])
     model = model.to(device).eval()
-    model = set_memory_format(model, device, config.train.channels_last)  # as in training
+    model = set_memory_format(model, config.train.channels_last)  # as in training
     return model, config
 
 

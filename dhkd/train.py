@@ -81,15 +81,17 @@ def autocast(device: torch.device, enabled: bool):
     return nullcontext()
 
 
-def set_memory_format(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+def set_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
     """Prepare ``model`` for channels-last (NHWC) activations, which the callers feed it.
 
     A convolution whose input is NHWC gives NHWC output, so the activations stay NHWC through
-    the network. On CUDA the weights go NHWC as well (cuDNN's NHWC kernels want them so). On
-    the CPU they stay NCHW: oneDNN reorders weights into its own layout on every call anyway,
-    and NCHW weights receive their gradients without a layout copy per parameter per step.
+    the network. The weights go NHWC as well, on CUDA (cuDNN's NHWC kernels want them so) and
+    on the CPU: there oneDNN returns weight gradients in the activations' layout, and an NCHW
+    weight would take a layout copy of its gradient every step. Measured on 2 CPU cores, in
+    steps alternating between the two layouts: a training step 2.3 % faster for ``rd`` and
+    1.6 % for ``offline``; inference the same for ``rd``, 3.5 % faster for ``offline``.
     """
-    if channels_last and device.type == "cuda":
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -262,7 +264,7 @@ class Trainer:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         self.model = build_model(self.config.model, self.config.train.seed).to(self.device)
         self.student: nn.Module = self.model.student
-        self.model = set_memory_format(self.model, self.device, self.config.train.channels_last)
+        self.model = set_memory_format(self.model, self.config.train.channels_last)
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.train.lr,
                                           betas=tuple(self.config.train.betas), fused=True)
         self.forward_student: nn.Module = self.student

@@ -146,3 +146,27 @@ def test_output_projection_follows_the_teacher() -> None:
     assert all(isinstance(p, torch.nn.Conv2d) for p in effnet.student.decoder.projections)
     resnet = DHKD(load_config("smoke", ["model.teacher.name=resnet18"]).model)
     assert all(isinstance(p, torch.nn.Identity) for p in resnet.student.decoder.projections)
+
+
+def test_training_step_copies_no_weight_gradient_between_layouts(tmp_path) -> None:
+    """Channels-last activations give weight gradients in channels-last layout; the weights are
+    channels-last too (``set_memory_format``), so no gradient is copied into another layout."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from dhkd.train import Trainer
+
+    trainer = Trainer(load_config("smoke"), ".", "bench", tmp_path / "run", device="cpu", progress=False)
+    trainer._prepare(images=torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8))
+    weights = {tuple(p.shape) for p in trainer.student.parameters() if p.dim() == 4 and p.shape[-1] > 1}
+    copied: list[tuple[int, ...]] = []
+
+    class CopiesOfWeights(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.copy_.default and tuple(args[0].shape) in weights:
+                copied.append(tuple(args[0].shape))
+            return func(*args, **(kwargs or {}))
+
+    assert weights  # 3x3 convolutions, whose layouts differ (a 1x1 weight is the same in both)
+    with CopiesOfWeights():
+        trainer._step(torch.arange(4), 1)
+    assert copied == []
