@@ -87,6 +87,8 @@ CPU_B1_IMAGES = 16
 #: The README's benchmark section lies between these markers.
 README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
+#: The project's goal for ``rd`` on the CPU: a kit epoch at most this share of anomalib's.
+EPOCH_RATIO_GOAL = 0.7
 #: anomalib's RD taps these layers of the ResNet backbones it supports.
 ANOMALIB_LAYERS = ("layer1", "layer2", "layer3")
 #: Teachers of the kit that anomalib's RD has a decoder for (its get_decoder).
@@ -606,13 +608,32 @@ def runs_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def ratio_summary(results: list[dict[str, Any]]) -> str:
+    """One Markdown bullet per setting (bottleneck width) with compared runs: the median, lowest
+    and highest kit / anomalib epoch ratio, and in how many runs it met :data:`EPOCH_RATIO_GOAL`.
+    The spread between runs of one command is the figure's honest error bar on a shared machine."""
+    by_width: dict[float, list[float]] = {}
+    for r in results:
+        if "train_epoch_ratio" in r:
+            by_width.setdefault(r.get("bottleneck_width", 1.0), []).append(r["train_epoch_ratio"])
+    lines = []
+    for width, ratios in sorted(by_width.items(), key=lambda item: -item[0]):
+        met = sum(ratio <= EPOCH_RATIO_GOAL for ratio in ratios)
+        lines.append(f"- bottleneck width {width:g}: kit / anomalib epoch time over {len(ratios)} "
+                     f"run{'s' if len(ratios) > 1 else ''}: median {statistics.median(ratios):.3f}, "
+                     f"lowest {min(ratios):.3f}, highest {max(ratios):.3f}; at most {EPOCH_RATIO_GOAL:g} "
+                     f"(the project's goal) in {met} of {len(ratios)}.")
+    return "\n".join(lines)
+
+
 def readme_section(paths: list[Path]) -> str:
     """The README's benchmark section body (between the bench markers), from bench JSON files:
-    every run in one summary table (by setting, then time), then the full table of the first run
-    of each setting."""
+    every run in one summary table (by setting, then time) with the ratios' spread per setting,
+    then the full table of the first run of each setting."""
     results = [json.loads(Path(path).read_text()) for path in paths]
     results.sort(key=lambda r: (-r.get("bottleneck_width", 1.0), r.get("finished", "")))  # by setting, then time
-    parts = [runs_table(results) + "\n"] if len(results) > 1 else []
+    summary = ratio_summary(results)
+    parts = [runs_table(results) + "\n" + (f"\n{summary}\n" if summary else "")] if len(results) > 1 else []
     shown: set[tuple[Any, ...]] = set()
     for result in results:
         setting = (result["profile"], result["teacher"], result.get("bottleneck_width", 1.0), result["device"])
