@@ -608,19 +608,24 @@ def runs_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _setting(result: dict[str, Any]) -> tuple[str, str, float, str]:
+    """What makes runs comparable: profile, teacher, bottleneck width, device."""
+    return result["profile"], result["teacher"], result.get("bottleneck_width", 1.0), result["device"]
+
+
 def ratio_summary(results: list[dict[str, Any]]) -> str:
-    """One Markdown bullet per setting (bottleneck width) with compared runs: the median, lowest
-    and highest kit / anomalib epoch ratio, and in how many runs it met :data:`EPOCH_RATIO_GOAL`.
-    The spread between runs of one command is the figure's honest error bar on a shared machine."""
-    by_width: dict[float, list[float]] = {}
+    """One Markdown bullet per setting with compared runs: the median, lowest and highest kit /
+    anomalib epoch ratio, and in how many runs it met :data:`EPOCH_RATIO_GOAL`. The spread
+    between runs of one command is the figure's honest error bar on a shared machine."""
+    by_setting: dict[tuple[str, str, float, str], list[float]] = {}
     for r in results:
         if "train_epoch_ratio" in r:
-            by_width.setdefault(r.get("bottleneck_width", 1.0), []).append(r["train_epoch_ratio"])
+            by_setting.setdefault(_setting(r), []).append(r["train_epoch_ratio"])
     lines = []
-    for width, ratios in sorted(by_width.items(), key=lambda item: -item[0]):
+    for (profile, teacher, width, device), ratios in sorted(by_setting.items(), key=lambda item: -item[0][2]):
         met = sum(ratio <= EPOCH_RATIO_GOAL for ratio in ratios)
-        lines.append(f"- bottleneck width {width:g}: kit / anomalib epoch time over {len(ratios)} "
-                     f"run{'s' if len(ratios) > 1 else ''}: median {statistics.median(ratios):.3f}, "
+        lines.append(f"- `{profile}` ({teacher}, {device}), bottleneck width {width:g}: kit / anomalib epoch time "
+                     f"over {len(ratios)} run{'s' if len(ratios) > 1 else ''}: median {statistics.median(ratios):.3f}, "
                      f"lowest {min(ratios):.3f}, highest {max(ratios):.3f}; at most {EPOCH_RATIO_GOAL:g} "
                      f"(the project's goal) in {met} of {len(ratios)}.")
     return "\n".join(lines)
@@ -636,7 +641,7 @@ def readme_section(paths: list[Path]) -> str:
     parts = [runs_table(results) + "\n" + (f"\n{summary}\n" if summary else "")] if len(results) > 1 else []
     shown: set[tuple[Any, ...]] = set()
     for result in results:
-        setting = (result["profile"], result["teacher"], result.get("bottleneck_width", 1.0), result["device"])
+        setting = _setting(result)
         if setting in shown:
             continue
         shown.add(setting)

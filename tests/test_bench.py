@@ -152,9 +152,9 @@ def test_readme_section_lists_every_run_and_one_full_table_per_setting(tmp_path:
     assert "| later | 0.5 | 80.00 | 100 | 0.800 | 0.500 | ? | 40 % |" in text
     assert "| other | 1 | 70.00 | 100 | 0.700 | 0.500 | ? | ? |" in text
     assert text.count("| figure |") == 2  # widths 0.5 and 1.0; the repeat run only in the summary
-    assert ("- bottleneck width 0.5: kit / anomalib epoch time over 2 runs: median 0.750, lowest 0.700, "
+    assert ("- `rd` (wide_resnet50_2, cpu), bottleneck width 0.5: kit / anomalib epoch time over 2 runs: median 0.750, lowest 0.700, "
             "highest 0.800; at most 0.7 (the project's goal) in 1 of 2.") in text
-    assert "- bottleneck width 1: kit / anomalib epoch time over 1 run: median 0.700" in text
+    assert "- `rd` (wide_resnet50_2, cpu), bottleneck width 1: kit / anomalib epoch time over 1 run: median 0.700" in text
     assert text.index("bottleneck width 1:") < text.index("bottleneck width 0.5:")  # RD4AD's first, as in the table
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,7 +149,7 @@ def test_output_projection_follows_the_teacher() -> None:
     assert all(isinstance(p, torch.nn.Identity) for p in resnet.student.decoder.projections)
 
 
-def test_training_step_copies_no_weight_gradient_between_layouts(tmp_path) -> None:
+def test_training_step_copies_no_weight_gradient_between_layouts(tmp_path: Path) -> None:
     """Channels-last activations give weight gradients in channels-last layout; the weights are
     channels-last too (``set_memory_format``), so no gradient is copied into another layout."""
     from torch.utils._python_dispatch import TorchDispatchMode
