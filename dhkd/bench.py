@@ -584,6 +584,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def markdown_table(result: dict[str, Any]) -> str:
+    """The same rows as :func:`format_table`, as a Markdown table for the README."""
     rows = table_rows(result)
     header = ["figure"] + rows[0][1:]
     lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
@@ -636,7 +637,8 @@ def readme_section(paths: list[Path]) -> str:
     every run in one summary table (by setting, then time) with the ratios' spread per setting,
     then the full table of the first run of each setting."""
     results = [json.loads(Path(path).read_text()) for path in paths]
-    results.sort(key=lambda r: (-r.get("bottleneck_width", 1.0), r.get("finished", "")))  # by setting, then time
+    # by setting (RD4AD's width first), then time
+    results.sort(key=lambda r: (-_setting(r)[2], _setting(r), r.get("finished", "")))
     summary = ratio_summary(results)
     parts = [runs_table(results) + "\n" + (f"\n{summary}\n" if summary else "")] if len(results) > 1 else []
     shown: set[tuple[Any, ...]] = set()
