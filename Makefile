@@ -72,11 +72,15 @@ ablation: setup
 #   make bench DATA=../shared/data/mvtec_ad COMPARE=anomalib BENCH_JSON=results/bench_rd.json      (and _2, _3)
 #   make bench DATA=../shared/data/mvtec_ad COMPARE=anomalib BENCH_JSON=results/bench_rd_anomalib_width.json \
 #        BENCH_SET="model.teacher.weights=none model.bottleneck_width=0.5"                             (and _2, _3)
+#   MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 \
+#     make bench DATA=../shared/data/mvtec_ad COMPARE=anomalib BENCH_JSON=results/bench_rd_allocator.json (and _2, _3)
+#   (glibc keeps freed memory instead of returning it to the kernel: no page faults; both sides)
 CATEGORY   ?= bottle
 COMPARE    ?=
 BENCH_SET  ?= model.teacher.weights=none
 BENCH_JSON ?= $(RESULTS)/bench.json
-BENCH_JSONS ?= $(foreach run,bench_rd bench_rd_2 bench_rd_3 bench_rd_anomalib_width bench_rd_anomalib_width_2 bench_rd_anomalib_width_3,$(RESULTS)/$(run).json)
+BENCH_JSONS ?= $(foreach run,bench_rd bench_rd_2 bench_rd_3 bench_rd_anomalib_width bench_rd_anomalib_width_2 bench_rd_anomalib_width_3 \
+	bench_rd_allocator bench_rd_allocator_2 bench_rd_allocator_3,$(RESULTS)/$(run).json)
 
 .PHONY: bench bench-readme
 bench: setup

@@ -17,6 +17,12 @@ What is timed, and how:
   :func:`dhkd.evaluate.predict` (teacher, student, anomaly map with upsampling, sum and blur),
   one image per batch (16 images on the CPU, all on CUDA) and 32 per batch (the whole test
   set), after a warm-up.
+- ``train_page_faults_per_step`` / ``train_kernel_cpu_s`` (CPU): minor page faults per
+  training step and kernel CPU seconds in the epoch, per side. Each fault is a fresh page the
+  kernel zeroes; glibc's malloc returns every allocation above 32 MB to the kernel when freed, so
+  a step at 256x256 faults in gigabytes. ``allocator`` records the settings that change this
+  (:data:`ALLOCATOR_ENV`, e.g. ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000``), and
+  runs under different allocators are summarised apart.
 - ``peak_mem_mb``: ``torch.cuda.max_memory_allocated`` on CUDA; on the CPU the process's peak
   resident set size (``getrusage``), taken before anything of anomalib runs.
 - ``aupro_s``, ``pixel_auroc_s``, ``pro_rd4ad_s``, ``image_auroc_s``: the metrics of
@@ -60,6 +66,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -89,6 +96,11 @@ README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
 #: The project's goal for ``rd`` on the CPU: a kit epoch at most this share of anomalib's.
 EPOCH_RATIO_GOAL = 0.7
+#: Environment variables that change how the process gets memory: glibc malloc's tunables and a
+#: preloaded allocator (jemalloc, tcmalloc). They decide how often the kernel must hand out
+#: fresh zeroed pages, which on the CPU costs the kit ~10 % of an ``rd`` step and anomalib ~20 %.
+ALLOCATOR_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+                 "MALLOC_ARENA_MAX", "GLIBC_TUNABLES", "LD_PRELOAD")
 #: anomalib's RD taps these layers of the ResNet backbones it supports.
 ANOMALIB_LAYERS = ("layer1", "layer2", "layer3")
 #: Teachers of the kit that anomalib's RD has a decoder for (its get_decoder).
@@ -180,6 +192,17 @@ def _steal_percent(start: tuple[int, int] | None, end: tuple[int, int] | None) -
     if start is None or end is None or end[1] <= start[1]:
         return None
     return 100.0 * (end[0] - start[0]) / (end[1] - start[1])
+
+
+def allocator_setting() -> str:
+    """The allocator settings this process runs under (:data:`ALLOCATOR_ENV`), ``"default"`` without any."""
+    return " ".join(f"{name}={os.environ[name]}" for name in ALLOCATOR_ENV if os.environ.get(name)) or "default"
+
+
+def _faults_and_kernel_seconds() -> tuple[int, float]:
+    """This process's minor page faults and kernel CPU seconds so far (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt, usage.ru_stime
 
 
 class _LoadWatcher(Periodic):
@@ -300,27 +323,43 @@ def _gmac_per_image(fn: Callable[[], Any], n: int, inference: bool = False) -> f
     return counter.get_total_flops() / 2e9 / n
 
 
-def _time_sides(calls: dict[str, list[Callable[[], Any]]], device: torch.device) -> tuple[dict[str, float], dict[str, list[Any]]]:
-    """Total seconds of each side's calls, and their results.
+@dataclass
+class SideTimes:
+    """What :func:`_time_sides` measured, per side: total seconds, the calls' results and, on
+    the CPU, the minor page faults and kernel CPU seconds during the side's calls (the price
+    of fresh memory pages; how many a step needs is up to the allocator, see :data:`ALLOCATOR_ENV`)."""
+
+    seconds: dict[str, float]
+    results: dict[str, list[Any]]
+    page_faults: dict[str, int]
+    kernel_s: dict[str, float]
+
+
+def _time_sides(calls: dict[str, list[Callable[[], Any]]], device: torch.device) -> SideTimes:
+    """Time each side's calls.
 
     On the CPU the sides alternate call by call (batch i of every side before batch i + 1 of
     any), so that whatever else runs on a shared machine slows both alike; on CUDA each side
     runs its calls back to back with one synchronisation at the end (the GPU is not shared, and
     a synchronisation per call would cost time).
     """
-    totals = {name: 0.0 for name in calls}
-    results: dict[str, list[Any]] = {name: [] for name in calls}
+    times = SideTimes({name: 0.0 for name in calls}, {name: [] for name in calls}, {}, {})
     if device.type == "cuda":
         for name, fns in calls.items():
-            totals[name], results[name] = _seconds(lambda: [fn() for fn in fns], device)
-        return totals, results
+            times.seconds[name], times.results[name] = _seconds(lambda: [fn() for fn in fns], device)
+        return times
+    times.page_faults, times.kernel_s = {name: 0 for name in calls}, {name: 0.0 for name in calls}
     for i in range(max(len(fns) for fns in calls.values())):
         for name, fns in calls.items():
             if i < len(fns):
+                faults, kernel = _faults_and_kernel_seconds()
                 seconds, value = _seconds(fns[i], device)
-                totals[name] += seconds
-                results[name].append(value)
-    return totals, results
+                faults_after, kernel_after = _faults_and_kernel_seconds()
+                times.seconds[name] += seconds
+                times.results[name].append(value)
+                times.page_faults[name] += faults_after - faults
+                times.kernel_s[name] += kernel_after - kernel
+    return times
 
 
 def _chunks(split: CategorySplit, size: int) -> list[CategorySplit]:
@@ -405,17 +444,21 @@ def _bench(config: Config, device: torch.device, train_images: torch.Tensor, tes
         log(f"one training epoch of {names} ({len(train_images)} images, batch {batch}, {how})")
         for side in sides:
             side.train()
-        totals, _ = _time_sides({s.name: [functools.partial(s.train_step, b) for b in batches] for s in sides}, device)
+        training = _time_sides({s.name: [functools.partial(s.train_step, b) for b in batches] for s in sides}, device)
         log(f"inference of {names}, batch {INFER_BATCH} ({len(test)} images, {how})")
-        infer_totals, outputs = _time_sides({s.name: [functools.partial(s.infer, c) for c in chunks] for s in sides},
-                                            device)
-        predictions = _concat(outputs["dhkd"])
+        inference = _time_sides({s.name: [functools.partial(s.infer, c) for c in chunks] for s in sides}, device)
+        predictions = _concat(inference.results["dhkd"])
+    totals, infer_totals = training.seconds, inference.seconds
 
     result["train_epoch_s"] = totals["dhkd"]
     result["train_img_per_s"] = len(train_images) / totals["dhkd"]
     mean_epoch = (totals["dhkd"] * (epochs - stage2_epochs) + result.get("train_epoch_stage2_s", 0.0) * stage2_epochs) / epochs
     result["projected_train_s"] = result["teacher_cache_s"] + epochs * mean_epoch
     result["infer_img_per_s_b32"] = len(test) / infer_totals["dhkd"]
+    for side, prefix in (("dhkd", ""), ("anomalib", "anomalib_")):
+        if side in training.page_faults:
+            result[f"{prefix}train_page_faults_per_step"] = training.page_faults[side] / len(batches)
+            result[f"{prefix}train_kernel_cpu_s"] = training.kernel_s[side]
     if compare:
         result["anomalib_train_epoch_s"] = totals["anomalib"]
         result["anomalib_infer_img_per_s_b32"] = len(test) / infer_totals["anomalib"]
@@ -485,7 +528,7 @@ def run_bench(config: Config, device: str | torch.device = "auto", data_root: st
         "bottleneck_width": config.model.bottleneck_width,
         "image_size": size, "batch_size": config.train.batch_size, "infer_batch_size": INFER_BATCH,
         "compile": config.train.compile, "amp": config.train.amp and resolved.type == "cuda",
-        "channels_last": config.train.channels_last,
+        "channels_last": config.train.channels_last, "allocator": allocator_setting(),
     }
     decode_started = time.perf_counter()
     if data_root is None:
@@ -528,6 +571,8 @@ ROWS = [
     ("train_epoch_stage2_s", "train epoch, stage 2 (s)", None, "time"),
     ("train_img_per_s", "train images/s", None, "rate"),
     ("train_gmac_per_image", "train step GMAC/image", "anomalib_train_gmac_per_image", "amount"),
+    ("train_page_faults_per_step", "train step page faults", "anomalib_train_page_faults_per_step", "amount"),
+    ("train_kernel_cpu_s", "train epoch kernel CPU (s)", "anomalib_train_kernel_cpu_s", "time"),
     ("infer_img_per_s_b1", "inference images/s, batch 1", None, "rate"),
     ("infer_img_per_s_b32", "inference images/s, batch 32", "anomalib_infer_img_per_s_b32", "rate"),
     ("infer_gmac_per_image", "inference GMAC/image", "anomalib_infer_gmac_per_image", "amount"),
@@ -567,7 +612,7 @@ def describe(result: dict[str, Any]) -> str:
             + (f"bottleneck width {width} (RD4AD: 1.0), " if width != 1.0 else "")
             + f"{result['image_size']}x{result['image_size']}, batch {result['batch_size']}, {result['data']} "
             f"({result['n_train']} train / {result['n_test']} test), {result['device']} ({result['device_name']}), "
-            f"{result['threads']} threads, compile {result['compile']}, "
+            f"{result['threads']} threads, compile {result['compile']}, allocator {result.get('allocator', 'default')}, "
             f"1-min load {result['load_1min_start']} at the start, {result['load_1min_end']} at the end"
             + (f", {result['load_1min_mean']:.2f} mean, {result['load_1min_max']:.2f} max" if "load_1min_mean" in result else "")
             + (f", {result['cpu_steal_pct']:.0f} % of the CPU time stolen by the hypervisor"
@@ -595,12 +640,13 @@ def markdown_table(result: dict[str, Any]) -> str:
 def runs_table(results: list[dict[str, Any]]) -> str:
     """One Markdown row per bench run: the training-epoch and inference ratios side by side, so
     that the spread between runs of the same command is in plain sight."""
-    lines = ["| run (finished) | bottleneck width | kit epoch (s) | anomalib epoch (s) | kit / anomalib, epoch "
-             "| kit / anomalib, inference b32 (time) | 1-min load, mean | CPU steal |", "| --- |" + " ---: |" * 7]
+    lines = ["| run (finished) | bottleneck width | allocator | kit epoch (s) | anomalib epoch (s) | kit / anomalib, epoch "
+             "| kit / anomalib, inference b32 (time) | 1-min load, mean | CPU steal |", "| --- | ---: | --- |" + " ---: |" * 6]
     for r in results:
         compared = "anomalib_train_epoch_s" in r
         lines.append("| " + " | ".join([
-            r.get("finished", "?"), f"{r.get('bottleneck_width', 1.0):g}", _fmt(r["train_epoch_s"]),
+            r.get("finished", "?"), f"{r.get('bottleneck_width', 1.0):g}", f"`{r.get('allocator', 'default')}`",
+            _fmt(r["train_epoch_s"]),
             _fmt(r["anomalib_train_epoch_s"]) if compared else "",
             f"{r['train_epoch_ratio']:.3f}" if compared else "",  # the ratios as run_bench wrote them
             f"{r['infer_time_ratio_b32']:.3f}" if compared else "",
@@ -609,23 +655,26 @@ def runs_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _setting(result: dict[str, Any]) -> tuple[str, str, float, str]:
-    """What makes runs comparable: profile, teacher, bottleneck width, device."""
-    return result["profile"], result["teacher"], result.get("bottleneck_width", 1.0), result["device"]
+def _setting(result: dict[str, Any]) -> tuple[str, str, float, str, str]:
+    """What makes runs comparable: profile, teacher, bottleneck width, device, allocator (runs
+    written before the JSON recorded it ran under the default one)."""
+    return (result["profile"], result["teacher"], result.get("bottleneck_width", 1.0), result["device"],
+            result.get("allocator", "default"))
 
 
 def ratio_summary(results: list[dict[str, Any]]) -> str:
     """One Markdown bullet per setting with compared runs: the median, lowest and highest kit /
     anomalib epoch ratio, and in how many runs it met :data:`EPOCH_RATIO_GOAL`. The spread
     between runs of one command is the figure's honest error bar on a shared machine."""
-    by_setting: dict[tuple[str, str, float, str], list[float]] = {}
+    by_setting: dict[tuple[str, str, float, str, str], list[float]] = {}
     for r in results:
         if "train_epoch_ratio" in r:
             by_setting.setdefault(_setting(r), []).append(r["train_epoch_ratio"])
     lines = []
-    for (profile, teacher, width, device), ratios in sorted(by_setting.items(), key=lambda item: -item[0][2]):
+    for (profile, teacher, width, device, allocator), ratios in sorted(by_setting.items(), key=lambda item: -item[0][2]):
         met = sum(ratio <= EPOCH_RATIO_GOAL for ratio in ratios)
-        lines.append(f"- `{profile}` ({teacher}, {device}), bottleneck width {width:g}: kit / anomalib epoch time "
+        lines.append(f"- `{profile}` ({teacher}, {device}, allocator `{allocator}`), bottleneck width {width:g}: "
+                     "kit / anomalib epoch time "
                      f"over {len(ratios)} run{'s' if len(ratios) > 1 else ''}: median {statistics.median(ratios):.3f}, "
                      f"lowest {min(ratios):.3f}, highest {max(ratios):.3f}; at most {EPOCH_RATIO_GOAL:g} "
                      f"(the project's goal) in {met} of {len(ratios)}.")
@@ -635,18 +684,14 @@ def ratio_summary(results: list[dict[str, Any]]) -> str:
 def readme_section(paths: list[Path]) -> str:
     """The README's benchmark section body (between the bench markers), from bench JSON files:
     every run in one summary table (by setting, then time) with the ratios' spread per setting,
-    then the full table of the first run of each setting."""
+    then the full table of the latest run of each setting."""
     results = [json.loads(Path(path).read_text()) for path in paths]
     # by setting (RD4AD's width first), then time
     results.sort(key=lambda r: (-_setting(r)[2], _setting(r), r.get("finished", "")))
     summary = ratio_summary(results)
     parts = [runs_table(results) + "\n" + (f"\n{summary}\n" if summary else "")] if len(results) > 1 else []
-    shown: set[tuple[Any, ...]] = set()
-    for result in results:
-        setting = _setting(result)
-        if setting in shown:
-            continue
-        shown.add(setting)
+    latest = {_setting(result): result for result in results}  # the last of each setting, in setting order
+    for result in latest.values():
         parts.append(f"`{result.get('command', 'dhkd bench')}` (finished {result.get('finished', '?')}; "
                      f"torch {result['torch']}"
                      + (f", anomalib {result['anomalib_version']}" if "anomalib_version" in result else "")

@@ -90,6 +90,9 @@ def test_bench_compare_anomalib_writes_its_figures_and_ratios(one_thread: None) 
                            "infer_time_ratio_b32"]:
         assert result[key] > 0, key
     assert result["train_epoch_ratio"] == pytest.approx(result["train_epoch_s"] / result["anomalib_train_epoch_s"], rel=1e-3)
+    for key in ["train_page_faults_per_step", "anomalib_train_page_faults_per_step", "train_kernel_cpu_s",
+                "anomalib_train_kernel_cpu_s"]:  # counted on the CPU, per side
+        assert result[key] >= 0, key
     table = format_table(result)
     assert "anomalib RD" in table and "x time" in table
 
@@ -141,21 +144,48 @@ def test_readme_section_needs_its_markers_and_its_json(tmp_path: Path, capsys: p
 
 def test_readme_section_lists_every_run_and_one_full_table_per_setting(tmp_path: Path) -> None:
     first, second, other = _compared_result(), _compared_result(), _compared_result()
-    second.update(finished="later", train_epoch_s=80.0, train_epoch_ratio=0.8, cpu_steal_pct=40.0)
+    second.update(finished="tomorrow", train_epoch_s=80.0, train_epoch_ratio=0.8, cpu_steal_pct=40.0)
     other.update(finished="other", bottleneck_width=1.0)
     paths = []
     for name, result in [("a", first), ("b", second), ("c", other)]:
         paths.append(tmp_path / f"{name}.json")
         paths[-1].write_text(json.dumps(result))
     text = readme_section(paths)
-    assert "| today | 0.5 | 70.00 | 100 | 0.700 | 0.500 | ? | ? |" in text
-    assert "| later | 0.5 | 80.00 | 100 | 0.800 | 0.500 | ? | 40 % |" in text
-    assert "| other | 1 | 70.00 | 100 | 0.700 | 0.500 | ? | ? |" in text
+    assert "| today | 0.5 | `default` | 70.00 | 100 | 0.700 | 0.500 | ? | ? |" in text
+    assert "| tomorrow | 0.5 | `default` | 80.00 | 100 | 0.800 | 0.500 | ? | 40 % |" in text
+    assert "| other | 1 | `default` | 70.00 | 100 | 0.700 | 0.500 | ? | ? |" in text
     assert text.count("| figure |") == 2  # widths 0.5 and 1.0; the repeat run only in the summary
-    assert ("- `rd` (wide_resnet50_2, cpu), bottleneck width 0.5: kit / anomalib epoch time over 2 runs: median 0.750, lowest 0.700, "
-            "highest 0.800; at most 0.7 (the project's goal) in 1 of 2.") in text
-    assert "- `rd` (wide_resnet50_2, cpu), bottleneck width 1: kit / anomalib epoch time over 1 run: median 0.700" in text
+    assert "(finished tomorrow;" in text and "(finished today;" not in text  # the latest run's full table
+    assert ("- `rd` (wide_resnet50_2, cpu, allocator `default`), bottleneck width 0.5: kit / anomalib epoch time over 2 runs: "
+            "median 0.750, lowest 0.700, highest 0.800; at most 0.7 (the project's goal) in 1 of 2.") in text
+    assert ("- `rd` (wide_resnet50_2, cpu, allocator `default`), bottleneck width 1: kit / anomalib epoch time over 1 run: "
+            "median 0.700") in text
     assert text.index("bottleneck width 1:") < text.index("bottleneck width 0.5:")  # RD4AD's first, as in the table
+
+
+def test_runs_under_another_allocator_are_summarised_apart(tmp_path: Path) -> None:
+    default, tuned = _compared_result(), _compared_result()
+    tuned.update(finished="tuned", allocator="MALLOC_MMAP_MAX_=0", train_epoch_ratio=0.9)
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, result in zip(paths, [default, tuned]):
+        path.write_text(json.dumps(result))
+    text = readme_section(paths)
+    assert "| tuned | 0.5 | `MALLOC_MMAP_MAX_=0` | 70.00 | 100 | 0.900 |" in text
+    assert "allocator `default`), bottleneck width 0.5: kit / anomalib epoch time over 1 run: median 0.700" in text
+    assert "allocator `MALLOC_MMAP_MAX_=0`), bottleneck width 0.5: kit / anomalib epoch time over 1 run: median 0.900" in text
+    assert text.count("| figure |") == 2 and "allocator MALLOC_MMAP_MAX_=0," in text
+
+
+def test_allocator_setting_names_only_the_variables_that_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dhkd.bench import ALLOCATOR_ENV, allocator_setting
+
+    for name in ALLOCATOR_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert allocator_setting() == "default"
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "100000000000")
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "0")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "")
+    assert allocator_setting() == "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000"
 
 
 def test_cpu_steal_is_the_stolen_share_of_the_ticks_between_readings() -> None:
