@@ -11,7 +11,7 @@ import torch
 
 from dhkd.config import load_config
 from dhkd.models import (DHKD, TEACHER_CHANNELS, CoordinateAttention, Decoder, MemoryBank, MutualMappingFusion,
-                         OneClassBottleneck, Teacher)
+                         OneClassBottleneck, Teacher, build_model)
 
 
 @pytest.mark.parametrize("name", sorted(TEACHER_CHANNELS))
@@ -84,6 +84,15 @@ def test_bottleneck_width_half_is_anomalibs_ocbe() -> None:
         assert count == sum(p.numel() for p in OneClassBottleneck(channels, width_ratio=0.5).parameters())
     with pytest.raises(ValueError, match="cannot be built"):
         OneClassBottleneck(channels, width_ratio=0.3)
+
+
+def test_an_unbuildable_bottleneck_width_is_a_user_error_naming_the_setting() -> None:
+    from dhkd.errors import DhkdError
+
+    config = load_config("rd", ["model.teacher.weights=none", "model.bottleneck_width=0.3"])
+    with pytest.raises(DhkdError, match=r"model.bottleneck_width=0.3: a bottleneck width of 307 cannot be built") as error:
+        build_model(config.model, 0)
+    assert "use 1.0 (RD4AD) or 0.5" in str(error.value)
 
 
 def test_fusion_keeps_shapes_and_weights_are_a_mixture() -> None:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from dhkd.config import ModelConfig
+from dhkd.errors import DhkdError
 from dhkd.models.bottleneck import OneClassBottleneck
 from dhkd.models.decoder import Decoder
 from dhkd.models.fusion import MutualMappingFusion
@@ -25,8 +26,12 @@ class Student(nn.Module):
         super().__init__()
         attention = config.attention.enabled
         self.fusion = MutualMappingFusion(channels) if config.fusion.enabled else None
-        self.bottleneck = OneClassBottleneck(channels, blocks=config.bottleneck_blocks, attention=attention,
-                                             width_ratio=config.bottleneck_width)
+        try:
+            self.bottleneck = OneClassBottleneck(channels, blocks=config.bottleneck_blocks, attention=attention,
+                                                 width_ratio=config.bottleneck_width)
+        except ValueError as error:  # a width torchvision's Bottleneck cannot build, said in config terms
+            raise DhkdError(f"model.bottleneck_width={config.bottleneck_width}: {error}",
+                            "use 1.0 (RD4AD) or 0.5 (anomalib's bottleneck); both build for every teacher") from error
         memory = config.memory
         self.memory = (MemoryBank(self.bottleneck.out_channels, memory.items, memory.residual, memory.shrink_threshold,
                                   memory.temperature) if memory.enabled else None)
@@ -51,8 +56,6 @@ class DHKD(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.decoder.output_projection not in ("auto", "on", "off"):
-            from dhkd.errors import DhkdError
-
             raise DhkdError(f"model.decoder.output_projection must be auto, on or off, got '{config.decoder.output_projection}'")
         self.teacher = Teacher(config.teacher.name, config.teacher.weights)
         self.student = Student(self.teacher.channels, config, self.teacher.nonnegative)
