@@ -686,8 +686,8 @@ def readme_section(paths: list[Path]) -> str:
     every run in one summary table (by setting, then time) with the ratios' spread per setting,
     then the full table of the latest run of each setting."""
     results = [json.loads(Path(path).read_text()) for path in paths]
-    # by setting (RD4AD's width first), then time
-    results.sort(key=lambda r: (-_setting(r)[2], _setting(r), r.get("finished", "")))
+    # by setting (RD4AD's width first, the default allocator before tuned ones), then time
+    results.sort(key=lambda r: (-_setting(r)[2], _setting(r)[4] != "default", _setting(r), r.get("finished", "")))
     summary = ratio_summary(results)
     parts = [runs_table(results) + "\n" + (f"\n{summary}\n" if summary else "")] if len(results) > 1 else []
     latest = {_setting(result): result for result in results}  # the last of each setting, in setting order

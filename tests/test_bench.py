@@ -165,15 +165,16 @@ def test_readme_section_lists_every_run_and_one_full_table_per_setting(tmp_path:
 
 def test_runs_under_another_allocator_are_summarised_apart(tmp_path: Path) -> None:
     default, tuned = _compared_result(), _compared_result()
-    tuned.update(finished="tuned", allocator="MALLOC_MMAP_MAX_=0", train_epoch_ratio=0.9)
+    tuned.update(finished="earlier", allocator="MALLOC_MMAP_MAX_=0", train_epoch_ratio=0.9)
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
     for path, result in zip(paths, [default, tuned]):
         path.write_text(json.dumps(result))
     text = readme_section(paths)
-    assert "| tuned | 0.5 | `MALLOC_MMAP_MAX_=0` | 70.00 | 100 | 0.900 |" in text
+    assert "| earlier | 0.5 | `MALLOC_MMAP_MAX_=0` | 70.00 | 100 | 0.900 |" in text
     assert "allocator `default`), bottleneck width 0.5: kit / anomalib epoch time over 1 run: median 0.700" in text
     assert "allocator `MALLOC_MMAP_MAX_=0`), bottleneck width 0.5: kit / anomalib epoch time over 1 run: median 0.900" in text
     assert text.count("| figure |") == 2 and "allocator MALLOC_MMAP_MAX_=0," in text
+    assert text.index("allocator `default`)") < text.index("allocator `MALLOC_MMAP_MAX_=0`)")  # the default first
 
 
 def test_allocator_setting_names_only_the_variables_that_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
