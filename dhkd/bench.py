@@ -448,20 +448,19 @@ def _bench(config: Config, device: torch.device, train_images: torch.Tensor, tes
         log(f"inference of {names}, batch {INFER_BATCH} ({len(test)} images, {how})")
         inference = _time_sides({s.name: [functools.partial(s.infer, c) for c in chunks] for s in sides}, device)
         predictions = _concat(inference.results["dhkd"])
-    totals, infer_totals = training.seconds, inference.seconds
 
-    result["train_epoch_s"] = totals["dhkd"]
-    result["train_img_per_s"] = len(train_images) / totals["dhkd"]
-    mean_epoch = (totals["dhkd"] * (epochs - stage2_epochs) + result.get("train_epoch_stage2_s", 0.0) * stage2_epochs) / epochs
+    result["train_epoch_s"] = training.seconds["dhkd"]
+    result["train_img_per_s"] = len(train_images) / result["train_epoch_s"]
+    mean_epoch = (result["train_epoch_s"] * (epochs - stage2_epochs) + result.get("train_epoch_stage2_s", 0.0) * stage2_epochs) / epochs
     result["projected_train_s"] = result["teacher_cache_s"] + epochs * mean_epoch
-    result["infer_img_per_s_b32"] = len(test) / infer_totals["dhkd"]
+    result["infer_img_per_s_b32"] = len(test) / inference.seconds["dhkd"]
     for side, prefix in (("dhkd", ""), ("anomalib", "anomalib_")):
         if side in training.page_faults:
             result[f"{prefix}train_page_faults_per_step"] = training.page_faults[side] / len(batches)
             result[f"{prefix}train_kernel_cpu_s"] = training.kernel_s[side]
     if compare:
-        result["anomalib_train_epoch_s"] = totals["anomalib"]
-        result["anomalib_infer_img_per_s_b32"] = len(test) / infer_totals["anomalib"]
+        result["anomalib_train_epoch_s"] = training.seconds["anomalib"]
+        result["anomalib_infer_img_per_s_b32"] = len(test) / inference.seconds["anomalib"]
         result["train_epoch_ratio"] = result["train_epoch_s"] / result["anomalib_train_epoch_s"]
         result["infer_time_ratio_b32"] = result["anomalib_infer_img_per_s_b32"] / result["infer_img_per_s_b32"]
         result["timing"] = "interleaved" if device.type == "cpu" else "sequential"
@@ -662,6 +661,12 @@ def _setting(result: dict[str, Any]) -> tuple[str, str, float, str, str]:
             result.get("allocator", "default"))
 
 
+def _setting_order(setting: tuple[str, str, float, str, str]) -> tuple[Any, ...]:
+    """The order settings are shown in: RD4AD's width first, the default allocator before tuned ones."""
+    width, allocator = setting[2], setting[4]
+    return -width, allocator != "default", setting
+
+
 def ratio_summary(results: list[dict[str, Any]]) -> str:
     """One Markdown bullet per setting with compared runs: the median, lowest and highest kit /
     anomalib epoch ratio, and in how many runs it met :data:`EPOCH_RATIO_GOAL`. The spread
@@ -671,7 +676,8 @@ def ratio_summary(results: list[dict[str, Any]]) -> str:
         if "train_epoch_ratio" in r:
             by_setting.setdefault(_setting(r), []).append(r["train_epoch_ratio"])
     lines = []
-    for (profile, teacher, width, device, allocator), ratios in sorted(by_setting.items(), key=lambda item: -item[0][2]):
+    for setting in sorted(by_setting, key=_setting_order):
+        (profile, teacher, width, device, allocator), ratios = setting, by_setting[setting]
         met = sum(ratio <= EPOCH_RATIO_GOAL for ratio in ratios)
         lines.append(f"- `{profile}` ({teacher}, {device}, allocator `{allocator}`), bottleneck width {width:g}: "
                      "kit / anomalib epoch time "
@@ -686,8 +692,7 @@ def readme_section(paths: list[Path]) -> str:
     every run in one summary table (by setting, then time) with the ratios' spread per setting,
     then the full table of the latest run of each setting."""
     results = [json.loads(Path(path).read_text()) for path in paths]
-    # by setting (RD4AD's width first, the default allocator before tuned ones), then time
-    results.sort(key=lambda r: (-_setting(r)[2], _setting(r)[4] != "default", _setting(r), r.get("finished", "")))
+    results.sort(key=lambda r: (_setting_order(_setting(r)), r.get("finished", "")))  # by setting, then time
     summary = ratio_summary(results)
     parts = [runs_table(results) + "\n" + (f"\n{summary}\n" if summary else "")] if len(results) > 1 else []
     latest = {_setting(result): result for result in results}  # the last of each setting, in setting order
