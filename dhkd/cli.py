@@ -31,13 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     mvtec.add_argument("--out", required=True, type=Path)
     mvtec.add_argument("--category", action="append", dest="categories", help="only these categories (repeatable)")
 
-    train = commands.add_parser("train", help="train one category")
+    from dhkd.config import settings_help
+
+    train = commands.add_parser("train", help="train one category", epilog=settings_help(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--data-root", required=True, type=Path)
     train.add_argument("--category", required=True)
     train.add_argument("--profile", default="paper", help="paper | rd | offline | smoke | path/to/profile.yaml")
     train.add_argument("--out", required=True, type=Path, help="run folder")
     train.add_argument("--epochs", type=int)
-    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                       help="change one setting (repeatable); the settings and their allowed values are listed below")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     train.add_argument("--quiet", action="store_true", help="no progress bars")

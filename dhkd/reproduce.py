@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dhkd.background import Periodic
-from dhkd.config import Config, load_config, read_config, to_dict
+from dhkd.config import Config, check_run, load_config, read_config, to_dict
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write_json, atomic_write_text
+from dhkd.lock import acquire, release
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -309,6 +310,27 @@ def check_devices(devices: list[str], device: str) -> list[str]:
     return devices
 
 
+def check_device(device: str) -> None:
+    """DEVICE must name a device this machine has: a wrong one fails here, not in the first notebook."""
+    from dhkd.train import resolve_device
+
+    try:
+        resolve_device(device)
+    except DhkdError as error:
+        raise DhkdError(f"DEVICE={device}: {error.what.replace(f'--device {device}', 'it')}",
+                        (error.fix or "").replace("--device ", "DEVICE=")) from None
+
+
+def check_writable(folder: Path) -> None:
+    """The results folder (or the nearest folder above it that exists) must be writable."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise DhkdError(f"cannot write the results to {folder}: {existing} is not a writable folder",
+                        "give RESULTS=a folder you can write to (--out)")
+
+
 def largest_first(data: Path, categories: list[str]) -> list[str]:
     """Categories by training-set size, largest first: long jobs start early, so GPUs finish together."""
     return sorted(categories, key=lambda c: -sum(1 for _ in (data / c / "train" / "good").iterdir()))
@@ -327,15 +349,20 @@ def make_plan(data: str | Path, categories: list[str] | None, profile: str, epoc
     found = list_categories(data)
     chosen = categories or found
     if not chosen:
-        raise DhkdError(f"no categories (folders with train/good) in {data}")
+        raise DhkdError(f"no categories (folders with train/good) in {data}",
+                        "give DATA=the folder that holds the category folders (e.g. data/mvtec_ad)")
     for category in chosen:
         validate_category(data, category)
-    config = training_config(profile, epochs)
+    config = check_run(training_config(profile, epochs))
+    check_device(device)
     devices = check_devices(devices or [], device)
+    results = Path(out).resolve() / data.name / config.profile
+    check_writable(results)
     notebooks = Path(notebooks)
     missing = [n for n in ALL_NOTEBOOKS if not (notebooks / n).exists()]
     if missing:
-        raise DhkdError(f"notebooks missing from {notebooks}: {', '.join(missing)}")
+        raise DhkdError(f"notebooks missing from {notebooks}: {', '.join(missing)}",
+                        "restore them with git checkout notebooks/")
     if all((data / c / ".toy.json").exists() for c in chosen):
         dataset = "the kit's toy data set"
     elif set(chosen) <= set(MVTEC_CATEGORIES):
@@ -343,7 +370,7 @@ def make_plan(data: str | Path, categories: list[str] | None, profile: str, epoc
     else:
         dataset = data.name
     return Plan(data=data, categories=list(chosen), profile=profile, epochs=epochs, device=device,
-                results=Path(out).resolve() / data.name / config.profile, config=config, dataset=dataset,
+                results=results, config=config, dataset=dataset,
                 notebooks=notebooks, data_text=data_text, devices=devices)
 
 
@@ -583,16 +610,33 @@ def _epochs(text: str) -> int | None:
     if not text:
         return None
     if not text.isdigit() or int(text) < 1:
-        raise DhkdError(f"EPOCHS must be a positive whole number or empty, got {text!r}")
+        raise DhkdError(f"EPOCHS must be a positive whole number or empty, got {text!r}",
+                        "for example EPOCHS=10, or leave EPOCHS empty for the profile's own")
     return int(text)
+
+
+def check_ablation(plan: Plan) -> None:
+    """Every variant of the ablation must be a valid run (the masking one needs two stages)."""
+    base = [f"train.epochs={int(plan.epochs)}"] if plan.epochs else []
+    for key, (title, switched_on) in VARIANTS.items():
+        overrides = base + [f"{SWITCHES[s]}={'true' if s in switched_on else 'false'}" for s in SWITCHES]
+        try:
+            check_run(load_config(plan.profile, overrides))
+        except DhkdError as error:
+            raise DhkdError(f"the ablation's variant {title!r} cannot run: {error.what}", error.fix) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    lock = None
     try:
         categories = [c for c in args.categories.replace(",", " ").split() if c]
         plan = make_plan(args.data, categories, args.profile, _epochs(args.epochs), args.device, args.out, args.notebooks,
                          parse_devices(args.devices))
+        if args.ablation:
+            check_ablation(plan)
+        if not args.dry_run:  # one make reproduce / make ablation per results folder at a time
+            lock = acquire(plan.results, "results folder")
         if args.ablation:
             if plan.devices:
                 raise DhkdError("DEVICES spreads make reproduce over GPUs; make ablation runs on one device",
@@ -607,6 +651,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reproduce: interrupted; run the same command again to finish what is missing", file=sys.stderr)
         return 130
+    finally:
+        if lock is not None:
+            release(lock)
     return 0
 
 

@@ -225,7 +225,7 @@ def test_devices_spread_categories_over_workers_each_seeing_one_gpu(tmp_path: Pa
     data = tmp_path / "toy"
     generate_toy(data, image_size=64, n_train=6, n_test_good=2, n_test_per_defect=1, categories=["nut"], progress=False)
     generate_toy(data, image_size=64, n_train=4, n_test_good=2, n_test_per_defect=1, categories=["brick"], progress=False)
-    done = run_reproduce("--data", str(data), "--profile", "smoke", "--epochs", "1", "--device", "cpu",
+    done = run_reproduce("--data", str(data), "--profile", "smoke", "--epochs", "2", "--device", "cpu",
                          "--devices", "0,1", "--out", str(tmp_path / "results"), "--no-html", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     results = tmp_path / "results" / "toy" / "smoke"
