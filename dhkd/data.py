@@ -6,7 +6,8 @@ there (:func:`normalize`) instead of decoding PNGs every epoch.
 
 Preprocessing is RD4AD's: ``transforms.Resize((S, S))`` on the PIL image (bilinear, which PIL
 antialiases), then ImageNet mean/std. Masks are read as greyscale, resized the same way and
-binarised at > 0.5 of the [0, 1] range. No augmentation.
+binarised at > 0.5 of the [0, 1] range (a mask holding only 0 and 1 counts 1 as defect; a
+defect's mask that marks no pixel is refused). No augmentation.
 
 Expected layout (MVTec AD's own)::
 
@@ -383,11 +384,28 @@ def _read_item(item: _Item, size: int) -> tuple[np.ndarray, np.ndarray | None]:
         raise _BadFile(_unsupported(item.path, img, error)) from None
     if mask_img is None:
         return image, None
-    try:
-        mask = _resize(_to_8bit(mask_img).convert("L"), size) > 127  # v / 255 > 0.5, as RD4AD
-    except (ValueError, OSError) as error:
-        raise _BadFile(_unsupported(item.mask, mask_img, error)) from None
+    mask = _resize(_mask_image(item, mask_img), size) > 127  # v / 255 > 0.5, as RD4AD
     return image, mask
+
+
+def _mask_image(item: _Item, img: Image.Image) -> Image.Image:
+    """The mask as 8-bit greyscale, white = defect. A mask written with the values 0 and 1 (a
+    common numpy export) is scaled to 0 and 255 instead of reading as all normal; a defect's
+    mask with nothing above 127 would mark no pixel, so it is refused rather than scored."""
+    try:
+        grey = np.asarray(_to_8bit(img).convert("L"))
+    except (ValueError, OSError) as error:  # a mode PIL cannot convert
+        raise _BadFile(_unsupported(item.mask, img, error)) from None
+    top = int(grey.max(initial=0))
+    if top == 1:
+        return Image.fromarray(grey * np.uint8(255))
+    if top <= 127 and item.defect_type != "good":
+        raise _BadFile(_Problem(
+            f"mask {item.mask} marks no defect pixel (its largest value is {top}; white, above 127, marks a defect), "
+            f"so its defective image {item.path} would count as all normal",
+            "draw the defect in white (255) on black (0), or move the image to test/good if it is normal",
+        ))  # fmt: skip
+    return Image.fromarray(grey)
 
 
 def _unsupported(path: Path | None, img: Image.Image, error: Exception) -> _Problem:
@@ -397,9 +415,10 @@ def _unsupported(path: Path | None, img: Image.Image, error: Exception) -> _Prob
 def _check_item(item: _Item) -> None:
     img = _open(item.path, "image", decode=False)
     if item.mask is not None:
-        mask = _open(item.mask, "mask", decode=False)
+        mask = _open(item.mask, "mask", decode=True)  # masks are small: decoded, to check what they mark
         if mask.size != img.size:
             raise _BadFile(_size_problem(item, img.size, mask.size))
+        _mask_image(item, mask)
 
 
 def _size_problem(item: _Item, image_size: tuple[int, int], mask_size: tuple[int, int]) -> _Problem:

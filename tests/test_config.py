@@ -178,7 +178,7 @@ def write(tmp_path: Path, text: str, name: str = "mine.yaml") -> str:
 BAD_FILES = [  # (profile text, fragments of the message)
     ("inherits: smoke\ntrain:\n  epochs: 3\n   batch_size: 4\n", ["line 4, column 14", "batch_size", "^", "indented"]),
     ("inherits: smoke\ntrain:\n\tepochs: 3\n", ["line 3, column 1", "tabs"]),
-    ("inherits: smoke\ntrain: {epochs: 3\n", ["not valid YAML at line 3"]),
+    ("inherits: smoke\ntrain: {epochs: 3\n", ["not valid YAML at line 2, column 18"]),
     ("inherits: smoke\ntrain:\n  epochs: 3\n  epochs: 4\n", ["'epochs' appears twice", "first at line 3"]),
     ("inherits: smoke\nmodel:\n  decoder:\n    blockz: [1, 1, 1]\n", ["unknown key 'model.decoder.blockz'", "did you mean 'blocks'"]),
     ("inherits: smoke\nmodel:\n  memmory: {items: 3}\n", ["unknown key 'model.memmory'", "did you mean 'memory'"]),
