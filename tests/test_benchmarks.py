@@ -222,17 +222,19 @@ def test_dhkd_bench_without_the_checkout_says_what_to_do(monkeypatch: pytest.Mon
     assert "not part of the installed package" in capsys.readouterr().err
 
 
-def test_tune_profile_scores_the_epochs_asked_for(tmp_path: Path, one_thread: None) -> None:
+def test_tune_profile_scores_at_the_chosen_epochs_and_tabulates(tmp_path: Path, one_thread: None) -> None:
+    """The tool behind the offline profile's choices, on the smoke profile: two variants, one table."""
     from benchmarks import tune_profile
     from dhkd.toy import generate_toy
 
     generate_toy(tmp_path / "data", image_size=64, n_train=4, n_test_good=2, n_test_per_defect=1, categories=["nut"],
                  progress=False)
     out = tmp_path / "tuning"
-    assert tune_profile.main(["--data-root", str(tmp_path / "data"), "--category", "nut", "--profile", "smoke",
-                              "--name", "two", "--eval-at", "1,2", "--device", "cpu", "--out", str(out)]) == 0
-    record = json.loads((out / "tuning.jsonl").read_text())
-    assert [row["epoch"] for row in record["scores"]] == [1, 2]
-    assert all(0 <= row["pixel_auroc"] <= 100 for row in record["scores"])
-    table = tune_profile.table(out)
-    assert table.splitlines()[0].startswith("| variant") and "| two " in table
+    for name, sets in (("constant", []), ("cosine", ["--set", "train.lr_schedule=cosine"])):
+        assert tune_profile.main(["--data-root", str(tmp_path / "data"), "--category", "nut", "--profile", "smoke",
+                                  "--name", name, "--eval-at", "1,2", "--device", "cpu", "--out", str(out), *sets]) == 0
+    records = [json.loads(line) for line in (out / "tuning.jsonl").read_text().splitlines()]
+    assert [[row["epoch"] for row in r["scores"]] for r in records] == [[1, 2], [1, 2]]
+    assert all(0 <= row["aupro"] <= 100 for r in records for row in r["scores"])
+    lines = tune_profile.table(out).splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| variant") and "train.lr_schedule=cosine" in lines[3]
