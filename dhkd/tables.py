@@ -26,6 +26,7 @@ import json
 import math
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -327,26 +328,32 @@ def results_figure(tables: dict[str, pd.DataFrame], results: list[dict[str, Any]
         left.set_title(f"{title}: this run" + (" (toy data set)" if toy else ""))
         _bars(right, frame, published, columns, ["authors' README", "papers"])
         right.set_title("published, 15 categories", fontsize="medium")
-    axes[0][1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
+    handles = {label: handle for ax in axes.flat for handle, label in zip(*ax.get_legend_handles_labels())}
+    order = [label for label in (*PAPER_COLUMNS, KIT, KIT_PRO_RD4AD) if label in handles]
+    axes[0][1].legend([handles[label] for label in order], order, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                      fontsize="small", frameon=False)
     caption = []
     if results:
         p = provenance(results)
-        caption.append(f"Kit: profile {p['profile']}, {p['epochs']} epochs, on {p['data']}.")
+        caption.append(f"Kit: profile {p['profile']}, {p['epochs']} epochs, on {p['data'].replace('`', '')}.")
     if toy:
         caption.append("On the toy data set a few epochs show that the pipeline works end to end; "
                        "those numbers say nothing about how DHKD compares with the published averages.")
     if caption:
-        figure.supxlabel("\n".join(caption), fontsize="small")
+        figure.supxlabel(textwrap.fill(" ".join(caption), 110), fontsize="small")
     return figure
 
 
 def _bars(ax: Any, frame: pd.DataFrame, rows: list[str], columns: list[str], labels: list[str]) -> None:
-    """Grouped bars of ``columns`` for ``rows`` of ``frame``, the y axis fitted to what is shown."""
-    colours = ["#4c72b0", "#8da0cb", "#dd8452"]
-    width = 0.8 / len(columns)
-    for j, (column, colour) in enumerate(zip(columns, colours)):
+    """Grouped bars of the ``columns`` that have numbers for ``rows`` of ``frame`` (each column
+    keeps its colour), the y axis fitted to what is shown."""
+    colours = dict(zip(columns, ["#4c72b0", "#8da0cb", "#dd8452"]))
+    shown = [column for column in columns if frame.loc[rows, column].notna().any()] or columns
+    width = 0.8 / len(shown)
+    for j, column in enumerate(shown):
         values = frame.loc[rows, column].to_numpy(dtype=float)
-        ax.bar([i + (j - 1) * width for i in range(len(rows))], values, width, label=column, color=colour)
+        offset = (j - (len(shown) - 1) / 2) * width
+        ax.bar([i + offset for i in range(len(rows))], values, width, label=column, color=colours[column])
     finite = frame.loc[rows, columns].stack().dropna()
     low = 5.0 * math.floor((float(finite.min()) - 5.0) / 5.0) if len(finite) else 0.0
     ax.set_ylim(max(0.0, min(low, 90.0)), 100.5)
