@@ -7,6 +7,7 @@ case and returns the CLI arguments, and a fragment the message must contain.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
