@@ -210,7 +210,7 @@ class TrainConfig:
     seed: int = setting(111, Range(low=0, high=2**32 - 1), "seed of the weights and the data order")
     loss: str = setting("flatten", Range(choices=("flatten", "pixel")), "flatten (official RD4AD) or pixel (the paper's text)")
     cache_teacher_features: bool = setting(True, FLAG, "reuse clean-image features across epochs")
-    amp: bool = setting(True, FLAG, "bf16 autocast on CUDA (ignored on the CPU)")
+    amp: bool = setting(False, FLAG, "bf16 autocast of the student on CUDA (ignored on the CPU); off = fp32 as RD4AD")
     channels_last: bool = setting(True, FLAG, "NHWC tensors, on CUDA and on the CPU (cuDNN and oneDNN are faster so)")
     compile: bool = setting(False, FLAG, "torch.compile the student")
     checkpoint_every: int = setting(1, COUNT, "epochs between checkpoints")
@@ -684,9 +684,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.readme is None:
         print(settings_table())
     else:
-        from dhkd.io import atomic_write_text
+        from dhkd.io import replace_between_markers
 
-        atomic_write_text(args.readme, readme_with_table(args.readme.read_text()))
+        replace_between_markers(args.readme, settings_table(), (TABLE_START, TABLE_END))
         print(f"wrote the settings table of {args.readme}")
     return 0
 
