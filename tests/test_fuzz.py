@@ -185,7 +185,7 @@ def affordable(chosen: config.Config) -> bool:
             and m.bottleneck_width <= 1 and m.decoder.min_width <= 64 and chosen.eval.pro_thresholds <= 200)
 
 
-@fuzz(6)
+@fuzz(5)
 @given(overrides=st.tuples(st.lists(VALID_OVERRIDE, min_size=1, max_size=3), st.lists(OVERRIDE, max_size=1))
        .map(lambda parts: parts[0] + parts[1]))
 def test_random_overrides_train_and_evaluate_or_fail_with_a_fix(overrides: list[str], tiny_root: Path, capsys) -> None:
@@ -416,7 +416,7 @@ KEEPING = st.one_of(  # damage that leaves every picture readable as it was
 )
 
 
-@fuzz(3)
+@fuzz(2)
 @given(damages=st.lists(st.one_of(KEEPING, KEEPING, DAMAGE), min_size=1, max_size=2))
 def test_damaged_data_trains_or_fails_with_a_fix_through_the_cli(damages: list[tuple], tiny_root: Path, reference,
                                                                 capsys) -> None:
