@@ -311,6 +311,8 @@ def check_devices(devices: list[str], device: str) -> list[str]:
 
 def largest_first(data: Path, categories: list[str]) -> list[str]:
     """Categories by training-set size, largest first: long jobs start early, so GPUs finish together."""
+    if len(categories) < 2:
+        return categories
     return sorted(categories, key=lambda c: -sum(1 for _ in (data / c / "train" / "good").iterdir()))
 
 
@@ -319,11 +321,19 @@ def make_plan(data: str | Path, categories: list[str] | None, profile: str, epoc
     """Check the inputs (data, categories, profile, notebooks, kernel) before any work starts."""
     from dhkd.data import MVTEC_CATEGORIES, list_categories, validate_category
 
+    from dhkd.dataset_file import as_dataset, is_dataset_file
+
     data_text = str(data)
     data = Path(data).resolve()
-    if not data.is_dir():
+    named = None
+    if is_dataset_file(data):
+        named = as_dataset(data).name  # DATA=FILE.yaml: one data set, named in the results path and tables
+        if categories and categories != [named]:
+            raise DhkdError(f"{data_text} describes the one data set {named!r}; CATEGORIES={' '.join(categories)} names others",
+                            "leave CATEGORIES empty with a data-set file")
+    elif not data.is_dir():
         raise DhkdError(f"data folder {data} does not exist",
-                        "give DATA=path/to/mvtec_ad, or leave DATA empty for the toy data set")
+                        "give DATA=path/to/mvtec_ad or DATA=FILE.yaml (a data-set file), or leave DATA empty for the toy data set")
     found = list_categories(data)
     chosen = categories or found
     if not chosen:
@@ -336,14 +346,16 @@ def make_plan(data: str | Path, categories: list[str] | None, profile: str, epoc
     missing = [n for n in ALL_NOTEBOOKS if not (notebooks / n).exists()]
     if missing:
         raise DhkdError(f"notebooks missing from {notebooks}: {', '.join(missing)}")
-    if all((data / c / ".toy.json").exists() for c in chosen):
+    if named is not None:
+        dataset = named
+    elif all((data / c / ".toy.json").exists() for c in chosen):
         dataset = "the kit's toy data set"
     elif set(chosen) <= set(MVTEC_CATEGORIES):
         dataset = "MVTec AD"
     else:
         dataset = data.name
     return Plan(data=data, categories=list(chosen), profile=profile, epochs=epochs, device=device,
-                results=Path(out).resolve() / data.name / config.profile, config=config, dataset=dataset,
+                results=Path(out).resolve() / (named or data.name) / config.profile, config=config, dataset=dataset,
                 notebooks=notebooks, data_text=data_text, devices=devices)
 
 
@@ -561,7 +573,7 @@ def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = pri
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dhkd.reproduce",
                                      description="Run the notebooks headless per category, then the results tables.")
-    parser.add_argument("--data", required=True, type=Path, help="data root in MVTec AD's layout")
+    parser.add_argument("--data", required=True, type=Path, help="data root in MVTec AD's layout, or a data-set file (.yaml)")
     parser.add_argument("--categories", default="", help="space- or comma-separated; empty: every category found")
     parser.add_argument("--profile", default="paper", help="paper | rd | offline | smoke | path/to/profile.yaml")
     parser.add_argument("--epochs", default="", help="empty: the profile's own")

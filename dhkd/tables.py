@@ -269,7 +269,9 @@ def notes(results: list[dict[str, Any]]) -> list[str]:
                  "MVTec AD categories were run.")
     if others:
         what = "is not an MVTec AD category" if len(others) == 1 else "are not MVTec AD categories"
-        lines.append(f"{', '.join(others)} {what} (the kit's toy data set): the paper has no number for "
+        sets = sorted({str(r.get("parameters", {}).get("dataset", "the kit's toy data set")) for r in results
+                       if r["category"] in others})
+        lines.append(f"{', '.join(others)} {what} ({', '.join(sets)}): the paper has no number for "
                      f"{'it' if len(others) == 1 else 'them'} (–).")
     lines.append("PRO: the seed gives no per-category PRO; the DHKD paper (IEEE TBD 2024) reports only an average "
                  "of 95.0, RD4AD (CVPR 2022) 93.9 from its own code. *Kit* is the official MVTec AD AUPRO "
