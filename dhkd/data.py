@@ -7,8 +7,8 @@ there (:func:`normalize`) instead of decoding PNGs every epoch.
 Preprocessing is RD4AD's: ``transforms.Resize((S, S))`` on the PIL image (bilinear, which PIL
 antialiases), then ImageNet mean/std. Images of any size and aspect are squeezed to the S x S
 square: the aspect ratio is not kept (a 200x400 image is stretched to twice its width). Masks
-are binarised at their own size by :func:`binarize_mask` (one rule for 0/1, 0/255, anti-aliased,
-16-bit and palette masks), then resized the same way and kept where > 0.5. No augmentation.
+are brought to the 0..255 scale by one rule for 0/1, 0/255, anti-aliased, 16-bit and palette
+masks (:func:`binarize_mask`), resized the same way and kept where > 0.5 of it. No augmentation.
 
 Besides a data root in MVTec AD's layout, every public function here accepts a data-set file
 (YAML, :mod:`dhkd.dataset_file`) or a :class:`~dhkd.dataset_file.DataSetFile` in its place; the
@@ -389,14 +389,8 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img
 
 
-def binarize_mask(img: Image.Image) -> np.ndarray:
-    """A mask image -> bool (H, W) at its own size: defect where the value is above half its scale.
-
-    The scale is 1, 255 or 65535: the smallest that holds the mask's largest value. So 0/1 and
-    0/255 masks (8 or 16 bits) are both right, and anti-aliased ones are cut at their middle grey
-    (> 127 of 255). Colour, RGBA and palette masks are read through their colours and a pixel
-    counts by its brightest channel (pure red is as much a defect as white).
-    """
+def mask_levels(img: Image.Image) -> np.ndarray:
+    """A mask image -> uint8 (H, W) on the 0..255 scale, whatever its encoding (see :func:`binarize_mask`)."""
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA")
     values = np.asarray(img)
@@ -405,7 +399,19 @@ def binarize_mask(img: Image.Image) -> np.ndarray:
     values = values.astype(np.float64)
     largest = values.max(initial=0.0)
     scale = 1.0 if largest <= 1 else 255.0 if largest <= 255 else 65535.0
-    return values > scale / 2
+    return np.clip(np.rint(values * (255.0 / scale)), 0, 255).astype(np.uint8)
+
+
+def binarize_mask(img: Image.Image) -> np.ndarray:
+    """A mask image -> bool (H, W) at its own size: defect where the value is above half its scale.
+
+    The scale is 1, 255 or 65535: the smallest that holds the mask's largest value. So 0/1 and
+    0/255 masks (8 or 16 bits) are both right, and anti-aliased ones are cut at their middle grey
+    (> 127 of 255). Colour, RGBA and palette masks are read through their colours and a pixel
+    counts by its brightest channel (pure red is as much a defect as white). Loading resizes the
+    0..255 levels (:func:`mask_levels`) before cutting at the middle, as RD4AD does.
+    """
+    return mask_levels(img) > 127
 
 
 def _resize(img: Image.Image, size: int) -> np.ndarray:
@@ -427,8 +433,7 @@ def _read_item(item: _Item, size: int) -> tuple[np.ndarray, np.ndarray | None]:
     if mask_img is None:
         return image, None
     try:
-        binary = Image.fromarray(binarize_mask(mask_img).astype(np.uint8) * 255)
-        mask = _resize(binary, size) > 127  # v / 255 > 0.5 after resizing, as RD4AD
+        mask = _resize(Image.fromarray(mask_levels(mask_img)), size) > 127  # v / 255 > 0.5 after resizing, as RD4AD
     except (ValueError, OSError, TypeError) as error:
         raise _BadFile(_unsupported(item.mask, mask_img, error)) from None
     return image, mask
@@ -529,6 +534,13 @@ def _items(root: str | Path, category: str, splits: Sequence[str]) -> tuple[list
         items += found
         problems += trouble
     return items, problems, f"the {'/'.join(splits)} split of {folder}"
+
+
+def count_images(root: str | Path, category: str, split: Literal["train", "test"] = "train") -> int:
+    """How many images a split holds, from the file names alone (no decoding), for either kind of data root."""
+    items, problems, context = _items(root, category, [split])
+    _raise(problems, context)
+    return len(items)
 
 
 def load_split(

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import string
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -81,7 +82,7 @@ class DataSetFile:
         root = str(self.root)
         if relative_to is not None:
             try:
-                root = self.root.relative_to(relative_to.resolve()).as_posix() or "."
+                root = self.root.relative_to(_absolute(relative_to)).as_posix() or "."
             except ValueError:
                 pass
         content: dict[str, Any] = {"name": self.name, "root": root, "normal": _one_or_list(self.normal)}
@@ -91,6 +92,11 @@ class DataSetFile:
             content["masks"] = self.masks
         content.update({"kind": self.kind, "test_share": self.test_share, "split_seed": self.split_seed})
         return content
+
+
+def _absolute(path: Path) -> Path:
+    """Absolute and without ``..``, but with symbolic links kept (a linked data folder keeps its name)."""
+    return Path(os.path.abspath(path))
 
 
 def _one_or_list(globs: tuple[str, ...]) -> str | list[str]:
@@ -131,7 +137,7 @@ def read_dataset_file(path: str | Path) -> DataSetFile:
     except yaml.YAMLError as error:
         raise DhkdError(f"the data-set file {path} is not valid YAML: {error}",
                         f"fix the syntax; a data-set file looks like\n{EXAMPLE}") from None
-    return from_dict(content, path.resolve().parent, source=path)
+    return from_dict(content, _absolute(path).parent, source=path)
 
 
 def from_dict(content: Any, base: Path, source: Path | None = None) -> DataSetFile:
@@ -152,7 +158,7 @@ def from_dict(content: Any, base: Path, source: Path | None = None) -> DataSetFi
     if "/" in name or "\\" in name or name in (".", ".."):
         raise DhkdError(f"{where}: name {name!r} is not a plain name", "use a short name such as mtd (it names folders)")
     root = Path(_text(content["root"], "root", where)).expanduser()
-    root = (root if root.is_absolute() else base / root).resolve()
+    root = _absolute(root if root.is_absolute() else base / root)
     share = content.get("test_share", 0.2)
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
         raise DhkdError(f"{where}: test_share must be a number between 0 and 1 (exclusive), got {share!r}",
@@ -229,7 +235,7 @@ class Scan:
         """What was found, one line per kind: what ``dhkd data folder`` prints."""
         n_test = _test_count(len(self.normal), dataset.test_share)
         width = max([len("normal"), *(len(kind) for kind in self.kinds())])
-        lines = [f"data set {dataset.name!r} under {dataset.root}:",
+        lines = [f"data set {dataset.name!r} under {_shown(dataset.root)}:",
                  f"  {'normal':{width}s} {len(self.normal):6d} images ({len(self.normal) - n_test} train, {n_test} test "
                  f"with test_share {dataset.test_share}, split_seed {dataset.split_seed})"]
         if self.normal_also_abnormal:
@@ -239,6 +245,14 @@ class Scan:
         if not self.abnormal:
             lines.append("  no abnormal images: enough to train, not to evaluate")
         return "\n".join(lines)
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory where it lies below it, else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def scan(dataset: DataSetFile) -> Scan:
@@ -379,7 +393,7 @@ def split_record(dataset: DataSetFile) -> dict[str, Any]:
         for item in items[split]:
             digest.update(f"{split}\t{item.path.relative_to(dataset.root).as_posix()}\t{item.defect_type}\n".encode())
     return {
-        "file": str(dataset.source.resolve()) if dataset.source else None,
+        "file": str(_absolute(dataset.source)) if dataset.source else None,
         "content": dataset.to_dict(),
         "split": {"test_share": dataset.test_share, "split_seed": dataset.split_seed, "train": len(items["train"]),
                   "test_normal": len(items["test"]) - len(found.abnormal), "test_abnormal": len(found.abnormal),
@@ -420,7 +434,7 @@ def describe_folder(root: str | Path, normal: list[str], abnormal: list[str], ma
     out = Path(out).expanduser()
     if out.suffix.lower() not in DATASET_SUFFIXES:
         raise DhkdError(f"the data-set file {out} must end in .yaml", f"e.g. --out {out.with_suffix('.yaml')}")
-    root = Path(root).expanduser().resolve()
+    root = _absolute(Path(root).expanduser())
     content = {"name": name or root.name, "root": str(root), "normal": normal, "abnormal": abnormal or None,
                "masks": masks, "kind": kind, "test_share": test_share, "split_seed": split_seed}
     dataset = from_dict(content, Path.cwd(), source=None)

@@ -59,6 +59,10 @@ def _write(path: Path, **content) -> Path:
 
 @pytest.fixture
 def folder_set(tmp_path: Path) -> Path:
+    return make_folder_set(tmp_path)
+
+
+def make_folder_set(tmp_path: Path) -> Path:
     """good/ 10 images; scratch/ 3 with masks beside (NAME.png); dent/ 2, one with a mask; a data-set file."""
     root = tmp_path / "parts"
     for i in range(10):
@@ -208,19 +212,56 @@ LAYOUT_ERRORS = [
     ("an unknown template field", {"masks": "{folder}/{stem}.png"}, "{{folder}}, which is not a field"),
     ("a kind named good", {"kind": "good"}, "other than 'good'"),
     ("another category name", None, "describes the data set 'parts', not 'other'"),
+    ("a single normal image", {"normal": "good/g00.jpg", "abnormal": ["scratch/*.jpg", "dent/*.jpg"]},
+     "has a single normal image"),
+    ("a mask of another size", lambda root: _mask(root / "scratch" / "s0.png", _square((20, 12), (1, 1, 5, 5))),
+     "mask {root}/scratch/s0.png is 20x12 but its image {root}/scratch/s0.jpg is 40x24"),
+    ("an unreadable image", lambda root: (root / "good" / "g03.jpg").write_bytes(b"\xff\xd8 cut short"),
+     "cannot read image {root}/good/g03.jpg"),
 ]
+
+
+def _break(folder_set: Path, change) -> str:
+    """Apply a LAYOUT_ERRORS change (to the file's content, or to the files); the category to ask for."""
+    if callable(change):
+        change(folder_set.parent / "parts")
+        return "parts"
+    content = yaml.safe_load(folder_set.read_text())
+    content.update(change or {})
+    _write(folder_set, **content)
+    return "parts" if change is not None else "other"
 
 
 @pytest.mark.parametrize("case,change,message", LAYOUT_ERRORS, ids=[case for case, _, _ in LAYOUT_ERRORS])
 def test_layout_errors_name_the_problem_and_the_fix(folder_set: Path, case: str, change, message: str) -> None:
-    content = yaml.safe_load(folder_set.read_text())
-    category = "parts" if change is not None else "other"
-    content.update(change or {})
-    _write(folder_set, **content)
+    category = _break(folder_set, change)
     with pytest.raises(DhkdError) as error:
         validate_category(folder_set, category)
     message = message.format(root=folder_set.parent / "parts")
     assert message in str(error.value) and error.value.fix, str(error.value)
+
+
+def layout_error_rows(tmp_path: Path) -> list[str]:
+    """The data/README.md table rows: each layout error's case, message and fix as the kit prints them."""
+    rows = []
+    for index, (case, change, _) in enumerate(LAYOUT_ERRORS):
+        folder = tmp_path / f"case{index}"
+        folder.mkdir()
+        folder_set = make_folder_set(folder)
+        try:
+            validate_category(folder_set, _break(folder_set, change))
+        except DhkdError as error:
+            first = error.what.splitlines()[1].lstrip(" -") if "problems with" in error.what else error.what
+            text = first.replace(str(folder_set.parent), "…")
+            fix = (error.fix or "").splitlines()[0].replace(str(folder_set.parent), "…")
+            rows.append(f"| {case} | {text} | {fix} |")
+    return rows
+
+
+def test_data_readme_lists_every_layout_error_as_the_kit_says_it(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "data" / "README.md").read_text()
+    missing = [row for row in layout_error_rows(tmp_path) if row not in readme]
+    assert not missing, "data/README.md's table of layout errors is out of date; these rows are new:\n" + "\n".join(missing)
 
 
 # ------------------------------------------------------------------------------------------ CLI end to end
