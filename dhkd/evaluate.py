@@ -7,6 +7,7 @@ explore thresholds without running the model again.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,16 +97,16 @@ def compute_metrics(predictions: Predictions, config: Config) -> dict[str, Any]:
     """Image AUROC, pixel AUROC, AUPRO (official) and RD4AD's PRO, plus per-defect-type scores.
 
     Image AUROC uses every test image; the pixel metrics only the images whose pixels are
-    labelled (defective images without a mask are left out of them; None when none has one).
+    labelled (defective images without a mask are left out of them; NaN when none has one).
     """
     p = predictions
     maps, masks = _labelled_pixels(p, torch.arange(len(p.labels), device=p.maps.device))
     pixel = maps is not None
     result: dict[str, Any] = {
         "image_auroc": metrics.image_auroc(p.scores, p.labels),
-        "pixel_auroc": metrics.pixel_auroc(maps, masks) if pixel else None,
-        "aupro": metrics.aupro(maps, masks, fpr_limit=config.eval.fpr_limit) if pixel else None,
-        "pro_rd4ad": metrics.pro_rd4ad(maps, masks, num_thresholds=config.eval.pro_thresholds) if pixel else None,
+        "pixel_auroc": metrics.pixel_auroc(maps, masks) if pixel else math.nan,
+        "aupro": metrics.aupro(maps, masks, fpr_limit=config.eval.fpr_limit) if pixel else math.nan,
+        "pro_rd4ad": metrics.pro_rd4ad(maps, masks, num_thresholds=config.eval.pro_thresholds) if pixel else math.nan,
     }
     result["per_defect"] = per_defect_metrics(p, config)
     return result
@@ -129,8 +130,8 @@ def per_defect_metrics(p: Predictions, config: Config) -> dict[str, dict[str, An
         table[kind] = {
             "n": len(chosen) - len(good),
             "image_auroc": metrics.image_auroc(p.scores[chosen], p.labels[chosen]) if good else float("nan"),
-            "pixel_auroc": metrics.pixel_auroc(maps, masks) if maps is not None else None,
-            "aupro": metrics.aupro(maps, masks, fpr_limit=config.eval.fpr_limit) if maps is not None else None,
+            "pixel_auroc": metrics.pixel_auroc(maps, masks) if maps is not None else math.nan,
+            "aupro": metrics.aupro(maps, masks, fpr_limit=config.eval.fpr_limit) if maps is not None else math.nan,
         }
         if p.has_mask is not None:
             table[kind]["without_mask"] = int((~p.mask_known()[chosen]).sum())

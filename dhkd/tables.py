@@ -269,9 +269,9 @@ def notes(results: list[dict[str, Any]]) -> list[str]:
                  "MVTec AD categories were run.")
     if others:
         what = "is not an MVTec AD category" if len(others) == 1 else "are not MVTec AD categories"
-        sets = sorted({str(r.get("parameters", {}).get("dataset", "the kit's toy data set")) for r in results
-                       if r["category"] in others})
-        lines.append(f"{', '.join(others)} {what} ({', '.join(sets)}): the paper has no number for "
+        sets = sorted({f"a data-set file, `{r.get('parameters', {}).get('data', '?')}`" if r.get("dataset")
+                       else "the kit's toy data set" for r in results if r["category"] in others})
+        lines.append(f"{', '.join(others)} {what} ({'; '.join(sets)}): the paper has no number for "
                      f"{'it' if len(others) == 1 else 'them'} (–).")
     lines.append("PRO: the seed gives no per-category PRO; the DHKD paper (IEEE TBD 2024) reports only an average "
                  "of 95.0, RD4AD (CVPR 2022) 93.9 from its own code. *Kit* is the official MVTec AD AUPRO "
@@ -289,8 +289,21 @@ def render_markdown(results: list[dict[str, Any]], tables: dict[str, pd.DataFram
            f"**{p['teacher']}**, device **{p['device']}**, **{p['epochs']}** epochs. Numbers in percent.", ""]
     for metric, title in METRICS.items():
         out += [f"{hashes} {title}", "", markdown_table(tables[metric]), ""]
+    for result in results:
+        if result.get("dataset") and result.get("per_defect"):
+            out += [f"{hashes} Per kind: {result['category']} (%)", "", markdown_table(per_kind_table(result), signed=()), ""]
     out += [f"- {line}" for line in notes(results)] + [""]
     return "\n".join(out)
+
+
+def per_kind_table(result: dict[str, Any]) -> pd.DataFrame:
+    """A data set's scores per defect kind (each kind against the normal test images), in percent."""
+    rows = []
+    for kind, scores in result["per_defect"].items():
+        rows.append({"Kind": kind, "Images": str(scores["n"]), "Image AUROC": _percent(scores["image_auroc"]),
+                     "Pixel AUROC": _percent(scores["pixel_auroc"]), "AUPRO": _percent(scores["aupro"]),
+                     "Without mask": str(scores.get("without_mask", 0))})
+    return pd.DataFrame(rows).set_index("Kind")
 
 
 def results_figure(tables: dict[str, pd.DataFrame]):

@@ -324,3 +324,28 @@ def test_example_mtd_file_on_the_real_data(tmp_path: Path) -> None:
         "MT_Blowhole": 115, "MT_Break": 85, "MT_Crack": 57, "MT_Fray": 32, "MT_Uneven": 103}
     items = dataset_file.split_items(dataset, found)
     assert len(items["train"]) == 762 and len(items["test"]) == 190 + 392
+
+
+def test_pixel_metrics_leave_out_defective_images_without_a_mask() -> None:
+    from dhkd import metrics
+    from dhkd.config import load_config
+    from dhkd.evaluate import Predictions, compute_metrics
+
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.rand(6, 16, 16, generator=generator)
+    masks = torch.zeros(6, 16, 16, dtype=torch.bool)
+    masks[3:, 4:9, 4:9] = True
+    maps[3:, 4:9, 4:9] += 0.5
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    has_mask = torch.tensor([False, False, False, True, True, False])
+    masks[5] = False  # its mask is unknown: read as all normal, it would count its defect as false alarms
+    p = Predictions(maps, maps.flatten(1).amax(1), masks, labels, ["good"] * 3 + ["dent"] * 3, [str(i) for i in range(6)],
+                    has_mask)
+    config = load_config("smoke")
+    result = compute_metrics(p, config)
+    assert result["pixel_auroc"] == metrics.pixel_auroc(maps[:5], masks[:5])
+    assert result["image_auroc"] == metrics.image_auroc(p.scores, labels)  # every image
+    assert result["per_defect"]["dent"]["without_mask"] == 1
+    none = compute_metrics(Predictions(maps, p.scores, masks, labels, p.defect_types, p.paths,
+                                       torch.zeros(6, dtype=torch.bool)), config)
+    assert np.isnan(none["pixel_auroc"]) and np.isnan(none["aupro"]) and not np.isnan(none["image_auroc"])
