@@ -27,6 +27,7 @@ test: setup
 #   make reproduce DATA=data/mvtec_ad PROFILE=paper         the paper's reproduction (GPU)
 #   make reproduce DATA=data/mvtec_ad PROFILE=paper DEVICES=0,1,2,3   categories spread over 4 GPUs
 #   make reproduce DATA=../shared/data/mvtec_ad CATEGORIES=bottle PROFILE=offline
+#   make reproduce DATA=data/mtd.yaml PROFILE=offline          a data-set file: images in any layout (data/README.md)
 # make ablation: the RD baseline, each addition alone, then all; one table per category.
 DATA       ?=
 CATEGORIES ?=

@@ -308,8 +308,8 @@ def _match(dataset: DataSetFile, globs: tuple[str, ...], key: str, problems: lis
         for path in matched:
             files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
             for file in files:
-                if _is_ignored(file):
-                    continue
+                if any(_is_ignored(Path(part)) for part in file.relative_to(dataset.root).parts):
+                    continue  # hidden files and folders (.ipynb_checkpoints, ._name) and OS clutter
                 if file.suffix.lower() not in IMAGE_SUFFIXES:
                     problems.append(_Problem(
                         f"the {key} glob {glob!r} matches {file}, which is not an image (suffix {file.suffix or '(none)'!r})",

@@ -3,6 +3,10 @@
 Maps are computed in batches on the device and kept there for the metrics; they are also
 saved (float16) as ``predictions.npz`` in the run folder so the notebooks and widgets can
 explore thresholds without running the model again.
+
+The evaluation also records ``dhkd predict``'s default threshold in metrics.json
+(:func:`normal_threshold`): it is chosen from the defect-free test images alone, so it is the
+same whether or not the test split has labelled defects.
 """
 
 from __future__ import annotations
@@ -143,6 +147,9 @@ def normal_threshold(p: Predictions, quantile: float) -> dict[str, Any]:
 
     The ``quantile`` of their image scores: about that share of defect-free images stays unflagged.
     """
+    if not 0 < quantile <= 1:
+        raise DhkdError(f"eval.threshold_quantile must be in (0, 1], got {quantile}",
+                        "e.g. --set eval.threshold_quantile=0.99 (about 1 in 100 defect-free images flagged)")
     normal = p.scores[p.labels == 0].float()
     if normal.numel() == 0:
         raise DhkdError("the test split has no defect-free images to choose a threshold from",
