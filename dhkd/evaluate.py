@@ -27,6 +27,7 @@ from dhkd.checkpoint import CHECKPOINT_NAME, check_compatible, load_checkpoint
 from dhkd.config import Config, read_config
 from dhkd.data import CategorySplit, load_split, normalize, validate_category
 from dhkd.dataset_file import DataSetFile, as_dataset, check_same_split, is_dataset_file, recorded_dataset
+from dhkd.diagnostics import diagnose_run
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write, atomic_write_json
 from dhkd.models import DHKD, build_model
@@ -88,8 +89,9 @@ def predict(model: DHKD, split: CategorySplit, config: Config, device: torch.dev
         x = normalize(images[start:start + batch])
         if config.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        teacher = model.teacher(x)  # fp32 always: the reference the student is scored against
         with autocast(device, config.train.amp):
-            teacher, student = model(x)
+            student = [feature.float() for feature in model.student(teacher)]
         maps.append(anomaly_map(teacher, student, config.data.image_size, config.eval.blur_sigma))
     all_maps = torch.cat(maps).float()
     return Predictions(all_maps, image_scores(all_maps), split.masks.to(device), split.labels.to(device),
@@ -212,8 +214,10 @@ def _data_source(info: dict[str, Any], data_root: str | Path | None) -> Path | D
 
 
 def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, device: str | None = "auto",
-                 json_path: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+                 json_path: str | Path | None = None, progress: bool = True, diagnostics: bool = True) -> dict[str, Any]:
     """Evaluate a trained run on its category's test split; writes metrics (and maps) to disk.
+    ``diagnostics``: also record whether each addition acts (:mod:`dhkd.diagnostics`), from a few
+    training images.
 
     A run trained from a data-set file is tested on the split it recorded (the file's content as
     it was then); a changed set of images is an error rather than a silently different split.
@@ -250,6 +254,10 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, devic
     }
     if isinstance(data_root, DataSetFile):
         result["dataset"] = data_root.name
+    if diagnostics:
+        train_split = load_split(data_root, category, "train", config.data.image_size, progress=progress)
+        result["diagnostics"] = diagnose_run(model, config, train_split.images, run_dir)
+        result["seconds"] = round(time.perf_counter() - started, 3)
     save_predictions(run_dir / PREDICTIONS_NAME, predictions)
     atomic_write_json(run_dir / METRICS_NAME, result)
     if json_path is not None:
