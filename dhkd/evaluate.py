@@ -86,17 +86,23 @@ def predict(model: DHKD, split: CategorySplit, config: Config, device: torch.dev
     maps = []
     batch = max(1, config.eval.batch_size)
     for start in tqdm(range(0, len(images), batch), desc="anomaly maps", unit="batch", disable=not progress):
-        x = normalize(images[start:start + batch])
-        if config.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        teacher = model.teacher(x)  # fp32 always: the reference the student is scored against
-        with autocast(device, config.train.amp):
-            student = [feature.float() for feature in model.student(teacher)]
-        maps.append(anomaly_map(teacher, student, config.data.image_size, config.eval.blur_sigma))
+        maps.append(batch_maps(model, images[start:start + batch], config, device))
     all_maps = torch.cat(maps).float()
     return Predictions(all_maps, image_scores(all_maps), split.masks.to(device), split.labels.to(device),
                        list(split.defect_types), [str(p) for p in split.paths],
                        None if split.has_mask is None else split.has_mask.to(device))
+
+
+@torch.inference_mode()
+def batch_maps(model: DHKD, images: torch.Tensor, config: Config, device: torch.device) -> torch.Tensor:
+    """uint8 images ``(B, 3, S, S)`` on ``device`` -> anomaly maps ``(B, S, S)`` (evaluation and dhkd predict alike)."""
+    x = normalize(images)
+    if config.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    teacher = model.teacher(x)  # fp32 always: the reference the student is scored against
+    with autocast(device, config.train.amp):
+        student = [feature.float() for feature in model.student(teacher)]
+    return anomaly_map(teacher, student, config.data.image_size, config.eval.blur_sigma)
 
 
 def compute_metrics(predictions: Predictions, config: Config) -> dict[str, Any]:

@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dhkd.anomaly_map import anomaly_map, image_scores
-from dhkd.data import IMAGE_SUFFIXES, _check_item, _is_ignored, _Item, _open, _raise, _resize, _run, _to_8bit, normalize
+from dhkd.anomaly_map import image_scores
+from dhkd.data import IMAGE_SUFFIXES, _check_item, _is_ignored, _Item, _open, _raise, _resize, _run, _to_8bit
 from dhkd.errors import DhkdError
-from dhkd.evaluate import METRICS_NAME, load_model
+from dhkd.evaluate import METRICS_NAME, batch_maps, load_model
 from dhkd.io import atomic_write_text
-from dhkd.train import autocast, resolve_device
+from dhkd.train import resolve_device
 
 SCORES_NAME = "scores.csv"
 OUTPUT_FOLDERS = ("maps", "overlays", "masks")  # one PNG per image in each, named after the image
@@ -67,7 +67,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path] | str | Path, out: str
         for start in range(0, len(paths), batch):
             chunk = paths[start:start + batch]
             originals, squares = zip(*pool.map(lambda p: _decode(p, config.data.image_size), chunk))
-            maps = _maps(model, config, np.stack(squares), resolved)
+            maps = batch_maps(model, torch.from_numpy(np.stack(squares)).to(resolved), config, resolved).float()
             chunk_scores = image_scores(maps).cpu().tolist()
             scores += chunk_scores
             if out is not None:
@@ -134,16 +134,6 @@ def _decode(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The image as 8-bit RGB at its own size (HWC) and resized to the model's square (CHW)."""
     rgb = _to_8bit(_open(path, "image", decode=True)).convert("RGB")
     return np.asarray(rgb), np.ascontiguousarray(_resize(rgb, size).transpose(2, 0, 1))
-
-
-@torch.inference_mode()
-def _maps(model, config, squares: np.ndarray, device: torch.device) -> torch.Tensor:
-    x = normalize(torch.from_numpy(squares).to(device))
-    if config.train.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(device, config.train.amp):
-        teacher, student = model(x)
-    return anomaly_map(teacher, student, config.data.image_size, config.eval.blur_sigma).float()
 
 
 def _write_outputs(out: Path, name: str, original: np.ndarray, amap: torch.Tensor, threshold: float) -> None:
