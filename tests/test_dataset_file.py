@@ -297,6 +297,14 @@ def test_data_folder_train_evaluate_predict(folder_set: Path, tmp_path: Path, ca
         for name in ("s0.png", "g00.png", "g09.png"):
             with Image.open(predicted / folder / name) as img:
                 assert img.size == (40, 24), (folder, name)  # the image's own size, not the model's square
+    from dhkd.evaluate import load_predictions
+
+    evaluated = load_predictions(run)
+    by_path = dict(zip(evaluated.paths, evaluated.scores.tolist()))
+    for row in rows:  # dhkd predict scores an image as dhkd evaluate does
+        if row["path"] in by_path:
+            assert float(row["score"]) == pytest.approx(by_path[row["path"]], rel=1e-5)
+    assert sum(row["path"] in by_path for row in rows) >= 3  # the test split's good images and s0
     import dhkd
 
     table = dhkd.predict(run, [root / "scratch" / "s1.jpg"], threshold=0.0, progress=False)
