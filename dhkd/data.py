@@ -52,7 +52,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
-# The seed's table order: textures first, then objects.
+# The DHKD authors' table order: textures first, then objects.
 MVTEC_CATEGORIES: tuple[str, ...] = (
     "grid", "leather", "tile", "carpet", "wood",
     "bottle", "capsule", "pill", "transistor", "zipper",
@@ -138,7 +138,7 @@ def denormalize(images: torch.Tensor) -> torch.Tensor:
 
 
 def list_categories(root: str | Path) -> list[str]:
-    """Folders under ``root`` that hold ``train/good``: MVTec AD's in the seed's order, then others sorted.
+    """Folders under ``root`` that hold ``train/good``: MVTec AD's in the authors' table order, then others sorted.
     For a data-set file: its one data set's name."""
     from dhkd import dataset_file
 
