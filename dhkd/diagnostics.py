@@ -13,7 +13,8 @@ figures, recorded under ``diagnostics`` in the evaluation JSON, tell them apart:
 - memory: the read-out's share of the decoder input, how many items are used, and how peaked
   the addressing is;
 - masking: the stage-2 loss against stage 1 (history.csv), and on a batch of corrupted
-  training images the student's error inside the corrupted regions against outside.
+  training images the student's error inside the corrupted regions against outside (no
+  verdict while the student's error on clean parts exceeds what copying the corruption costs).
 
 Each addition gets ``inert: true/false`` from the thresholds below (``null`` when it is off).
 They are judgement calls, chosen so that "inert" means "acts on less than a tenth of what it
@@ -166,7 +167,11 @@ def masking_diagnostics(model: DHKD, config: Config, images: torch.Tensor, histo
     """Stage losses and the corruption probe; the probe runs with masking off too (RD's reference)."""
     result: dict[str, Any] = {"enabled": config.masking.enabled, **stage_losses(history)}
     result.update(masking_probe(model, config, images, generator) if len(images) > 1 else {})
-    result["inert"] = (result.get("restoration", 0.0) < MASKING_MIN_RESTORATION) if config.masking.enabled else None
+    # The probe resolves only a student whose error on clean parts is below what copying the
+    # corruption costs; a worse student (e.g. barely trained) has no verdict.
+    result["probe_resolves"] = "restoration" in result and result["error_outside"] < result["corruption_inside"]
+    judged = config.masking.enabled and result["probe_resolves"]
+    result["inert"] = result["restoration"] < MASKING_MIN_RESTORATION if judged else None
     return result
 
 
