@@ -407,6 +407,7 @@ ABLATION_METRICS = {"image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", 
                     "pro_rd4ad": "PRO (RD4AD code)"}
 BASELINE_KEY = "rd"
 INERT = "Inert additions"
+RESTORATION = "Masking restoration"  # diagnostics: share of a corruption the student undoes (RD's row: the reference)
 
 
 def ablation_table(results: list[dict[str, Any]], baseline: str = BASELINE_KEY) -> pd.DataFrame:
@@ -416,7 +417,8 @@ def ablation_table(results: list[dict[str, Any]], baseline: str = BASELINE_KEY) 
     n - 1 in the denominator; empty with one seed), the mean difference to the baseline variant
     (``Δ``, paired: variant minus baseline of the same seed) and that difference's standard
     deviation over seeds (``Δ std``), the spread that says whether a difference is more than
-    noise. Then the seeds, the mean training seconds and the additions the diagnostics call
+    noise. Then the seeds, the mean training seconds, the masking probe's mean restoration
+    (:mod:`dhkd.diagnostics`; compare each row with RD's) and the additions the diagnostics call
     inert, with how many seeds did so.
     """
     frame = _per_seed_frame(results)
@@ -433,10 +435,11 @@ def ablation_table(results: list[dict[str, Any]], baseline: str = BASELINE_KEY) 
             row[f"Δ {column} std"] = paired.std() if len(paired) > 1 else math.nan
         row["Seeds"] = len(runs)
         row["Train s"] = round(float(runs["Train s"].mean()), 1)
+        row[RESTORATION] = round(float(runs[RESTORATION].astype(float).mean()), 3)
         row[INERT] = _inert_summary(runs["inert"].tolist())
         rows.append(row)
     table = pd.DataFrame(rows).set_index("Variant")
-    numeric = [c for c in table.columns if c not in ("Seeds", "Train s", INERT)]
+    numeric = [c for c in table.columns if c not in ("Seeds", "Train s", INERT, RESTORATION)]
     table[numeric] = table[numeric].astype(float).round(3)
     return table
 
@@ -447,7 +450,8 @@ def _per_seed_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
         diagnostics = result.get("diagnostics")
         row = {"key": result.get("key", result["variant"]), "variant": result["variant"], "seed": result.get("seed", 0),
                "Train s": float(result.get("train_seconds") or math.nan),
-               "inert": None if diagnostics is None else list(diagnostics.get("inert", []))}
+               "inert": None if diagnostics is None else list(diagnostics.get("inert", [])),
+               RESTORATION: (diagnostics or {}).get("masking", {}).get("restoration", math.nan)}
         row.update({column: 100.0 * float(result[name]) if result.get(name) is not None else math.nan
                     for name, column in ABLATION_METRICS.items()})
         rows.append(row)
@@ -474,9 +478,13 @@ def ablation_markdown(table: pd.DataFrame) -> str:
         shown[column] = [_plus_minus(m, s) for m, s in zip(table[column], table[f"{column} std"])]
         shown[f"Δ {column}"] = [_plus_minus(m, s, signed=True)
                                 for m, s in zip(table[f"Δ {column}"], table[f"Δ {column} std"])]
-    for column in ("Seeds", "Train s", INERT):
-        shown[column] = table[column]
+    for column in ("Seeds", "Train s", RESTORATION, INERT):
+        shown[column] = [_cell_2(v) for v in table[column]] if column == RESTORATION else table[column]
     return markdown_table(shown, signed=())
+
+
+def _cell_2(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.2f}"
 
 
 def _plus_minus(mean: float, std: float, signed: bool = False) -> str:

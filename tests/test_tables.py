@@ -204,7 +204,7 @@ def _run(key: str, seed: int, image: float, pixel: float, inert: list[str] | Non
     result = {"key": key, "variant": variant, "seed": seed, "image_auroc": image, "pixel_auroc": pixel,
               "aupro": 0.5, "pro_rd4ad": 0.6, "train_seconds": 10.0}
     if inert is not None:
-        result["diagnostics"] = {"inert": inert}
+        result["diagnostics"] = {"inert": inert, "masking": {"restoration": 0.7 + seed - 111}}
     return result
 
 
@@ -224,6 +224,7 @@ def test_multi_seed_ablation_mean_std_and_paired_difference_by_hand() -> None:
     assert rd["Δ Image AUROC"] == 0.0 and rd["Δ Image AUROC std"] == 0.0
     assert memory["Pixel AUROC std"] == 0.0 and memory["Δ Pixel AUROC"] == 0.0
     assert memory["Seeds"] == 3 and memory["Inert additions"] == "memory 2/3" and rd["Inert additions"] == "none"
+    assert memory["Masking restoration"] == pytest.approx(1.7)  # 0.7, 1.7 and 2.7
     markdown = tables.ablation_markdown(frame)
     assert "75.00 ± 2.65" in markdown and "+3.00 ± 3.00" in markdown and "72.00 ± 2.00" in markdown
 
