@@ -160,7 +160,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     from dhkd.evaluate import evaluate_run
 
     result = evaluate_run(args.run, args.data_root, args.device, args.json_path, progress=not args.quiet)
-    shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items() if k != "per_defect"}
+    shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()
+             if k not in ("per_defect", "diagnostics")}  # both are in the JSON file
+    if "diagnostics" in result:
+        shown["inert_additions"] = result["diagnostics"]["inert"]
     print(json.dumps(shown, indent=2))
     return 0
 
