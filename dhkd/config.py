@@ -227,6 +227,8 @@ class EvalConfig:
     batch_size: int = setting(32, COUNT, "images per inference batch")
     fpr_limit: float = setting(0.3, Range(low=0, high=1, low_open=True), "AUPRO integrates up to this false-positive rate")
     pro_thresholds: int = setting(200, Range(low=2), "thresholds of RD4AD's per-image PRO")
+    threshold_quantile: float = setting(0.99, FRACTION, "dhkd predict's default threshold: this quantile of "
+                                        "the defect-free test scores")
 
 
 @dataclass
