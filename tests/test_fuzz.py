@@ -337,7 +337,9 @@ def _apply(damage: tuple, root: Path, expected: Expected) -> str:
         mask.resize(size, Image.NEAREST).save(path)
         expected.refuse[rel] = f"mask {rel} has another size"
     elif kind == "mask encoding":
-        converted = MASK_ENCODINGS[damage[2]](Image.open(path).convert("L"))
+        levels = np.asarray(Image.open(path).convert("L"))  # what the mask says now, as 0/255 (it may be 0/1 already)
+        meaning = Image.fromarray(((levels > (0 if levels.max(initial=0) <= 1 else 127)) * 255).astype(np.uint8))
+        converted = MASK_ENCODINGS[damage[2]](meaning)
         converted.save(path) if damage[2] != "jpeg" else path.write_bytes(save_as(converted, "JPEG"))
         if damage[2] == "jpeg":
             expected.loosen(owner, mask=0.02)
