@@ -527,7 +527,7 @@ def _write_result(plan: Plan, category: str, wanted: str, seconds: float, gpu: s
     metrics.update({
         "parameters": {**plan.parameters(category), "data": plan.data_text, "dataset": plan.dataset, **where},
         "stamp": wanted,
-        "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "notebook_seconds": round(seconds, 1),
     })
     atomic_write_json(plan.results / f"{category}.json", metrics)

@@ -214,7 +214,7 @@ def provenance(results: list[dict[str, Any]]) -> dict[str, str]:
         values = sorted({str(r.get(key, default)) for r in results})
         return ", ".join(values)
 
-    finished = sorted(str(r.get("finished", "")) for r in results)
+    finished = sorted(str(r.get("finished_at", "")) for r in results)
     if all("parameters" in r for r in results):
         data = ", ".join(sorted({f"{r['parameters'].get('dataset', '?')} (`{r['parameters'].get('data', '?')}`)"
                                  for r in results}))

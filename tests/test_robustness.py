@@ -473,7 +473,7 @@ def test_full_disk_during_table_writes_and_training_is_one_message(toy_root, tmp
     results.mkdir()
     (results / "nut.json").write_text(json.dumps({
         "category": "nut", "image_auroc": 0.9, "pixel_auroc": 0.9, "aupro": 0.8, "pro_rd4ad": 0.8, "profile": "smoke",
-        "teacher": "efficientnet_lite0", "device": "cpu", "epochs": 2, "data_root": "/data", "finished": "today"}))
+        "teacher": "efficientnet_lite0", "device": "cpu", "epochs": 2, "data_root": "/data", "finished_at": "today"}))
     tables.write_tables(results)
     before = (results / "tables" / "image_auroc.csv").read_text()
     (results / "nut.json").write_text((results / "nut.json").read_text().replace("0.9,", "0.95,"))
