@@ -19,8 +19,10 @@ The package is laid out one concept per module:
 - :mod:`dhkd.plots`       the notebooks' figures
 - :mod:`dhkd.tables`      results tables rebuilt from the per-category JSON files
 - :mod:`dhkd.reproduce`   ``make reproduce`` / ``make ablation``: papermill over the notebooks
-- :mod:`dhkd.bench`       ``dhkd bench``: training, inference and metric timings
 - :mod:`dhkd.cli`         the ``dhkd`` command
+
+Benchmarks and profile tuning live beside the package, in the checkout's ``benchmarks/``;
+``docs/method.md`` is the method in full.
 """
 
 from dhkd.errors import DhkdError

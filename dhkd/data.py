@@ -46,7 +46,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
-# The seed's table order: textures first, then objects.
+# The DHKD authors' table order: textures first, then objects.
 MVTEC_CATEGORIES: tuple[str, ...] = (
     "grid", "leather", "tile", "carpet", "wood",
     "bottle", "capsule", "pill", "transistor", "zipper",
@@ -124,7 +124,7 @@ def denormalize(images: torch.Tensor) -> torch.Tensor:
 
 
 def list_categories(root: str | Path) -> list[str]:
-    """Folders under ``root`` that hold ``train/good``: MVTec AD's in the seed's order, then others sorted."""
+    """Folders under ``root`` that hold ``train/good``: MVTec AD's in the authors' table order, then others sorted."""
     root = _check_root(root)
     found = {p.name for p in root.iterdir() if (p / "train" / "good").is_dir()}
     known = [c for c in MVTEC_CATEGORIES if c in found]

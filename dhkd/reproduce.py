@@ -40,7 +40,7 @@ from typing import Any, Callable
 from dhkd.background import Periodic
 from dhkd.config import Config, load_config, read_config, to_dict
 from dhkd.errors import DhkdError
-from dhkd.io import atomic_write_json, atomic_write_text
+from dhkd.io import atomic_write_json, atomic_write_text, replace_between_markers
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -452,9 +452,11 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
     if problems:
         raise DhkdError("the results tables do not match the JSON files: " + "; ".join(problems))
     if readme is not None:
-        tables.update_readme(readme, tables.readme_section(Path(_display_path(plan.results))))
+        replace_between_markers(readme, tables.readme_section(Path(_display_path(plan.results))), tables.README_MARKERS)
         say(f"wrote the results section of {readme}")
-    say(f"done in {time.perf_counter() - started:.1f} s: {plan.results / tables.TABLES_DIR / tables.MARKDOWN_NAME}")
+    say(f"done in {time.perf_counter() - started:.1f} s: the tables are in "
+        f"{plan.results / tables.TABLES_DIR / tables.MARKDOWN_NAME}"
+        + ("" if readme is not None else " (README.md unchanged; make reproduce README=1 writes its results section)"))
     return ran
 
 

@@ -15,12 +15,16 @@ from dhkd.errors import DhkdError
 from dhkd.models.bottleneck import OneClassBottleneck
 from dhkd.models.decoder import Decoder
 from dhkd.models.fusion import MutualMappingFusion
+from dhkd.models.initialisation import rd4ad_initialise
 from dhkd.models.memory import MemoryBank
 from dhkd.models.teacher import Teacher
 
 
 class Student(nn.Module):
-    """Teacher features ``[F_1, F_2, F_3]`` in, their reconstruction ``[S_1, S_2, S_3]`` out (same shapes)."""
+    """Teacher features ``[F_1, F_2, F_3]`` in, their reconstruction ``[S_1, S_2, S_3]`` out (same shapes).
+
+    The bottleneck and the decoder start from RD4AD's initialisation (:mod:`dhkd.models.initialisation`).
+    """
 
     def __init__(self, channels: tuple[int, int, int], config: ModelConfig, teacher_nonnegative: bool = True) -> None:
         super().__init__()
@@ -38,6 +42,8 @@ class Student(nn.Module):
         projection = {"on": True, "off": False, "auto": not teacher_nonnegative}[config.decoder.output_projection]
         self.decoder = Decoder(self.bottleneck.out_channels, channels, config.decoder.blocks, config.decoder.width_ratio,
                                config.decoder.min_width, attention=attention, output_projection=projection)
+        rd4ad_initialise(self.bottleneck)
+        rd4ad_initialise(self.decoder, keep=tuple(self.decoder.projections))
 
     def embed(self, features: list[torch.Tensor]) -> torch.Tensor:
         """The bottleneck embedding ``z`` (after the memory read-out when the bank is on)."""
