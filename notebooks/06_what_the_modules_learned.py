@@ -191,6 +191,44 @@ else:
                                  "items carrying 90 % of reads": items_for(w)} for name, w in rows.items()}).T.round(2))
 
 # %% [markdown]
+# ## The evaluation's verdict: does each addition act?
+#
+# Notebook 04's evaluation also recorded, under `diagnostics` in the run's `metrics.json`
+# (`dhkd/diagnostics.py`), one figure per addition that says whether it changes what the
+# student computes, measured on 16 training images, with the threshold below which the
+# addition counts as **inert** (acting on less than about a tenth of what it touches). Inert
+# does not mean "does not help" and active does not mean "helps": that is the ablation's
+# question (`make ablation`, several seeds).
+
+# %%
+import json
+
+from dhkd import diagnostics as diagnosis
+
+recorded = json.loads((run_dir / "metrics.json").read_text())["diagnostics"]
+verdict = []
+if recorded["fusion"]["enabled"]:
+    verdict.append(("fusion", "largest borrowed share ‖G_s − F_s‖ / ‖G_s‖", max(recorded["fusion"]["borrowed_share"]),
+                    diagnosis.FUSION_MIN_BORROWED_SHARE, recorded["fusion"]["inert"]))
+if recorded["attention"]["enabled"]:
+    spreads = {site: figures["spread"] for site, figures in recorded["attention"]["sites"].items()}
+    verdict.append(("attention", "largest spread of a_h·a_w over positions (std / mean)", max(spreads.values()),
+                    diagnosis.ATTENTION_MIN_SPREAD, recorded["attention"]["inert"]))
+if recorded["memory"]["enabled"]:
+    verdict.append(("memory", "read-out's share of the decoder input", recorded["memory"]["readout_share"],
+                    diagnosis.MEMORY_MIN_READOUT_SHARE, recorded["memory"]["inert"]))
+    verdict.append(("memory", "effectively used items", recorded["memory"]["effective_items"],
+                    diagnosis.MEMORY_MIN_EFFECTIVE_ITEMS, recorded["memory"]["inert"]))
+if recorded["masking"]["enabled"] and "restoration" in recorded["masking"]:
+    verdict.append(("masking", "restoration of corrupted regions", recorded["masking"]["restoration"],
+                    diagnosis.MASKING_MIN_RESTORATION, recorded["masking"]["inert"]))
+display(pd.DataFrame(verdict, columns=["addition", "figure", "value", "inert below", "inert"]).set_index("addition")
+        .round(3))
+inert = recorded["inert"]
+print("inert additions in this run: " + (", ".join(inert) if inert else "none") +
+      f" (after {info['epochs_done']} epochs on {recorded['images']} training images)")
+
+# %% [markdown]
 # ## What to take from this
 #
 # - Compare a trained module with its own starting point, not with an empty canvas: the
