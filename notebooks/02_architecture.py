@@ -365,7 +365,7 @@ else:
 # ---
 # ← [01 · What the frozen teacher sees](01_teacher_features.ipynb) ·
 # [03 · Training: two stages, live loss, checkpoints](03_training.ipynb) →
-# · the kit's account of the method, every setting and where it lives: `docs/method.md`
+# · the kit's account of the method, every setting and where it lives: [docs/method.md](../docs/method.md)
 
 # %% [markdown]
 # ### Papers
