@@ -28,7 +28,10 @@ test: setup
 #   make reproduce DATA=data/mvtec_ad PROFILE=paper         the paper's reproduction (GPU)
 #   make reproduce DATA=data/mvtec_ad PROFILE=paper DEVICES=0,1,2,3   categories spread over 4 GPUs
 #   make reproduce DATA=data/mvtec_ad CATEGORIES=bottle PROFILE=offline README=1
-# make ablation: the RD baseline, each addition alone, then all; one table per category.
+#   make reproduce DATA=data/mtd.yaml PROFILE=offline          a data-set file: images in any layout (data/README.md)
+# make ablation: the RD baseline, each addition alone, then all; one table per category, with the
+# mean ± std over SEEDS (default: the profile's seed). Resumable: run it again to finish what is missing.
+#   make ablation DATA=data/mvtec_ad CATEGORIES=bottle PROFILE=offline SEEDS="111 112 113"
 DATA       ?=
 CATEGORIES ?=
 PROFILE    ?=
@@ -36,6 +39,7 @@ EPOCHS     ?=
 DEVICE     ?= auto
 DEVICES    ?=
 FORCE      ?=
+SEEDS      ?=
 README     ?=
 RESULTS    ?= results
 TOY_DATA   ?= data/toy
@@ -61,7 +65,7 @@ reproduce: setup
 
 ablation: setup
 	$(MAKE_DATA)
-	$(REPRODUCE) --ablation
+	$(REPRODUCE) --ablation --seeds '$(SEEDS)'
 
 # ---------------------------------------------------------------------------------------------
 # make bench: training, inference and metric timings (dhkd bench, from benchmarks/) as a table

@@ -285,9 +285,15 @@ def notes(results: list[dict[str, Any]]) -> list[str]:
                  "when all 15 MVTec AD categories were run.")
     if others:
         what = "is not an MVTec AD category" if len(others) == 1 else "are not MVTec AD categories"
-        lines.append(f"{', '.join(others)} {what} (the kit's toy data set): nothing is published for "
-                     f"{'it' if len(others) == 1 else 'them'} (–). A few CPU epochs on the toy set show that the "
-                     "pipeline works end to end; they say nothing about how well DHKD detects anomalies.")
+        from_files = sorted({f"`{r.get('parameters', {}).get('data', '?')}`" for r in results
+                             if r["category"] in others and r.get("dataset")})
+        if not from_files:
+            lines.append(f"{', '.join(others)} {what} (the kit's toy data set): nothing is published for "
+                         f"{'it' if len(others) == 1 else 'them'} (–). A few CPU epochs on the toy set show that the "
+                         "pipeline works end to end; they say nothing about how well DHKD detects anomalies.")
+        else:
+            lines.append(f"{', '.join(others)} {what} (from the data-set file {', '.join(from_files)}): the DHKD "
+                         f"papers publish nothing for {'it' if len(others) == 1 else 'them'} (–).")
     lines.append("PRO: no per-category PRO is published, only the papers' averages. *Kit* is the official MVTec AD "
                  "AUPRO (integrated up to FPR 0.3); *Kit, RD4AD's PRO* is what RD4AD's code computes, and Δ "
                  "compares that one, assuming (the kit's interpretation) that DHKD, built on RD4AD, used RD4AD's "
@@ -304,8 +310,21 @@ def render_markdown(results: list[dict[str, Any]], tables: dict[str, pd.DataFram
            f"**{p['teacher']}**, device **{p['device']}**, **{p['epochs']}** epochs. Numbers in percent.", ""]
     for metric, title in METRICS.items():
         out += [f"{hashes} {title}", "", markdown_table(tables[metric]), ""]
+    for result in results:
+        if result.get("dataset") and result.get("per_defect"):
+            out += [f"{hashes} Per kind: {result['category']} (%)", "", markdown_table(per_kind_table(result), signed=()), ""]
     out += [f"- {line}" for line in notes(results)] + [""]
     return "\n".join(out)
+
+
+def per_kind_table(result: dict[str, Any]) -> pd.DataFrame:
+    """A data set's scores per defect kind (each kind against the normal test images), in percent."""
+    rows = []
+    for kind, scores in result["per_defect"].items():
+        rows.append({"Kind": kind, "Images": str(scores["n"]), "Image AUROC": _percent(scores["image_auroc"]),
+                     "Pixel AUROC": _percent(scores["pixel_auroc"]), "AUPRO": _percent(scores["aupro"]),
+                     "Without mask": str(scores.get("without_mask", 0))})
+    return pd.DataFrame(rows).set_index("Kind")
 
 
 def results_figure(tables: dict[str, pd.DataFrame], results: list[dict[str, Any]] | None = None):
@@ -431,15 +450,120 @@ def readme_section(results_dir: str | Path) -> str:
 # ----------------------------------------------------------------------------- ablation
 
 
-def ablation_table(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per ablation variant (in the order given), metrics in percent, train seconds."""
+ABLATION_METRICS = {"image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", "aupro": "AUPRO",
+                    "pro_rd4ad": "PRO (RD4AD code)"}
+BASELINE_KEY = "rd"
+INERT = "Inert additions"
+RESTORATION = "Masking restoration"  # diagnostics: share of a corruption the student undoes (RD's row: the reference)
+
+
+def ablation_table(results: list[dict[str, Any]], baseline: str = BASELINE_KEY) -> pd.DataFrame:
+    """One row per ablation variant (in the order first given), over every seed of its results.
+
+    Per metric (in percent): the mean over seeds, its standard deviation (``std``, over seeds,
+    n - 1 in the denominator; empty with one seed), the mean difference to the baseline variant
+    (``Δ``, paired: variant minus baseline of the same seed) and that difference's standard
+    deviation over seeds (``Δ std``), the spread that says whether a difference is more than
+    noise. Then the seeds, the mean training seconds, the masking probe's mean restoration
+    (:mod:`dhkd.diagnostics`; compare each row with RD's) and the additions the diagnostics call
+    inert, with how many seeds did so.
+    """
+    frame = _per_seed_frame(results)
+    base = frame[frame["key"] == baseline].set_index("seed") if baseline in set(frame["key"]) else None
+    rows = []
+    for key in dict.fromkeys(frame["key"]):
+        runs = frame[frame["key"] == key].set_index("seed")
+        row: dict[str, Any] = {"Variant": runs["variant"].iloc[0]}
+        for column in ABLATION_METRICS.values():
+            row[column] = runs[column].mean()
+            row[f"{column} std"] = runs[column].std()
+            paired = (runs[column] - base[column]).dropna() if base is not None else pd.Series(dtype=float)
+            row[f"Δ {column}"] = paired.mean() if len(paired) else math.nan
+            row[f"Δ {column} std"] = paired.std() if len(paired) > 1 else math.nan
+        row["Seeds"] = len(runs)
+        row["Train s"] = round(float(runs["Train s"].mean()), 1)
+        row[RESTORATION] = round(float(runs[RESTORATION].astype(float).mean()), 3)
+        row[INERT] = _inert_summary(runs["inert"].tolist())
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("Variant")
+    numeric = [c for c in table.columns if c not in ("Seeds", "Train s", INERT, RESTORATION)]
+    table[numeric] = table[numeric].astype(float).round(3)
+    return table
+
+
+def _per_seed_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for result in results:
-        rows.append({"Variant": result["variant"], "Image AUROC": _percent(result["image_auroc"]),
-                     "Pixel AUROC": _percent(result["pixel_auroc"]), "AUPRO": _percent(result["aupro"]),
-                     "PRO (RD4AD code)": _percent(result["pro_rd4ad"]),
-                     "Train s": round(float(result.get("train_seconds") or math.nan), 1)})
-    return pd.DataFrame(rows).set_index("Variant")
+        diagnostics = result.get("diagnostics")
+        row = {"key": result.get("key", result["variant"]), "variant": result["variant"], "seed": result.get("seed", 0),
+               "Train s": float(result.get("train_seconds") or math.nan),
+               "inert": None if diagnostics is None else list(diagnostics.get("inert", [])),
+               RESTORATION: (diagnostics or {}).get("masking", {}).get("restoration", math.nan)}
+        row.update({column: 100.0 * float(result[name]) if result.get(name) is not None else math.nan
+                    for name, column in ABLATION_METRICS.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _inert_summary(per_seed: list[list[str] | None]) -> str:
+    """``"attention 3/3, fusion 1/3"``: how many seeds' diagnostics call each addition inert."""
+    known = [inert for inert in per_seed if inert is not None]
+    if not known:
+        return "–"
+    counts: dict[str, int] = {}
+    for inert in known:
+        for name in inert:
+            counts[name] = counts.get(name, 0) + 1
+    return ", ".join(f"{name} {count}/{len(known)}" for name, count in counts.items()) or "none"
+
+
+def ablation_markdown(table: pd.DataFrame) -> str:
+    """The ablation table as Markdown: ``mean ± std`` per metric, ``Δ ± std`` to RD, then seeds,
+    training seconds and inert additions."""
+    shown = pd.DataFrame(index=table.index)
+    for column in ABLATION_METRICS.values():
+        shown[column] = [_plus_minus(m, s) for m, s in zip(table[column], table[f"{column} std"])]
+        shown[f"Δ {column}"] = [_plus_minus(m, s, signed=True)
+                                for m, s in zip(table[f"Δ {column}"], table[f"Δ {column} std"])]
+    for column in ("Seeds", "Train s", RESTORATION, INERT):
+        shown[column] = [_cell_2(v) for v in table[column]] if column == RESTORATION else table[column]
+    return markdown_table(shown, signed=())
+
+
+def _cell_2(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.2f}"
+
+
+def _plus_minus(mean: float, std: float, signed: bool = False) -> str:
+    if math.isnan(mean):
+        return "–"
+    text = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    return text if math.isnan(std) else f"{text} ± {std:.2f}"
+
+
+def load_ablation(results_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """Every variant-and-seed JSON under ``results_dir/ablation`` (as ``make ablation`` writes
+    them: ``<category>/seed<N>/<variant>.json``), per category."""
+    root = Path(results_dir) / "ablation"
+    found: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(root.glob("*/seed*/*.json")):
+        found.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
+    return found
+
+
+def ablation_report(results_dir: str | Path) -> str:
+    """Markdown of every category's ablation table in a results folder, for notebook 06."""
+    from dhkd.reproduce import VARIANTS  # here: reproduce imports this module
+
+    found = load_ablation(results_dir)
+    if not found:
+        return f"No ablation results in {Path(results_dir) / 'ablation'}: run `make ablation` first."
+    sections = []
+    for category, results in found.items():
+        order = {key: i for i, key in enumerate(VARIANTS)}
+        results = sorted(results, key=lambda r: (order.get(r.get("key"), len(order)), r.get("seed", 0)))
+        sections.append(f"**{category}**\n\n{ablation_markdown(ablation_table(results))}")
+    return "\n\n".join(sections)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from dhkd.checkpoint import CHECKPOINT_NAME, check_compatible, load_checkpoint, save_checkpoint
 from dhkd.config import Config, save_config, to_dict
 from dhkd.data import load_split, normalize, validate_category
+from dhkd.dataset_file import DataSetFile, as_dataset, is_dataset_file, split_record
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write_json, atomic_write_text
 from dhkd.loss import distillation_loss
@@ -252,7 +253,7 @@ class Trainer:
     def __init__(self, config: Config, data_root: str | Path, category: str, out_dir: str | Path,
                  device: str | None = "auto", progress: bool = True) -> None:
         self.config = config
-        self.data_root = Path(data_root)
+        self.data_root = data_root if isinstance(data_root, DataSetFile) else Path(data_root)
         self.category = category
         self.out_dir = Path(out_dir)
         self.device = resolve_device(device)
@@ -262,6 +263,7 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(self.device)
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
+        self.dataset_record: dict[str, Any] | None = None  # a data-set file's content and split, for run.json
 
     # -- setup -----------------------------------------------------------------------
 
@@ -272,6 +274,7 @@ class Trainer:
         learning_rate(self.config, 0, 0, 1)  # an unknown schedule fails before any work
         if images is None:
             validate_category(self.data_root, self.category)
+            self.dataset_record = dataset_record(self.data_root, self.category)
         _check_writable(self.out_dir)
         seed_everything(self.config.train.seed)
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
@@ -495,7 +498,8 @@ class Trainer:
             return
         atomic_write_json(self.out_dir / RUN_INFO_NAME, {
             "category": self.category,
-            "data_root": str(self.data_root.resolve()),
+            "data_root": _data_root_text(self.data_root),
+            **({"dataset": self.dataset_record} if self.dataset_record else {}),
             "profile": self.config.profile,
             "teacher": self.config.model.teacher.name,
             "device": str(self.device),
@@ -518,6 +522,19 @@ def train(config: Config, data_root: str | Path, category: str, out_dir: str | P
         return trainer.fit(resume=resume)
     finally:
         trainer.dist.close()
+
+
+def dataset_record(data_root: str | Path | DataSetFile, category: str) -> dict[str, Any] | None:
+    """For a data-set file: its content and split, recorded in run.json so evaluation uses the same split."""
+    if not is_dataset_file(data_root):
+        return None
+    return split_record(as_dataset(data_root, category))
+
+
+def _data_root_text(data_root: Path | DataSetFile) -> str:
+    if isinstance(data_root, DataSetFile):
+        return str(data_root.source.resolve()) if data_root.source else str(data_root.root)
+    return str(data_root.resolve())
 
 
 def read_run_info(run_dir: str | Path) -> dict[str, Any]:
