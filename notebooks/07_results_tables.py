@@ -76,6 +76,17 @@ assert not problems, problems
 print("every table matches the JSON files it was built from")
 
 # %% [markdown]
+# ## What each addition contributes: the ablation
+#
+# `make ablation` trains the RD baseline, each addition alone on top of it, and all of them,
+# for several seeds, and writes its tables under `ablation/` in the same results folder. A
+# difference between two rows means something only when it is larger than the spread over
+# seeds shown beside the mean.
+
+# %%
+display(Markdown(tables.ablation_report(out_dir)))
+
+# %% [markdown]
 # ## What to take from this
 #
 # - Every number in these tables comes from a JSON file written by an evaluation; nothing is
