@@ -1,14 +1,15 @@
 """``make reproduce`` and ``make ablation``: the notebooks run headless, then the tables.
 
-For every requested category the per-category notebooks (03 training, 04 evaluation, 05
-visual analysis) run with papermill; the teacher-features and fusion notebooks (01, 02) run
-once, on the first category; the results-tables notebook (06) runs last. Layout::
+The notebooks run with papermill in the order a learner reads them: the teacher-features and
+architecture notebooks (01, 02; no training needed) once, on the first category; then for
+every requested category training (03), evaluation (04), visual analysis (05) and what the
+trained modules learned (06); the results tables (07) last. Layout::
 
     OUT/<data folder>/<profile>/
         <category>.json                    metrics + parameters, written last (the "done" mark)
         runs/<category>/                   the run folder: config, checkpoint, history, predictions
         notebooks/<category>/03_training.ipynb  (+ .html)   executed notebooks
-        notebooks/01_teacher_features.ipynb     (+ .html)   ... and 02, 06
+        notebooks/01_teacher_features.ipynb     (+ .html)   ... and 02, 07
         tables/                            image_auroc.csv, pixel_auroc.csv, aupro.csv, results.md, results.png
         ablation/                          with --ablation
 
@@ -44,11 +45,12 @@ from dhkd.lock import acquire, release
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-ONCE_FIRST = "01_teacher_features.ipynb"
-ONCE_AFTER = "02_fusion_attention_memory.ipynb"
-PER_CATEGORY = ("03_training.ipynb", "04_evaluation.ipynb", "05_visual_analysis.ipynb")
-TABLES_NOTEBOOK = "06_results_tables.ipynb"
-ALL_NOTEBOOKS = (ONCE_FIRST, ONCE_AFTER, *PER_CATEGORY, TABLES_NOTEBOOK)
+ONCE = ("01_teacher_features.ipynb", "02_architecture.ipynb")  # before any training, on the first category
+ONCE_FIRST = ONCE[0]
+PER_CATEGORY = ("03_training.ipynb", "04_evaluation.ipynb", "05_visual_analysis.ipynb",
+                "06_what_the_modules_learned.ipynb")
+TABLES_NOTEBOOK = "07_results_tables.ipynb"
+ALL_NOTEBOOKS = (*ONCE, *PER_CATEGORY, TABLES_NOTEBOOK)
 RUN_FILES = ("checkpoint.pt", "history.csv", "run.json", "config.yaml", "metrics.json", "predictions.npz")
 
 #: make ablation: the RD baseline, each addition alone on top of it, then all of them.
@@ -96,7 +98,7 @@ def prepare_run_dir(run_dir: str | Path, config: Config) -> bool:
         return True
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
-    print(f"removed an earlier run of another configuration from {run_dir}")
+    print(f"removed an earlier run of another configuration from the run folder {run_dir.name}")
     return False
 
 
@@ -276,9 +278,16 @@ class Plan:
                      notebooks={n: notebook_hash(self.notebooks / n) for n in PER_CATEGORY})
 
     def once_stamp(self, name: str) -> str:
-        first = self.categories[0]
-        return stamp(notebook=notebook_hash(self.notebooks / name), parameters=self.parameters(first),
-                     config=to_dict(self.config), category=self.category_stamp(first) if name == ONCE_AFTER else None)
+        return stamp(notebook=notebook_hash(self.notebooks / name), parameters=self.parameters(self.categories[0]),
+                     config=to_dict(self.config))
+
+    def notebook_parameters(self, category: str, out_dir: Path | None = None) -> dict[str, Any]:
+        """:meth:`parameters` with the paths relative to the notebooks' folder (the kernel's working
+        directory), so that executed notebooks show no machine paths."""
+        parameters = self.parameters(category, out_dir)
+        for key in ("data_root", "out_dir"):
+            parameters[key] = os.path.relpath(parameters[key], self.notebooks.resolve())
+        return parameters
 
 
 def parse_devices(text: str) -> list[str]:
@@ -432,7 +441,7 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
         if not force and _recorded_stamp(sidecar) == wanted:
             say(f"[1/{n}] {plan.categories[0]} · {name} up to date, skipped")
             return
-        notebook(1, plan.categories[0], name, notebooks_out / name, plan.parameters(plan.categories[0]),
+        notebook(1, plan.categories[0], name, notebooks_out / name, plan.notebook_parameters(plan.categories[0]),
                  gpu=plan.devices[0] if plan.devices else None)
         if not dry_run:
             atomic_write_json(sidecar, {"stamp": wanted})
@@ -448,20 +457,18 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
         category_started = time.perf_counter()
         for name in PER_CATEGORY:
             watch = plan.runs / category / "history.csv" if name == PER_CATEGORY[0] else None
-            notebook(index, category, name, notebooks_out / category / name, plan.parameters(category), watch, gpu)
+            notebook(index, category, name, notebooks_out / category / name, plan.notebook_parameters(category), watch, gpu)
         if not dry_run:
             _write_result(plan, category, wanted, time.perf_counter() - category_started, gpu)
 
     try:
-        once(ONCE_FIRST)
+        for name in ONCE:
+            once(name)
         if plan.devices:
             _on_workers(plan, category_notebooks)
-            once(ONCE_AFTER)
         else:
             for index, category in enumerate(plan.categories, start=1):
                 category_notebooks(index, category)
-                if index == 1:
-                    once(ONCE_AFTER)
 
         sidecar = notebooks_out / f"{Path(TABLES_NOTEBOOK).stem}.json"
         wanted = stamp(notebook=notebook_hash(plan.notebooks / TABLES_NOTEBOOK))
@@ -469,7 +476,7 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
             notebook(n, "all", TABLES_NOTEBOOK, notebooks_out / TABLES_NOTEBOOK, {})
             return ran
         if force or ran or _recorded_stamp(sidecar) != wanted or tables.verify(plan.results):
-            parameters = plan.parameters(plan.categories[0], out_dir=plan.results)
+            parameters = plan.notebook_parameters(plan.categories[0], out_dir=plan.results)
             parameters["category"] = "all"
             notebook(n, "all", TABLES_NOTEBOOK, notebooks_out / TABLES_NOTEBOOK, parameters)
             atomic_write_json(sidecar, {"stamp": wanted})

@@ -552,7 +552,7 @@ def load_ablation(results_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def ablation_report(results_dir: str | Path) -> str:
-    """Markdown of every category's ablation table in a results folder, for notebook 06."""
+    """Markdown of every category's ablation table in a results folder, for notebook 07."""
     from dhkd.reproduce import VARIANTS  # here: reproduce imports this module
 
     found = load_ablation(results_dir)
