@@ -60,7 +60,7 @@ from IPython.display import display
 
 from dhkd import plots
 from dhkd.config import to_dict
-from dhkd.data import load_split, normalize
+from dhkd.data import count_images, load_split, normalize
 from dhkd.masking import corrupt
 from dhkd.reproduce import ensure_category, prepare_run_dir, training_config
 from dhkd.train import stage_of, train
@@ -85,7 +85,7 @@ print(f"{config.train.epochs} epochs: stage 1 (clean inputs) epochs {span([e + 1
       f"stage 2 (masked inputs) epochs {span([e + 1 for e, s in enumerate(stages) if s == 2])}")
 if not config.masking.enabled:
     print("masking is switched off in this profile: one stage only (RD4AD)")
-train_images = len(list((Path(data_root) / category / "train" / "good").iterdir()))
+train_images = count_images(data_root, category, "train")  # MVTec layout or a data-set file alike
 plots.schedule(config, batches_per_epoch=-(-train_images // config.train.batch_size))
 
 # %% [markdown]

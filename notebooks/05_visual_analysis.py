@@ -98,6 +98,36 @@ if compare_run:
     display(widgets.run_comparison(run_dir, compare_run, data_root))
 
 # %% [markdown]
+# ## Score your own images
+#
+# A trained run scores any image file or folder, at the image's own size, with
+# `dhkd.predict` (the same as `dhkd predict --run RUN INPUT... --out DIR` on the command
+# line). Without a threshold it uses the one `dhkd evaluate` recorded in the run: a high
+# quantile of the scores of the **defect-free** test images only, which is what a factory can
+# calibrate on. Here it scores a few of this category's test images as if they were new ones;
+# point `images` at a folder of your own instead.
+
+# %%
+import matplotlib.pyplot as plt
+from PIL import Image
+
+import dhkd
+from dhkd.inference import output_names
+
+images = [Path(p) for p in test.paths[:: max(1, len(test.paths) // 6)]][:6]
+scored = dhkd.predict(run_dir, images, out=run_dir / "scored", progress=False)
+print(f"threshold {scored.attrs['threshold']:.4f} ({scored.attrs['threshold_how']})")
+display(scored.assign(path=["/".join(Path(p).parts[-2:]) for p in scored["path"]]))
+names = output_names([Path(p) for p in scored["path"]])
+fig, axes = plt.subplots(1, len(names), figsize=(2.4 * len(names), 2.6))
+for ax, name, (_, row) in zip(axes, names, scored.iterrows()):
+    ax.imshow(Image.open(run_dir / "scored" / "overlays" / name))
+    ax.set_title(f"{row['score']:.3f} {'flagged' if row['flagged'] else 'ok'}", fontsize=9)
+    ax.axis("off")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
 # ## What to take from this
 #
 # - One colour range for the whole test set makes maps comparable between images: a good
@@ -117,7 +147,10 @@ if compare_run:
 #    exercise 1), evaluate it (notebook 04), then set
 #    `compare_run = "../runs/no_masking/nut"` in the parameters cell. Which defect types does
 #    the masking stage help with?
-# 3. **A texture.** Run notebooks 03 to 05 with `category = "grass"`: are the misses on a
+# 3. **Your own folder.** Point `images` in "Score your own images" at a folder of your own
+#    photos (any size, PNG/JPEG/BMP/TIFF) and pass `threshold=` to `dhkd.predict`: how many
+#    are flagged at the recorded threshold, and does the overlay mark what you expected?
+# 4. **A texture.** Run notebooks 03 to 05 with `category = "grass"`: are the misses on a
 #    texture the same kind as on the nut (small, faint, at the border)?
 #
 # ---
