@@ -36,6 +36,16 @@ class FusionConfig:
     """Mutual-mapping fusion (MMF) of the teacher's scales before the OCBE."""
 
     enabled: bool = True
+    # The kit's interpretation of "fuses features of different levels inhomogeneously".
+    # False: G_s = F_s + sum_t w_st M_ts(F_t), softmax over the other scales only (their two
+    # weights stay at 0.50 +- 0.004 once trained: any scale is absorbed by the mappings'
+    # BatchNorm). True: the own scale joins the softmax, G_s = w_ss F_s + sum_t w_st M_ts(F_t),
+    # so each target learns how much it keeps against how much it borrows.
+    include_self: bool = False
+    self_logit: float = 0.0  # initial logit of the own scale (others start at 0); log 4 = 1.386 keeps 2/3
+    # True: at the start of training every mapping M_ts is scaled so that its output has the
+    # RMS of F_s on the training images (else a borrowed term starts, and stays, at 3-6 % of G_s).
+    match_scale: bool = False
 
 
 @dataclass
@@ -43,6 +53,11 @@ class AttentionConfig:
     """Coordinate attention on the OCBE input and after every decoder stage."""
 
     enabled: bool = True
+    # "coordinate attention inside the reverse-distillation structure": where exactly is the
+    # kit's interpretation. both: on the concatenated OCBE input and after every decoder stage;
+    # ocbe: the OCBE input only (it then weighs the teacher's evidence, not the student's
+    # reconstruction); decoder: after the decoder stages only.
+    placement: str = "both"  # both | ocbe | decoder
 
 
 @dataclass
@@ -54,6 +69,13 @@ class MemoryConfig:
     residual: bool = False  # decoder gets z + read-out instead of the read-out alone
     shrink_threshold: float = -1.0  # MemAE hard shrinkage; < 0 means 1 / items
     temperature: float = 0.05  # softmax temperature of the cosine addressing
+    # The kit's interpretation of "a single-category embedding memory": items start where the
+    # category's embeddings are. random: uniform in +-1/sqrt(C), as a MemAE layer (the decoder
+    # learns to bypass such items: the read-out stays ~2 % of z + read-out). kmeans: the centres
+    # of k-means clusters (by direction) of the bottleneck embeddings of every training image,
+    # taken at the start of epoch init_epoch (0: before training; k: after k epochs of stage 1).
+    init: str = "random"  # random | kmeans
+    init_epoch: int = 0
 
 
 @dataclass
@@ -84,7 +106,7 @@ class MaskingConfig:
     enabled: bool = True
     stage2_fraction: float = 0.25  # share of the epochs spent in stage 2 (at the end)
     ratio: float = 0.2  # target share of the image area that is masked
-    shape: str = "mixed"  # perlin | rect | mixed
+    shape: str = "mixed"  # perlin | rect | mixed (perlin or rect) | crack (thin random walks) | all (a third each)
     fill: str = "mixed"  # image (cut from another training image) | noise | mixed
 
 
