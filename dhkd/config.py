@@ -120,7 +120,7 @@ class TrainConfig:
     seed: int = 111
     loss: str = "flatten"  # flatten (official RD4AD) | pixel (the paper's text)
     cache_teacher_features: bool = True  # reuse clean-image features across epochs
-    amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
+    amp: bool = False  # bf16 autocast of the student on CUDA (ignored on the CPU); off = fp32 as RD4AD
     channels_last: bool = True  # NHWC tensors, on CUDA and on the CPU (cuDNN and oneDNN are faster so)
     compile: bool = False  # torch.compile the student
     checkpoint_every: int = 1  # epochs between checkpoints

@@ -75,8 +75,9 @@ def predict(model: DHKD, split: CategorySplit, config: Config, device: torch.dev
         x = normalize(images[start:start + batch])
         if config.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        teacher = model.teacher(x)  # fp32 always: the reference the student is scored against
         with autocast(device, config.train.amp):
-            teacher, student = model(x)
+            student = [feature.float() for feature in model.student(teacher)]
         maps.append(anomaly_map(teacher, student, config.data.image_size, config.eval.blur_sigma))
     all_maps = torch.cat(maps).float()
     return Predictions(all_maps, image_scores(all_maps), split.masks.to(device), split.labels.to(device),

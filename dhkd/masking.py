@@ -109,25 +109,42 @@ def crack_masks(batch: int, size: int, ratio: float, generator: torch.Generator,
     return (distance <= cutoff).view(batch, size, size)
 
 
-def corrupt(images: torch.Tensor, config: MaskingConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def corrupt(images: torch.Tensor, config: MaskingConfig, generator: torch.Generator,
+            donors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Corrupt a batch of normalised images ``(B, 3, S, S)``; returns ``(corrupted, masks)``.
 
-    Content for the "image" fill is taken from the next image in the batch at the same place
-    (another normal image, so the student cannot copy it); the "noise" fill is Gaussian noise
-    in the normalised space.
+    Content for the "image" fill is taken at the same place from ``donors`` (normalised, same
+    shape; row i from another normal image than row i of ``images``, so the student cannot copy
+    it; training passes :func:`donor_indices`). Without ``donors`` the next image in the batch
+    gives it, which needs two images or more. The "noise" fill is Gaussian noise in the
+    normalised space.
     """
     if config.shape not in SHAPES or config.fill not in FILLS:
         raise DhkdError(f"masking.shape must be one of {SHAPES} and masking.fill one of {FILLS}",
                         f"got shape={config.shape!r}, fill={config.fill!r}")
     batch, _, size, _ = images.shape
     device = images.device
+    if donors is None:
+        if batch < 2 and config.fill != "noise":
+            raise DhkdError("the 'image' fill of one image needs a donor image: it would be filled with itself",
+                            "pass donors= (another image), corrupt two images or more, or use masking.fill=noise")
+        donors = images.roll(1, dims=0)
     masks = _masks(batch, size, config, generator, device)
-    donors = images.roll(1, dims=0)
     noise = torch.randn(images.shape, generator=generator, device=generator.device).to(device)
     use_image = _choose(batch, config.fill == "image", config.fill == "noise", generator, device)
     fill = torch.where(use_image.view(batch, 1, 1, 1), donors, noise)
     corrupted = torch.where(masks.unsqueeze(1), fill, images)
     return corrupted, masks
+
+
+def donor_indices(indices: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """For each training-image index in ``indices``, another index of ``range(count)``, drawn
+    uniformly from the generator (so a resumed run draws the same). Needs ``count >= 2``."""
+    if count < 2:
+        raise DhkdError("the masking stage's 'image' fill needs two training images or more",
+                        "add training images or use --set masking.fill=noise")
+    draws = (_uniform((len(indices),), generator, indices.device) * (count - 1)).long().clamp(max=count - 2)
+    return draws + (draws >= indices).long()  # skip the image itself: uniform over the others
 
 
 def _masks(batch: int, size: int, config: MaskingConfig, generator: torch.Generator, device: torch.device) -> torch.Tensor:

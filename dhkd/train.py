@@ -6,8 +6,9 @@ teacher's features of a corrupted image and asks for the clean image's features.
 
 What makes it fast: the training images are decoded once into one uint8 tensor on the
 device; the teacher's features of the clean images never change, so they are computed once
-and reused every epoch (the teacher only runs per step on stage-2 corruptions); on CUDA the
-student runs in bf16 autocast and channels-last.
+and reused every epoch (the teacher only runs per step on stage-2 corruptions); tensors are
+channels-last. Everything runs in fp32 as in RD4AD; ``train.amp`` runs the student (never the
+teacher, whose features are the targets) in bf16 autocast on CUDA.
 
 What makes it safe: every epoch ends in an atomic checkpoint (model, optimiser, config,
 position, RNG state); Ctrl-C or SIGTERM saves the exact position mid-epoch, so ``--resume``
@@ -38,7 +39,7 @@ from dhkd.data import load_split, normalize, validate_category
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write_json, atomic_write_text
 from dhkd.loss import distillation_loss
-from dhkd.masking import corrupt
+from dhkd.masking import corrupt, donor_indices
 from dhkd.models import build_model
 
 HISTORY_NAME = "history.csv"
@@ -75,7 +76,8 @@ def seed_everything(seed: int) -> None:
 
 
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA; a no-op on the CPU, where bf16 convolutions are slower."""
+    """bf16 autocast on CUDA for the student only (``train.amp``, off by default); a no-op on
+    the CPU, where bf16 convolutions are slower."""
     if device.type == "cuda" and enabled:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
@@ -296,7 +298,8 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         # no_grad rather than inference_mode: these features feed the student's autograd graph,
         # which may not save inference tensors. The one-off cache does use inference_mode.
-        with torch.no_grad(), autocast(self.device, self.config.train.amp):
+        # Never under autocast: the targets stay fp32 whatever train.amp says.
+        with torch.no_grad():
             return self.model.teacher(images)
 
     def _teacher_cache(self) -> list[torch.Tensor]:
@@ -321,7 +324,10 @@ class Trainer:
         else:
             targets = self._teacher_normalised(images)
         if stage == 2:
-            corrupted, _ = corrupt(images, self.config.masking, self.generator)
+            donors = None
+            if self.config.masking.fill != "noise":  # from other training images, never the image itself
+                donors = normalize(self.images[donor_indices(indices, len(self.images), self.generator)])
+            corrupted, _ = corrupt(images, self.config.masking, self.generator, donors)
             inputs = self._teacher_normalised(corrupted)
         else:
             inputs = targets

@@ -15,6 +15,7 @@ from dhkd.errors import DhkdError
 from dhkd.models.bottleneck import OneClassBottleneck
 from dhkd.models.decoder import Decoder
 from dhkd.models.fusion import MutualMappingFusion
+from dhkd.models.initialisation import rd4ad_initialise
 from dhkd.models.memory import MemoryBank
 from dhkd.models.teacher import Teacher
 
@@ -23,7 +24,10 @@ ATTENTION_PLACEMENTS = ("both", "ocbe", "decoder")
 
 
 class Student(nn.Module):
-    """Teacher features ``[F_1, F_2, F_3]`` in, their reconstruction ``[S_1, S_2, S_3]`` out (same shapes)."""
+    """Teacher features ``[F_1, F_2, F_3]`` in, their reconstruction ``[S_1, S_2, S_3]`` out (same shapes).
+
+    The bottleneck and the decoder start from RD4AD's initialisation (:mod:`dhkd.models.initialisation`).
+    """
 
     def __init__(self, channels: tuple[int, int, int], config: ModelConfig, teacher_nonnegative: bool = True) -> None:
         super().__init__()
@@ -48,6 +52,8 @@ class Student(nn.Module):
         self.decoder = Decoder(self.bottleneck.out_channels, channels, config.decoder.blocks, config.decoder.width_ratio,
                                config.decoder.min_width, attention=attention and config.attention.placement != "ocbe",
                                output_projection=projection)
+        rd4ad_initialise(self.bottleneck)
+        rd4ad_initialise(self.decoder, keep=tuple(self.decoder.projections))
 
     def bottleneck_embedding(self, features: list[torch.Tensor]) -> torch.Tensor:
         """The bottleneck embedding ``z`` before the memory (what the memory items describe)."""
