@@ -101,16 +101,56 @@ def screen(args: argparse.Namespace) -> dict:
     return record
 
 
+def _acts(diagnostics: dict) -> str:
+    """One short cell per addition: fusion borrowed shares, attention spread, memory share / items used."""
+    cells = []
+    if "fusion" in diagnostics:
+        fusion = diagnostics["fusion"]
+        spread = max(abs(w - 1 / len([v for v in row if v])) for row in fusion["weights"] for w in row if w)
+        cells.append("fusion borrowed " + "/".join(f"{100 * x:.0f}" for x in fusion["borrowed_share"])
+                     + f" %, weights off uniform by {spread:.3f}")
+    if "attention" in diagnostics:
+        spans = diagnostics["attention"]
+        cells.append(f"attention {min(a['p01'] for a in spans):.3f}-{max(a['p99'] for a in spans):.3f}, "
+                     f"spread {max(a['spread'] for a in spans):.3f}")
+    if "memory" in diagnostics:
+        memory = diagnostics["memory"]
+        cells.append(f"memory share {100 * memory['readout_share']:.1f} %, {memory['items_used']}/{memory['items']} "
+                     f"items, max weight {memory['mean_max_weight']:.2f}")
+    return "; ".join(cells) or "-"
+
+
+def table(out: Path) -> str:
+    """Every screened variant as a markdown table (scores in %, per-kind pixel AUROC, diagnostics)."""
+    header = ["variant", "--set (beyond the common ones)", "image AUROC", "pixel AUROC", "AUPRO",
+              "pixel AUROC blowhole/break/crack/fray/uneven", "diagnostics", "wall s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for line in (out / "screen.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        sets = " ".join(x for x in r["sets"] if not x.startswith(("train.epochs", "data.image_size"))
+                        and not x.endswith("enabled=false"))
+        kinds = "/".join(f"{v:.1f}" for _, v in sorted(r["per_kind_pixel_auroc"].items()))
+        lines.append(f"| {r['name']} | {sets or '-'} | {r['image_auroc']:.1f} | {r['pixel_auroc']:.1f} | {r['aupro']:.1f} "
+                     f"| {kinds} | {_acts(r['diagnostics'])} | {r['wall_s']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", required=True)
-    parser.add_argument("--category", required=True)
+    parser.add_argument("--data-root")
+    parser.add_argument("--category")
     parser.add_argument("--profile", default="offline")
-    parser.add_argument("--name", required=True)
+    parser.add_argument("--name")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="runs/screen")
+    parser.add_argument("--table", action="store_true", help="print the table of every variant in OUT and stop")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(Path(args.out)))
+        return 0
+    if not args.name:
+        parser.error("--name is required to screen a variant")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     screen(args)
     return 0

@@ -4,7 +4,9 @@ The paper (IEEE TBD 2024) fuses "features of different levels inhomogeneously". 
 interpretation (method.md, addition 1): for each target scale s, each other scale t is mapped
 onto s's shape, and ``G_s = F_s + sum_t w_st * M_ts(F_t)`` with ``w_s = softmax(a_s)``
 learned per target, so each scale learns its own mixture. G replaces F as input to the
-bottleneck; the distillation targets stay the raw teacher features.
+bottleneck; the distillation targets stay the raw teacher features. Options (config
+``model.fusion``): the own scale in the softmax (``include_self``), and mappings scaled at the
+start of training to the size of the scale they feed (``match_scale``, :meth:`match_scales`).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ embedding of one category. This kit's interpretation (method.md, addition 3) fol
 (Gong et al., ICCV 2019): every position of the embedding is replaced by a sparse mixture of
 learned items. The items can only learn normal patterns, so an anomaly's embedding is pulled
 back to something normal and the student fails to reconstruct it: a larger anomaly score.
+Items learned from a random start stay tiny and the decoder learns around them, so the kit can
+start them at k-means centres of the category's training embeddings (``memory.init: kmeans``,
+:meth:`MemoryBank.init_from_embeddings`, called by the trainer).
 """
 
 from __future__ import annotations
