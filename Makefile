@@ -27,7 +27,9 @@ test: setup
 #   make reproduce DATA=data/mvtec_ad PROFILE=paper         the paper's reproduction (GPU)
 #   make reproduce DATA=data/mvtec_ad PROFILE=paper DEVICES=0,1,2,3   categories spread over 4 GPUs
 #   make reproduce DATA=../shared/data/mvtec_ad CATEGORIES=bottle PROFILE=offline
-# make ablation: the RD baseline, each addition alone, then all; one table per category.
+# make ablation: the RD baseline, each addition alone, then all; one table per category, with the
+# mean ± std over SEEDS (default: the profile's seed). Resumable: run it again to finish what is missing.
+#   make ablation DATA=data/mvtec_ad CATEGORIES=bottle PROFILE=offline SEEDS="111 112 113"
 DATA       ?=
 CATEGORIES ?=
 PROFILE    ?=
@@ -35,6 +37,7 @@ EPOCHS     ?=
 DEVICE     ?= auto
 DEVICES    ?=
 FORCE      ?=
+SEEDS      ?=
 RESULTS    ?= results
 TOY_DATA   ?= data/toy
 TOY_EPOCHS ?= 10
@@ -59,7 +62,7 @@ reproduce: setup
 
 ablation: setup
 	$(MAKE_DATA)
-	$(REPRODUCE) --ablation
+	$(REPRODUCE) --ablation --seeds '$(SEEDS)'
 
 # ---------------------------------------------------------------------------------------------
 # make bench: training, inference and metric timings (dhkd bench) as a table and a JSON file.

@@ -21,6 +21,7 @@ from dhkd.anomaly_map import anomaly_map, image_scores
 from dhkd.checkpoint import CHECKPOINT_NAME, check_compatible, load_checkpoint
 from dhkd.config import Config, read_config
 from dhkd.data import CategorySplit, load_split, normalize, validate_category
+from dhkd.diagnostics import diagnose_run
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write, atomic_write_json
 from dhkd.models import DHKD, build_model
@@ -146,8 +147,10 @@ def load_predictions(run_dir: str | Path) -> Predictions:
 
 
 def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, device: str | None = "auto",
-                 json_path: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Evaluate a trained run on its category's test split; writes metrics (and maps) to disk."""
+                 json_path: str | Path | None = None, progress: bool = True, diagnostics: bool = True) -> dict[str, Any]:
+    """Evaluate a trained run on its category's test split; writes metrics (and maps) to disk.
+    ``diagnostics``: also record whether each addition acts (:mod:`dhkd.diagnostics`), from a few
+    training images."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
@@ -176,6 +179,10 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, devic
         "data_root": str(data_root),
         "per_defect": scores["per_defect"],
     }
+    if diagnostics:
+        train_split = load_split(data_root, category, "train", config.data.image_size, progress=progress)
+        result["diagnostics"] = diagnose_run(model, config, train_split.images, run_dir)
+        result["seconds"] = round(time.perf_counter() - started, 3)
     save_predictions(run_dir / PREDICTIONS_NAME, predictions)
     atomic_write_json(run_dir / METRICS_NAME, result)
     if json_path is not None:

@@ -503,56 +503,86 @@ def _display_path(path: Path) -> str:
 # ----------------------------------------------------------------------------- ablation
 
 
-def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = print) -> list[Path]:
-    """Train and evaluate every variant of :data:`VARIANTS` per category; one table per category."""
-    from dhkd import tables
-    from dhkd.evaluate import evaluate_run
-    from dhkd.train import train
+def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = print,
+                 seeds: list[int] | None = None) -> list[Path]:
+    """Train and evaluate every variant of :data:`VARIANTS` per category and seed; one table per
+    category with the mean and spread over the seeds (default: the profile's one seed).
 
-    written = []
-    base_overrides = [f"train.epochs={int(plan.epochs)}"] if plan.epochs else []
+    Resumable: a variant and seed whose JSON records the same stamp is skipped, and a training
+    that was stopped resumes from its checkpoint. Layout under ``OUT/<data>/<profile>/ablation/``:
+    ``<category>/seed<N>/<variant>.json`` (metrics and diagnostics of every seed),
+    ``<category>/seed<N>/runs/<variant>/`` (the run folders), ``<category>.csv`` and ``.md``,
+    and ``ablation.md`` with every category.
+    """
+    from dhkd import tables
+
+    seeds = list(seeds) if seeds else [plan.config.train.seed]
     root = plan.results / "ablation"
-    sections = []
+    written, sections = [], []
     for category in plan.categories:
-        results = []
-        for index, (key, (title, switched_on)) in enumerate(VARIANTS.items(), start=1):
-            overrides = base_overrides + [f"{SWITCHES[s]}={'true' if s in switched_on else 'false'}" for s in SWITCHES]
-            config = load_config(plan.profile, overrides)
-            result_path = root / category / f"{key}.json"
-            wanted = stamp(config=to_dict(config), data=str(plan.data), category=category, device=plan.device)
-            label = f"[{index}/{len(VARIANTS)}] {category} · {title}"
-            if not force and _recorded_stamp(result_path) == wanted:
-                say(f"{label} up to date, skipped")
-                results.append(json.loads(result_path.read_text()))
-                continue
-            run_dir = root / category / "runs" / key
-            if force:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            say(f"{label} …", flush=True)
-            started = time.perf_counter()
-            with HistoryWatcher(run_dir / "history.csv", config.train.epochs):
-                train(config, plan.data, category, run_dir, device=plan.device,
-                      resume=prepare_run_dir(run_dir, config), progress=False)
-            result = evaluate_run(run_dir, plan.data, plan.device, progress=False)
-            result.update({"variant": title, "key": key, "overrides": overrides, "stamp": wanted})
-            atomic_write_json(result_path, result)
-            results.append(result)
-            say(f"{label} … {time.perf_counter() - started:.1f} s", flush=True)
+        results = [_ablation_variant(plan, category, seed, key, index, len(seeds) * len(VARIANTS), force, say)
+                   for index, (seed, key) in enumerate(((s, k) for s in seeds for k in VARIANTS), start=1)]
         frame = tables.ablation_table(results)
-        markdown = tables.markdown_table(frame, signed=())
-        atomic_write_text(root / f"{category}.csv", tables.csv_text(frame))
+        markdown = tables.ablation_markdown(frame)
+        atomic_write_text(root / f"{category}.csv", frame.to_csv(lineterminator="\n"))
         atomic_write_text(root / f"{category}.md", f"# Ablation: {category}\n\n{markdown}\n")
         written += [root / f"{category}.csv", root / f"{category}.md"]
         sections.append(f"## {category}\n\n{markdown}\n")
         say(f"\n{category} ({plan.profile}, teacher {plan.config.model.teacher.name}, "
-            f"{plan.config.train.epochs} epochs):\n{markdown}\n")
+            f"{plan.config.train.epochs} epochs, seeds {' '.join(map(str, seeds))}):\n{markdown}\n")
     header = (f"# Ablation\n\nMade by `make ablation` on {plan.dataset} (`{plan.data_text}`), profile "
               f"{plan.profile}, teacher {plan.config.model.teacher.name}, device {plan.device}, "
-              f"{plan.config.train.epochs} epochs. Every variant starts from RD (all four additions off) and "
-              "switches on what its name says. Numbers in percent.\n\n")
+              f"{plan.config.train.epochs} epochs, seeds {' '.join(map(str, seeds))}. Every variant starts from RD "
+              "(all four additions off) and switches on what its name says. Numbers in percent: mean ± standard "
+              "deviation over the seeds; Δ is the variant minus RD trained with the same seed, averaged, ± the "
+              "standard deviation of that paired difference. *Inert additions*: those whose diagnostics "
+              "(dhkd.diagnostics) say they barely act, in how many seeds.\n\n")
     atomic_write_text(root / "ablation.md", header + "\n".join(sections))
     written.append(root / "ablation.md")
     return written
+
+
+def _ablation_variant(plan: Plan, category: str, seed: int, key: str, index: int, total: int, force: bool,
+                      say: Callable[..., None]) -> dict[str, Any]:
+    """One variant with one seed: trained (or resumed) and evaluated, unless already done."""
+    from dhkd.evaluate import evaluate_run
+    from dhkd.train import train
+
+    title, switched_on = VARIANTS[key]
+    overrides = [f"train.epochs={int(plan.epochs)}"] if plan.epochs else []
+    overrides += [f"{SWITCHES[s]}={'true' if s in switched_on else 'false'}" for s in SWITCHES]
+    overrides += [f"train.seed={int(seed)}"]
+    config = load_config(plan.profile, overrides)
+    folder = plan.results / "ablation" / category / f"seed{seed}"
+    result_path = folder / f"{key}.json"
+    wanted = stamp(config=to_dict(config), data=str(plan.data), category=category, device=plan.device)
+    label = f"[{index}/{total}] {category} · seed {seed} · {title}"
+    if not force and _recorded_stamp(result_path) == wanted:
+        say(f"{label} up to date, skipped")
+        return json.loads(result_path.read_text())
+    run_dir = folder / "runs" / key
+    if force:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    say(f"{label} …", flush=True)
+    started = time.perf_counter()
+    with HistoryWatcher(run_dir / "history.csv", config.train.epochs):
+        train(config, plan.data, category, run_dir, device=plan.device, resume=prepare_run_dir(run_dir, config),
+              progress=False)
+    result = evaluate_run(run_dir, plan.data, plan.device, progress=False)
+    result.update({"variant": title, "key": key, "seed": seed, "overrides": overrides, "stamp": wanted})
+    atomic_write_json(result_path, result)
+    say(f"{label} … {time.perf_counter() - started:.1f} s", flush=True)
+    return result
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"111 112 113"`` (or comma-separated) -> ``[111, 112, 113]``; empty -> ``[]`` (the profile's seed)."""
+    seeds = [s for s in str(text).replace(",", " ").split() if s]
+    if not all(s.isdigit() for s in seeds):
+        raise DhkdError(f"SEEDS must list whole numbers, got {text!r}", 'for example SEEDS="111 112 113"')
+    if len(set(seeds)) != len(seeds):
+        raise DhkdError(f"SEEDS names a seed twice: {text!r}", "list every seed once")
+    return [int(s) for s in seeds]
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -575,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-html", action="store_true", help="skip the HTML copies of the executed notebooks")
     parser.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
     parser.add_argument("--ablation", action="store_true", help="the ablation instead: RD, each addition, all")
+    parser.add_argument("--seeds", default="", help="ablation seeds, e.g. '111 112 113'; empty: the profile's seed")
     return parser
 
 
@@ -597,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
             if plan.devices:
                 raise DhkdError("DEVICES spreads make reproduce over GPUs; make ablation runs on one device",
                                 "leave DEVICES empty and pick the GPU with DEVICE=cuda:N")
-            run_ablation(plan, args.force)
+            run_ablation(plan, args.force, seeds=parse_seeds(args.seeds))
         else:
             check_kernel()
             run(plan, force=args.force, readme=args.readme, html=not args.no_html, dry_run=args.dry_run)

@@ -403,15 +403,112 @@ def update_readme(readme: str | Path, body: str, markers: tuple[str, str] = (REA
 # ----------------------------------------------------------------------------- ablation
 
 
-def ablation_table(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per ablation variant (in the order given), metrics in percent, train seconds."""
+ABLATION_METRICS = {"image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", "aupro": "AUPRO",
+                    "pro_rd4ad": "PRO (RD4AD code)"}
+BASELINE_KEY = "rd"
+INERT = "Inert additions"
+
+
+def ablation_table(results: list[dict[str, Any]], baseline: str = BASELINE_KEY) -> pd.DataFrame:
+    """One row per ablation variant (in the order first given), over every seed of its results.
+
+    Per metric (in percent): the mean over seeds, its standard deviation (``std``, over seeds,
+    n - 1 in the denominator; empty with one seed), the mean difference to the baseline variant
+    (``Δ``, paired: variant minus baseline of the same seed) and that difference's standard
+    deviation over seeds (``Δ std``), the spread that says whether a difference is more than
+    noise. Then the seeds, the mean training seconds and the additions the diagnostics call
+    inert, with how many seeds did so.
+    """
+    frame = _per_seed_frame(results)
+    base = frame[frame["key"] == baseline].set_index("seed") if baseline in set(frame["key"]) else None
+    rows = []
+    for key in dict.fromkeys(frame["key"]):
+        runs = frame[frame["key"] == key].set_index("seed")
+        row: dict[str, Any] = {"Variant": runs["variant"].iloc[0]}
+        for column in ABLATION_METRICS.values():
+            row[column] = runs[column].mean()
+            row[f"{column} std"] = runs[column].std()
+            paired = (runs[column] - base[column]).dropna() if base is not None else pd.Series(dtype=float)
+            row[f"Δ {column}"] = paired.mean() if len(paired) else math.nan
+            row[f"Δ {column} std"] = paired.std() if len(paired) > 1 else math.nan
+        row["Seeds"] = len(runs)
+        row["Train s"] = round(float(runs["Train s"].mean()), 1)
+        row[INERT] = _inert_summary(runs["inert"].tolist())
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("Variant")
+    numeric = [c for c in table.columns if c not in ("Seeds", "Train s", INERT)]
+    table[numeric] = table[numeric].astype(float).round(3)
+    return table
+
+
+def _per_seed_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for result in results:
-        rows.append({"Variant": result["variant"], "Image AUROC": _percent(result["image_auroc"]),
-                     "Pixel AUROC": _percent(result["pixel_auroc"]), "AUPRO": _percent(result["aupro"]),
-                     "PRO (RD4AD code)": _percent(result["pro_rd4ad"]),
-                     "Train s": round(float(result.get("train_seconds") or math.nan), 1)})
-    return pd.DataFrame(rows).set_index("Variant")
+        diagnostics = result.get("diagnostics")
+        row = {"key": result.get("key", result["variant"]), "variant": result["variant"], "seed": result.get("seed", 0),
+               "Train s": float(result.get("train_seconds") or math.nan),
+               "inert": None if diagnostics is None else list(diagnostics.get("inert", []))}
+        row.update({column: 100.0 * float(result[name]) if result.get(name) is not None else math.nan
+                    for name, column in ABLATION_METRICS.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _inert_summary(per_seed: list[list[str] | None]) -> str:
+    """``"attention 3/3, fusion 1/3"``: how many seeds' diagnostics call each addition inert."""
+    known = [inert for inert in per_seed if inert is not None]
+    if not known:
+        return "–"
+    counts: dict[str, int] = {}
+    for inert in known:
+        for name in inert:
+            counts[name] = counts.get(name, 0) + 1
+    return ", ".join(f"{name} {count}/{len(known)}" for name, count in counts.items()) or "none"
+
+
+def ablation_markdown(table: pd.DataFrame) -> str:
+    """The ablation table as Markdown: ``mean ± std`` per metric, ``Δ ± std`` to RD, then seeds,
+    training seconds and inert additions."""
+    shown = pd.DataFrame(index=table.index)
+    for column in ABLATION_METRICS.values():
+        shown[column] = [_plus_minus(m, s) for m, s in zip(table[column], table[f"{column} std"])]
+        shown[f"Δ {column}"] = [_plus_minus(m, s, signed=True)
+                                for m, s in zip(table[f"Δ {column}"], table[f"Δ {column} std"])]
+    for column in ("Seeds", "Train s", INERT):
+        shown[column] = table[column]
+    return markdown_table(shown, signed=())
+
+
+def _plus_minus(mean: float, std: float, signed: bool = False) -> str:
+    if math.isnan(mean):
+        return "–"
+    text = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    return text if math.isnan(std) else f"{text} ± {std:.2f}"
+
+
+def load_ablation(results_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """Every variant-and-seed JSON under ``results_dir/ablation`` (as ``make ablation`` writes
+    them: ``<category>/seed<N>/<variant>.json``), per category."""
+    root = Path(results_dir) / "ablation"
+    found: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(root.glob("*/seed*/*.json")):
+        found.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
+    return found
+
+
+def ablation_report(results_dir: str | Path) -> str:
+    """Markdown of every category's ablation table in a results folder, for notebook 06."""
+    from dhkd.reproduce import VARIANTS  # here: reproduce imports this module
+
+    found = load_ablation(results_dir)
+    if not found:
+        return f"No ablation results in {Path(results_dir) / 'ablation'}: run `make ablation` first."
+    sections = []
+    for category, results in found.items():
+        order = {key: i for i, key in enumerate(VARIANTS)}
+        results = sorted(results, key=lambda r: (order.get(r.get("key"), len(order)), r.get("seed", 0)))
+        sections.append(f"**{category}**\n\n{ablation_markdown(ablation_table(results))}")
+    return "\n\n".join(sections)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -196,25 +196,6 @@ def test_bad_inputs_fail_before_any_notebook_runs(tmp_path: Path) -> None:
     assert bad_epochs.returncode == 1 and "EPOCHS" in bad_epochs.stderr
 
 
-@pytest.mark.slow
-def test_ablation_trains_every_variant_and_writes_one_table(tmp_path: Path) -> None:
-    data = tmp_path / "toy"
-    generate_toy(data, image_size=64, n_train=4, n_test_good=2, n_test_per_defect=1, categories=["nut"], progress=False)
-    plan = reproduce.make_plan(data, ["nut"], "smoke", 1, "cpu", tmp_path / "results")
-    lines: list[str] = []
-    written = reproduce.run_ablation(plan, say=lambda *a, **k: lines.append(" ".join(map(str, a))))
-    folder = plan.results / "ablation"
-    assert folder / "nut.md" in written and (folder / "ablation.md").exists()
-    table = (folder / "nut.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in table[1:]] == [title for title, _ in reproduce.VARIANTS.values()]
-    runs = {key: (folder / "nut" / "runs" / key / "config.yaml").read_text() for key in reproduce.VARIANTS}
-    assert "fusion:\n    enabled: false" in runs["rd"] and "fusion:\n    enabled: true" in runs["fusion"]
-    assert "memory:\n    enabled: false" in runs["fusion"] and "memory:\n    enabled: true" in runs["all"]
-    again: list[str] = []
-    reproduce.run_ablation(plan, say=lambda *a, **k: again.append(" ".join(map(str, a))))
-    assert sum("up to date, skipped" in line for line in again) == len(reproduce.VARIANTS)
-
-
 # ----------------------------------------------------------------------------- make reproduce DEVICES=
 
 

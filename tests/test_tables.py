@@ -197,3 +197,42 @@ def test_ablation_table() -> None:
     ])
     assert list(frame.index) == ["RD (baseline)", "all (DHKD)"]
     assert frame.loc["all (DHKD)", "Image AUROC"] == 95.0 and frame.loc["RD (baseline)", "Train s"] == 12.3
+
+
+def _run(key: str, seed: int, image: float, pixel: float, inert: list[str] | None = None) -> dict:
+    variant = {"rd": "RD (baseline)", "memory": "+ memory bank"}[key]
+    result = {"key": key, "variant": variant, "seed": seed, "image_auroc": image, "pixel_auroc": pixel,
+              "aupro": 0.5, "pro_rd4ad": 0.6, "train_seconds": 10.0}
+    if inert is not None:
+        result["diagnostics"] = {"inert": inert}
+    return result
+
+
+def test_multi_seed_ablation_mean_std_and_paired_difference_by_hand() -> None:
+    """Three seeds: RD image AUROC 70, 74, 72; memory 73, 74, 78. By hand: RD mean 72, std 2 (n - 1);
+    memory mean 75, std sqrt(((73-75)^2 + (74-75)^2 + (78-75)^2) / 2) = sqrt(7); paired differences
+    3, 0, 6: mean 3, std 3. Pixel AUROC is 80 for every run: std 0, difference 0 ± 0."""
+    results = [_run("rd", 111, 0.70, 0.8, []), _run("rd", 112, 0.74, 0.8, []), _run("rd", 113, 0.72, 0.8, []),
+               _run("memory", 111, 0.73, 0.8, ["memory"]), _run("memory", 112, 0.74, 0.8, []),
+               _run("memory", 113, 0.78, 0.8, ["memory"])]
+    frame = tables.ablation_table(results)
+    assert list(frame.index) == ["RD (baseline)", "+ memory bank"]
+    rd, memory = frame.loc["RD (baseline)"], frame.loc["+ memory bank"]
+    assert rd["Image AUROC"] == pytest.approx(72.0) and rd["Image AUROC std"] == pytest.approx(2.0)
+    assert memory["Image AUROC"] == pytest.approx(75.0) and memory["Image AUROC std"] == pytest.approx(7 ** 0.5, abs=1e-3)
+    assert memory["Δ Image AUROC"] == pytest.approx(3.0) and memory["Δ Image AUROC std"] == pytest.approx(3.0)
+    assert rd["Δ Image AUROC"] == 0.0 and rd["Δ Image AUROC std"] == 0.0
+    assert memory["Pixel AUROC std"] == 0.0 and memory["Δ Pixel AUROC"] == 0.0
+    assert memory["Seeds"] == 3 and memory["Inert additions"] == "memory 2/3" and rd["Inert additions"] == "none"
+    markdown = tables.ablation_markdown(frame)
+    assert "75.00 ± 2.65" in markdown and "+3.00 ± 3.00" in markdown and "72.00 ± 2.00" in markdown
+
+
+def test_one_seed_ablation_has_no_spread_and_pairs_only_matching_seeds() -> None:
+    frame = tables.ablation_table([_run("rd", 111, 0.70, 0.8), _run("memory", 111, 0.75, 0.8),
+                                   _run("memory", 112, 0.85, 0.8)])
+    memory = frame.loc["+ memory bank"]
+    assert memory["Image AUROC"] == pytest.approx(80.0)  # both seeds of the variant
+    assert memory["Δ Image AUROC"] == pytest.approx(5.0)  # only seed 111 has an RD partner
+    assert math.isnan(memory["Δ Image AUROC std"]) and math.isnan(frame.loc["RD (baseline)", "Image AUROC std"])
+    assert "70.00 |" in tables.ablation_markdown(frame) and frame.loc["RD (baseline)", "Inert additions"] == "–"

@@ -1,0 +1,133 @@
+"""Diagnostics on hand-built tiny models, where the right figures are known by hand."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from dhkd import diagnostics
+from dhkd.config import MaskingConfig, load_config
+from dhkd.models import CoordinateAttention, MemoryBank, build_model
+
+
+class ScaledFusion(nn.Module):
+    """``G_s = (1 + borrowed) * F_s`` with uniform mixing weights: the borrowed share is
+    ``borrowed / (1 + borrowed)`` at every scale."""
+
+    def __init__(self, borrowed: float, scales: int = 3) -> None:
+        super().__init__()
+        self.borrowed, self.scales = borrowed, scales
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [f * (1 + self.borrowed) for f in features]
+
+    def mixing_weights(self) -> torch.Tensor:
+        return (1 - torch.eye(self.scales)) / (self.scales - 1)
+
+
+def _features() -> list[torch.Tensor]:
+    return [torch.rand(2, c, s, s) + 0.1 for c, s in [(4, 16), (8, 8), (16, 4)]]
+
+
+def test_fusion_borrowed_share_and_uniform_weights_by_hand() -> None:
+    result = diagnostics.fusion_diagnostics(ScaledFusion(0.5), _features())
+    assert result["borrowed_share"] == [pytest.approx(1 / 3, abs=1e-4)] * 3
+    assert result["mixing_weights"] == [[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]]
+    assert result["mixing_untrained"] == 0.5 and result["mixing_max_deviation"] == 0.0
+    assert result["inert"] is False
+    weak = diagnostics.fusion_diagnostics(ScaledFusion(0.05), _features())
+    assert weak["borrowed_share"][0] == pytest.approx(0.05 / 1.05, abs=1e-4)
+    assert weak["inert"] is True
+
+
+def test_constant_attention_has_no_spread_and_is_inert() -> None:
+    attention = CoordinateAttention(16).eval()
+    for conv in (attention.to_h, attention.to_w):
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+    site = diagnostics.attention_site(attention, torch.randn(2, 16, 8, 8))
+    assert site["spread"] == 0.0 and site["std"] == 0.0
+    assert site["mean"] == pytest.approx(0.25) and site["mean_abs_from_untrained"] == 0.0
+    assert diagnostics.attention_diagnostics({"site": site})["inert"] is True
+
+
+def test_attention_that_weights_rows_differently_is_not_inert() -> None:
+    attention = CoordinateAttention(16).eval()
+    nn.init.constant_(attention.to_h.weight, 3.0)
+    rows = torch.linspace(-2, 2, 8).view(1, 1, 8, 1).expand(2, 16, 8, 8)
+    site = diagnostics.attention_site(attention, rows.contiguous())
+    assert site["spread"] > diagnostics.ATTENTION_MIN_SPREAD
+    result = diagnostics.attention_diagnostics({"constant": {**site, "spread": 0.0}, "rows": site})
+    assert result["inert_sites"] == ["constant"] and result["inert"] is False
+
+
+def _one_hot_memory(residual: bool) -> tuple[MemoryBank, torch.Tensor]:
+    """4 orthonormal items; the embedding's 2x2 positions are items 0, 1, 2 and 2."""
+    memory = MemoryBank(channels=4, items=4, residual=residual, temperature=0.01)
+    with torch.no_grad():
+        memory.items.copy_(torch.eye(4))
+    z = torch.eye(4)[[0, 1, 2, 2]].T.reshape(1, 4, 2, 2)
+    return memory, z
+
+
+def test_one_hot_addressing_reads_one_item_per_position() -> None:
+    memory, z = _one_hot_memory(residual=False)
+    result = diagnostics.memory_diagnostics(memory, z, memory(z))
+    assert result["items_per_position"] == pytest.approx(1.0, abs=1e-3)
+    assert result["mean_max_weight"] == pytest.approx(1.0, abs=1e-4)
+    assert result["entropy_ratio"] == pytest.approx(0.0, abs=1e-3)
+    assert result["items_used"] == 3
+    usage = torch.tensor([0.25, 0.25, 0.5])  # the average addressing: items 0, 1 once, item 2 twice
+    assert result["effective_items"] == pytest.approx(math.exp(-(usage * usage.log()).sum().item()), abs=1e-3)
+    assert result["readout_share"] == 1.0 and result["inert"] is False
+
+
+def test_residual_read_out_share_by_hand() -> None:
+    memory, z = _one_hot_memory(residual=True)
+    result = diagnostics.memory_diagnostics(memory, z, memory(z))  # z + read-out = 2 z: half of it is read out
+    assert result["readout_share"] == pytest.approx(0.5, abs=1e-4)
+    bypassed = diagnostics.memory_diagnostics(memory, z, z + 0.05 * memory(z) - 0.05 * z)
+    assert bypassed["readout_share"] < diagnostics.MEMORY_MIN_READOUT_SHARE and bypassed["inert"] is True
+
+
+def test_stage_losses_from_history_rows() -> None:
+    rows = [{"epoch": 1, "stage": "1", "loss": "0.4"}, {"epoch": 2, "stage": "1", "loss": "0.2"},
+            {"epoch": 3, "stage": "2", "loss": "0.5"}, {"epoch": 4, "stage": "2", "loss": "0.3"}]
+    losses = diagnostics.stage_losses(rows)
+    assert losses == {"stage1_last": 0.2, "stage2_first": 0.5, "stage2_last": 0.3, "stage2_mean": 0.4,
+                      "stage2_over_stage1": 2.0}
+    assert diagnostics.stage_losses(rows[:2])["stage2_mean"] is None
+
+
+def test_a_student_that_copies_the_corruption_restores_nothing() -> None:
+    """Teacher and student are identities: outside the corrupted regions the error is 0, inside it is
+    exactly the corruption's own, so the restoration is 0 and masking counts as inert."""
+    config = load_config("smoke", ["masking.fill=noise"])
+    model = SimpleNamespace(teacher=lambda x: [x], student=lambda features: features)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    probe = diagnostics.masking_probe(model, config, images, torch.Generator().manual_seed(0))
+    assert probe["error_outside"] == pytest.approx(0.0, abs=1e-5)
+    assert probe["error_inside"] == pytest.approx(probe["corruption_inside"], rel=1e-4) and probe["error_inside"] > 0.1
+    assert probe["restoration"] == pytest.approx(0.0, abs=1e-3)
+    result = diagnostics.masking_diagnostics(model, config, images, [], torch.Generator().manual_seed(0))
+    assert result["inert"] is True
+
+
+def test_diagnose_a_whole_model_reports_every_addition() -> None:
+    config = load_config("smoke")
+    model = build_model(config.model, 0)
+    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    result = diagnostics.diagnose(model, config, images, [])
+    assert set(diagnostics.ADDITIONS) <= set(result)
+    assert all(result[name]["enabled"] for name in diagnostics.ADDITIONS)
+    assert result["fusion"]["mixing_max_deviation"] == 0.0  # untrained: uniform
+    assert len(result["attention"]["sites"]) == 4  # the bottleneck's and one per decoder stage
+    rd = load_config("smoke", ["model.fusion.enabled=false", "model.attention.enabled=false",
+                               "model.memory.enabled=false", "masking.enabled=false"])
+    plain = diagnostics.diagnose(build_model(rd.model, 0), rd, images, [])
+    assert all(plain[name]["inert"] is None for name in diagnostics.ADDITIONS) and plain["inert"] == []
+    assert "restoration" in plain["masking"]  # RD's reference for the masking probe
