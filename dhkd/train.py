@@ -439,7 +439,13 @@ class Trainer:
             for start in range(0, len(self.images), batch):
                 indices = torch.arange(start, min(start + batch, len(self.images)))
                 parts.append(self.student.bottleneck_embedding(self._clean_features(indices)).float())
-        self.student.memory.init_from_embeddings(torch.cat(parts), seed=self.config.train.seed)
+        embeddings = torch.cat(parts)
+        vectors, items = embeddings.shape[0] * embeddings.shape[2] * embeddings.shape[3], self.config.model.memory.items
+        if vectors < items:
+            raise DhkdError(f"model.memory.init=kmeans needs at least {items} embedding vectors (model.memory.items), "
+                            f"but the {len(self.images)} training images give {vectors}",
+                            "add training images, lower model.memory.items, or use --set model.memory.init=random")
+        self.student.memory.init_from_embeddings(embeddings, seed=self.config.train.seed)
 
     def _batches_per_epoch(self) -> int:
         """RD4AD keeps the last, smaller batch; with several processes each needs a share, so it is dropped."""

@@ -135,6 +135,9 @@ def test_kmeans_waits_for_its_epoch_and_unknown_inits_are_clear(toy_root: Path, 
     assert torch.equal(trainer.student.memory.items, items)
     trainer._init_from_data(epoch=1)
     assert not torch.equal(trainer.student.memory.items, items)
+    trainer.config.model.memory.items = 1000  # more than the 8 toy images' 32 embedding vectors
+    with pytest.raises(DhkdError, match="at least 1000 embedding vectors"):
+        trainer._init_from_data(epoch=1)
     trainer.config.model.memory.init = "pca"
     with pytest.raises(DhkdError, match="memory.init"):
         trainer._init_from_data(epoch=0)
