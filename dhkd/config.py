@@ -45,7 +45,7 @@ class FusionConfig:
     self_logit: float = 0.0  # initial logit of the own scale (others start at 0); log 4 = 1.386 keeps 2/3
     # True: at the start of training every mapping M_ts is scaled so that its output has the
     # RMS of F_s on the training images (else a borrowed term starts, and stays, at 3-6 % of G_s).
-    match_scale: bool = False
+    match_scale: bool = True
 
 
 @dataclass
@@ -66,7 +66,7 @@ class MemoryConfig:
 
     enabled: bool = True
     items: int = 50
-    residual: bool = False  # decoder gets z + read-out instead of the read-out alone
+    residual: bool = True  # decoder gets z + read-out instead of the read-out alone
     shrink_threshold: float = -1.0  # MemAE hard shrinkage; < 0 means 1 / items
     temperature: float = 0.05  # softmax temperature of the cosine addressing
     # The kit's interpretation of "a single-category embedding memory": items start where the
@@ -74,7 +74,7 @@ class MemoryConfig:
     # learns to bypass such items: the read-out stays ~2 % of z + read-out). kmeans: the centres
     # of k-means clusters (by direction) of the bottleneck embeddings of every training image,
     # taken at the start of epoch init_epoch (0: before training; k: after k epochs of stage 1).
-    init: str = "random"  # random | kmeans
+    init: str = "kmeans"  # random | kmeans
     init_epoch: int = 0
 
 
