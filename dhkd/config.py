@@ -50,13 +50,14 @@ class FusionConfig:
 
 @dataclass
 class AttentionConfig:
-    """Coordinate attention on the OCBE input and after every decoder stage."""
+    """Coordinate attention inside the reverse-distillation structure (where: ``placement``)."""
 
     enabled: bool = True
     # "coordinate attention inside the reverse-distillation structure": where exactly is the
     # kit's interpretation. both: on the concatenated OCBE input and after every decoder stage;
     # ocbe: the OCBE input only (it then weighs the teacher's evidence, not the student's
-    # reconstruction); decoder: after the decoder stages only.
+    # reconstruction); decoder: after the decoder stages only. On MTD (128 px, 12 epochs, one
+    # seed) both was 3.1 image AUROC points below RD, ocbe 1.3 above (to be confirmed).
     placement: str = "both"  # both | ocbe | decoder
 
 
