@@ -20,13 +20,15 @@ test: setup
 	$(PY) -m pytest -q
 
 # ---------------------------------------------------------------------------------------------
-# make reproduce: every notebook headless (papermill) per category, then the results tables and
-# the README's results section. Results, executed notebooks (.ipynb and .html) and tables go to
-# results/<data folder>/<profile>/. Up-to-date categories are skipped unless FORCE=1.
+# make reproduce: every notebook headless (papermill) per category, then the results tables.
+# Results, executed notebooks (.ipynb and .html) and tables go to results/<data folder>/<profile>/
+# (ignored by git). Up-to-date categories are skipped unless FORCE=1. README=1 also rewrites the
+# README's results section from them (only then is a tracked file changed).
 #   make reproduce                                          toy data set, offline teacher, CPU
 #   make reproduce DATA=data/mvtec_ad PROFILE=paper         the paper's reproduction (GPU)
 #   make reproduce DATA=data/mvtec_ad PROFILE=paper DEVICES=0,1,2,3   categories spread over 4 GPUs
-#   make reproduce DATA=../shared/data/mvtec_ad CATEGORIES=bottle PROFILE=offline
+#   make reproduce DATA=data/mvtec_ad CATEGORIES=bottle PROFILE=offline README=1
+#   make reproduce DATA=data/mtd.yaml PROFILE=offline          a data-set file: images in any layout (data/README.md)
 # make ablation: the RD baseline, each addition alone, then all; one table per category, with the
 # mean ± std over SEEDS (default: the profile's seed). Resumable: run it again to finish what is missing.
 #   make ablation DATA=data/mvtec_ad CATEGORIES=bottle PROFILE=offline SEEDS="111 112 113"
@@ -38,6 +40,7 @@ DEVICE     ?= auto
 DEVICES    ?=
 FORCE      ?=
 SEEDS      ?=
+README     ?=
 RESULTS    ?= results
 TOY_DATA   ?= data/toy
 TOY_EPOCHS ?= 10
@@ -58,26 +61,21 @@ REPRODUCE = $(PY) -m dhkd.reproduce --data '$(RUN_DATA)' --categories '$(CATEGOR
 
 reproduce: setup
 	$(MAKE_DATA)
-	$(REPRODUCE) --readme README.md
+	$(REPRODUCE) $(if $(filter 1 yes true,$(README)),--readme README.md)
 
 ablation: setup
 	$(MAKE_DATA)
 	$(REPRODUCE) --ablation --seeds '$(SEEDS)'
 
 # ---------------------------------------------------------------------------------------------
-# make bench: training, inference and metric timings (dhkd bench) as a table and a JSON file.
+# make bench: training, inference and metric timings (dhkd bench, from benchmarks/) as a table
+# and a JSON file; make bench-readme: benchmarks/README.md's tables from BENCH_JSONS.
+# benchmarks/README.md lists the commands behind its tables.
 #   make bench                                                      rd profile, synthetic data
-#   make bench DATA=../shared/data/mvtec_ad CATEGORY=bottle COMPARE=anomalib   the README figures
+#   make bench DATA=data/mvtec_ad CATEGORY=bottle COMPARE=anomalib BENCH_JSON=results/bench_rd.json
 #   make bench PROFILE=paper DEVICE=cuda BENCH_JSON=results/bench_paper.json
 # The timings do not depend on the teacher's weights, so BENCH_SET defaults to weights=none
 # (no download). COMPARE=anomalib installs the bench extra (anomalib) first.
-# make bench-readme: the README's Performance tables from BENCH_JSONS, runs made by
-#   make bench DATA=../shared/data/mvtec_ad COMPARE=anomalib BENCH_JSON=results/bench_rd.json      (and _2, _3)
-#   make bench DATA=../shared/data/mvtec_ad COMPARE=anomalib BENCH_JSON=results/bench_rd_anomalib_width.json \
-#        BENCH_SET="model.teacher.weights=none model.bottleneck_width=0.5"                             (and _2, _3)
-#   MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 \
-#     make bench DATA=../shared/data/mvtec_ad COMPARE=anomalib BENCH_JSON=results/bench_rd_allocator.json (and _2, _3)
-#   (glibc keeps freed memory instead of returning it to the kernel: no page faults; both sides)
 CATEGORY   ?= bottle
 COMPARE    ?=
 BENCH_SET  ?= model.teacher.weights=none
@@ -89,12 +87,12 @@ BENCH_JSONS ?= $(foreach run,bench_rd bench_rd_2 bench_rd_3 bench_rd_anomalib_wi
 bench: setup
 	$(if $(strip $(COMPARE)),$(BIN)/pip install --quiet -e '.[bench]',@true)
 	mkdir -p '$(dir $(BENCH_JSON))'
-	$(BIN)/dhkd bench --profile '$(or $(PROFILE),rd)' --device '$(DEVICE)' \
+	$(PY) -m benchmarks.bench --profile '$(or $(PROFILE),rd)' --device '$(DEVICE)' \
 		$(if $(strip $(DATA)),--data-root '$(DATA)' --category '$(CATEGORY)') \
 		$(if $(strip $(COMPARE)),--compare '$(COMPARE)') $(foreach s,$(BENCH_SET),--set '$(s)') --json '$(BENCH_JSON)'
 
 bench-readme: setup
-	$(PY) -m dhkd.bench readme $(BENCH_JSONS) --readme README.md
+	$(PY) -m benchmarks.report $(BENCH_JSONS) --readme benchmarks/README.md
 
 # ---------------------------------------------------------------------------------------------
 # make test-ui: the browser test. JupyterLab on loopback, the visual-analysis notebook in

@@ -6,6 +6,7 @@ The package is laid out one concept per module:
 
 - :mod:`dhkd.config`      typed configuration tree and YAML profiles
 - :mod:`dhkd.data`        MVTec AD category loading and validation
+- :mod:`dhkd.dataset_file` data sets in any folder layout, described by a YAML file
 - :mod:`dhkd.toy`         the embedded toy data set the kit generates itself
 - :mod:`dhkd.models`      teacher, fusion, attention, bottleneck, memory, decoder, DHKD
 - :mod:`dhkd.loss`        the cosine distillation loss
@@ -14,16 +15,28 @@ The package is laid out one concept per module:
 - :mod:`dhkd.metrics`     AUROC, AUPRO (official) and RD4AD's PRO
 - :mod:`dhkd.train`       the two-stage training loop and checkpoints
 - :mod:`dhkd.evaluate`    evaluation of a trained run
+- :mod:`dhkd.inference`   ``dhkd predict`` / :func:`dhkd.predict`: scoring new images
 - :mod:`dhkd.thresholds`  confusion counts, F1, IoU at a threshold (for the widgets)
 - :mod:`dhkd.widgets`     threshold explorer, failure browser, run comparison
 - :mod:`dhkd.plots`       the notebooks' figures
 - :mod:`dhkd.tables`      results tables rebuilt from the per-category JSON files
 - :mod:`dhkd.reproduce`   ``make reproduce`` / ``make ablation``: papermill over the notebooks
-- :mod:`dhkd.bench`       ``dhkd bench``: training, inference and metric timings
 - :mod:`dhkd.cli`         the ``dhkd`` command
+
+Benchmarks and profile tuning live beside the package, in the checkout's ``benchmarks/``;
+``docs/method.md`` is the method in full.
 """
 
 from dhkd.errors import DhkdError
 
-__all__ = ["DhkdError"]
+__all__ = ["DhkdError", "predict"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # dhkd.predict without importing torch on `import dhkd`
+    if name == "predict":
+        from dhkd.inference import predict
+
+        return predict
+    raise AttributeError(f"module 'dhkd' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The ``dhkd`` command: data, train, evaluate, bench.
+"""The ``dhkd`` command: data, train, evaluate, predict, bench.
 
 Every user-fixable problem is a :class:`DhkdError`: printed as one clear message with a
 non-zero exit and no traceback (``--debug`` shows the traceback).
@@ -30,10 +30,22 @@ def build_parser() -> argparse.ArgumentParser:
     mvtec = data.add_parser("mvtec", help="download and unpack MVTec AD")
     mvtec.add_argument("--out", required=True, type=Path)
     mvtec.add_argument("--category", action="append", dest="categories", help="only these categories (repeatable)")
+    folder = data.add_parser("folder", help="describe images in any folder layout: check them, write a data-set file")
+    folder.add_argument("--root", required=True, type=Path, help="the folder that holds the images")
+    folder.add_argument("--normal", required=True, action="append", help="glob of defect-free images under root (repeatable)")
+    folder.add_argument("--abnormal", action="append", default=[], help="glob of defective images (repeatable)")
+    folder.add_argument("--masks", help='mask per image, e.g. "{dir}/{stem}.png" or "masks/{stem}_mask.png"')
+    folder.add_argument("--kind", default="{top}", help="defect kind per image (default {top}: the first folder)")
+    folder.add_argument("--name", help="the data set's name (default: the root folder's name)")
+    folder.add_argument("--test-share", type=float, default=0.2, help="share of the normal images kept for testing")
+    folder.add_argument("--split-seed", type=int, default=0)
+    folder.add_argument("--out", required=True, type=Path, help="the data-set file to write (.yaml)")
 
-    train = commands.add_parser("train", help="train one category")
-    train.add_argument("--data-root", required=True, type=Path)
-    train.add_argument("--category", required=True)
+    train = commands.add_parser("train", help="train one category or one data set")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="a data-set file (see dhkd data folder)")
+    source.add_argument("--data-root", type=Path, help="a data root in MVTec AD's layout (with --category)")
+    train.add_argument("--category", help="a folder under --data-root (with --data: the data set's name, optional)")
     train.add_argument("--profile", default="paper", help="paper | rd | offline | smoke | path/to/profile.yaml")
     train.add_argument("--out", required=True, type=Path, help="run folder")
     train.add_argument("--epochs", type=int)
@@ -44,12 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="evaluate a trained run on its test split")
     evaluate.add_argument("--run", required=True, type=Path)
-    evaluate.add_argument("--data-root", type=Path, help="defaults to the one the run was trained on")
+    evaluate.add_argument("--data-root", "--data", type=Path, dest="data_root",
+                          help="a data root or data-set file; defaults to the one the run was trained on")
     evaluate.add_argument("--json", required=True, type=Path, dest="json_path")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--quiet", action="store_true")
 
-    bench = commands.add_parser("bench", help="time training, inference and metrics")
+    predict = commands.add_parser("predict", help="score images with a trained run: scores.csv, maps, overlays, masks")
+    predict.add_argument("--run", required=True, type=Path)
+    predict.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders of images")
+    predict.add_argument("--out", required=True, type=Path)
+    predict.add_argument("--threshold", type=float, help="flag images scoring above it (default: the run's, from its evaluation)")
+    predict.add_argument("--device", default="auto")
+    predict.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's eval.batch_size)")
+    predict.add_argument("--quiet", action="store_true")
+
+    bench = commands.add_parser("bench", help="time training, inference and metrics (from a checkout: benchmarks/)")
     bench.add_argument("--profile", default="rd")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--data-root", type=Path)
@@ -67,14 +89,16 @@ def run(args: argparse.Namespace) -> int:
         return _train(args)
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "predict":
+        return _predict(args)
     if args.command == "bench":
-        from dhkd.bench import main as bench_main
-
-        return bench_main(args)
+        return _bench(args)
     raise AssertionError(args.command)
 
 
 def _data(args: argparse.Namespace) -> int:
+    if args.source == "folder":
+        return _data_folder(args)
     if args.source == "toy":
         from dhkd.toy import generate_toy
 
@@ -88,18 +112,47 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_folder(args: argparse.Namespace) -> int:
+    from dhkd.dataset_file import describe_folder
+
+    dataset, summary = describe_folder(args.root, args.normal, args.abnormal, args.masks, args.kind, args.name,
+                                       args.test_share, args.split_seed, args.out)
+    print(summary)
+    print(f"wrote {args.out}; train with: dhkd train --data {args.out} --profile offline --out runs/{dataset.name}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from dhkd.config import load_config
+    from dhkd.dataset_file import as_dataset
     from dhkd.train import train
 
+    if args.data is not None:
+        data_root, category = args.data, as_dataset(args.data, args.category).name
+    elif args.category is None:
+        raise DhkdError("--data-root needs --category", "name a folder under the data root, e.g. --category bottle")
+    else:
+        data_root, category = args.data_root, args.category
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
     config = load_config(args.profile, overrides)
-    run_dir = train(config, args.data_root, args.category, args.out, device=args.device, resume=args.resume,
+    run_dir = train(config, data_root, category, args.out, device=args.device, resume=args.resume,
                     progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line, not one per process
-        print(f"trained {args.category} ({config.profile}, {config.train.epochs} epochs): {run_dir}")
+        print(f"trained {category} ({config.profile}, {config.train.epochs} epochs): {run_dir}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from dhkd.inference import predict
+
+    table = predict(args.run, args.inputs, args.out, threshold=args.threshold, device=args.device,
+                    batch_size=args.batch_size, progress=not args.quiet)
+    flagged = int(table["flagged"].sum())
+    print(f"{len(table)} images scored, {flagged} flagged (threshold {table.attrs['threshold']:.4f}: "
+          f"{table.attrs['threshold_how']}); {table.attrs['images_per_second']:.1f} images/s; "
+          f"scores, maps, overlays and masks in {args.out}")
     return 0
 
 
@@ -107,9 +160,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     from dhkd.evaluate import evaluate_run
 
     result = evaluate_run(args.run, args.data_root, args.device, args.json_path, progress=not args.quiet)
-    shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items() if k != "per_defect"}
+    shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()
+             if k not in ("per_defect", "diagnostics")}  # both are in the JSON file
+    if "diagnostics" in result:
+        shown["inert_additions"] = result["diagnostics"]["inert"]
     print(json.dumps(shown, indent=2))
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """Hand over to ``benchmarks/bench.py`` of the kit's checkout: the benchmarks are tooling,
+    not part of the installed package, so ``dhkd bench`` works where the checkout is."""
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "benchmarks" / "bench.py").exists():
+        raise DhkdError("dhkd bench runs the kit's benchmarks/ folder, which is not part of the installed package",
+                        "clone the kit and install it from there with pip install -e . (make setup does)")
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    from benchmarks.bench import main as bench_main
+
+    return bench_main(args)
 
 
 def main(argv: list[str] | None = None) -> int:

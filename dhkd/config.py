@@ -138,6 +138,7 @@ class EvalConfig:
     batch_size: int = 32
     fpr_limit: float = 0.3
     pro_thresholds: int = 200  # RD4AD's per-image PRO
+    threshold_quantile: float = 0.99  # dhkd predict's default threshold: this quantile of the defect-free test scores
 
 
 @dataclass

@@ -5,8 +5,14 @@ A category split is decoded once into one ``uint8`` tensor of shape ``(N, 3, S, 
 there (:func:`normalize`) instead of decoding PNGs every epoch.
 
 Preprocessing is RD4AD's: ``transforms.Resize((S, S))`` on the PIL image (bilinear, which PIL
-antialiases), then ImageNet mean/std. Masks are read as greyscale, resized the same way and
-binarised at > 0.5 of the [0, 1] range. No augmentation.
+antialiases), then ImageNet mean/std. Images of any size and aspect are squeezed to the S x S
+square: the aspect ratio is not kept (a 200x400 image is stretched to twice its width). Masks
+are brought to the 0..255 scale by one rule for 0/1, 0/255, anti-aliased, 16-bit and palette
+masks (:func:`binarize_mask`), resized the same way and kept where > 0.5 of it. No augmentation.
+
+Besides a data root in MVTec AD's layout, every public function here accepts a data-set file
+(YAML, :mod:`dhkd.dataset_file`) or a :class:`~dhkd.dataset_file.DataSetFile` in its place; the
+category is then the data set's name.
 
 Expected layout (MVTec AD's own)::
 
@@ -46,7 +52,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
-# The seed's table order: textures first, then objects.
+# The DHKD authors' table order: textures first, then objects.
 MVTEC_CATEGORIES: tuple[str, ...] = (
     "grid", "leather", "tile", "carpet", "wood",
     "bottle", "capsule", "pill", "transistor", "zipper",
@@ -85,6 +91,13 @@ class CategorySplit:
     labels: torch.Tensor  # int64 (N,): 0 good, 1 defective
     defect_types: list[str]  # "good" or the defect folder name
     paths: list[Path]
+    has_mask: torch.Tensor | None = None  # bool (N,): False for a defective image without a mask; None: all have one
+
+    def mask_known(self) -> torch.Tensor:
+        """bool (N,): images whose pixels are labelled (good images, and defective ones with a mask)."""
+        if self.has_mask is None:
+            return torch.ones(len(self), dtype=torch.bool, device=self.labels.device)
+        return self.has_mask.to(self.labels.device) | (self.labels == 0)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -97,6 +110,7 @@ class CategorySplit:
             labels=self.labels.to(device),
             defect_types=list(self.defect_types),
             paths=list(self.paths),
+            has_mask=None if self.has_mask is None else self.has_mask.to(device),
         )
 
 
@@ -124,7 +138,12 @@ def denormalize(images: torch.Tensor) -> torch.Tensor:
 
 
 def list_categories(root: str | Path) -> list[str]:
-    """Folders under ``root`` that hold ``train/good``: MVTec AD's in the seed's order, then others sorted."""
+    """Folders under ``root`` that hold ``train/good``: MVTec AD's in the authors' table order, then others sorted.
+    For a data-set file: its one data set's name."""
+    from dhkd import dataset_file
+
+    if dataset_file.is_dataset_file(root):
+        return [dataset_file.as_dataset(root).name]
     root = _check_root(root)
     found = {p.name for p in root.iterdir() if (p / "train" / "good").is_dir()}
     known = [c for c in MVTEC_CATEGORIES if c in found]
@@ -132,7 +151,12 @@ def list_categories(root: str | Path) -> list[str]:
 
 
 def find_category(root: str | Path, category: str) -> Path:
-    """``root / category``, or a :class:`DhkdError` saying what is there instead and what to do."""
+    """``root / category``, or a :class:`DhkdError` saying what is there instead and what to do.
+    For a data-set file: the data set's root folder (``category`` must be its name)."""
+    from dhkd import dataset_file
+
+    if dataset_file.is_dataset_file(root):
+        return dataset_file.as_dataset(root, category).root
     root = _check_root(root)
     if not category or category in (".", "..") or "/" in category or "\\" in category:
         raise DhkdError(f"{category!r} is not a category name", "give a folder name under the data root, e.g. bottle")
@@ -184,7 +208,7 @@ def _check_root(root: str | Path) -> Path:
 class _Item:
     path: Path
     defect_type: str
-    mask: Path | None  # None for good images
+    mask: Path | None  # None for good images, and for defective images without a mask (data-set files)
 
 
 @dataclass(frozen=True)
@@ -365,6 +389,31 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img
 
 
+def mask_levels(img: Image.Image) -> np.ndarray:
+    """A mask image -> uint8 (H, W) on the 0..255 scale, whatever its encoding (see :func:`binarize_mask`)."""
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    values = np.asarray(img)
+    if values.ndim == 3:
+        values = values[..., :3].max(axis=-1) if values.shape[-1] >= 3 else values[..., 0]
+    values = values.astype(np.float64)
+    largest = values.max(initial=0.0)
+    scale = 1.0 if largest <= 1 else 255.0 if largest <= 255 else 65535.0
+    return np.clip(np.rint(values * (255.0 / scale)), 0, 255).astype(np.uint8)
+
+
+def binarize_mask(img: Image.Image) -> np.ndarray:
+    """A mask image -> bool (H, W) at its own size: defect where the value is above half its scale.
+
+    The scale is 1, 255 or 65535: the smallest that holds the mask's largest value. So 0/1 and
+    0/255 masks (8 or 16 bits) are both right, and anti-aliased ones are cut at their middle grey
+    (> 127 of 255). Colour, RGBA and palette masks are read through their colours and a pixel
+    counts by its brightest channel (pure red is as much a defect as white). Loading resizes the
+    0..255 levels (:func:`mask_levels`) before cutting at the middle, as RD4AD does.
+    """
+    return mask_levels(img) > 127
+
+
 def _resize(img: Image.Image, size: int) -> np.ndarray:
     # What torchvision's transforms.Resize((size, size)) does to a PIL image.
     return np.asarray(img.resize((size, size), Image.BILINEAR))
@@ -384,8 +433,8 @@ def _read_item(item: _Item, size: int) -> tuple[np.ndarray, np.ndarray | None]:
     if mask_img is None:
         return image, None
     try:
-        mask = _resize(_to_8bit(mask_img).convert("L"), size) > 127  # v / 255 > 0.5, as RD4AD
-    except (ValueError, OSError) as error:
+        mask = _resize(Image.fromarray(mask_levels(mask_img)), size) > 127  # v / 255 > 0.5 after resizing, as RD4AD
+    except (ValueError, OSError, TypeError) as error:
         raise _BadFile(_unsupported(item.mask, mask_img, error)) from None
     return image, mask
 
@@ -462,16 +511,36 @@ def validate_category(root: str | Path, category: str, splits: Sequence[str] = (
     truncated files are caught), and that every mask has its image's size. About 0.5 s for
     the real bottle category (292 images of 900x900); :func:`load_split` decodes in full.
     """
-    folder = find_category(root, category)
-    items: list[_Item] = []
-    problems: list[_Problem] = []
+    items, problems, context = _items(root, category, splits)
+    _, bad = _run(_check_item, items, f"checking {category}", progress=False)
+    _raise(problems + bad, context)
+
+
+def _items(root: str | Path, category: str, splits: Sequence[str]) -> tuple[list[_Item], list[_Problem], str]:
+    """The items of ``splits``, the layout problems found and how to name the source in errors."""
+    from dhkd import dataset_file
+
     for split in splits:
         _check_split_name(split)
+    if dataset_file.is_dataset_file(root):
+        dataset = dataset_file.as_dataset(root, category)
+        scan = dataset_file.scan(dataset)
+        items = [item for split in splits for item in dataset_file.split_items(dataset, scan)[split]]
+        return items, scan.problems, f"the data set {dataset.describe()}"
+    folder = find_category(root, category)
+    items, problems = [], []
+    for split in splits:
         found, trouble = _scan(folder, split)
         items += found
         problems += trouble
-    _, bad = _run(_check_item, items, f"checking {category}", progress=False)
-    _raise(problems + bad, f"category {category!r} in {folder}")
+    return items, problems, f"the {'/'.join(splits)} split of {folder}"
+
+
+def count_images(root: str | Path, category: str, split: Literal["train", "test"] = "train") -> int:
+    """How many images a split holds, from the file names alone (no decoding), for either kind of data root."""
+    items, problems, context = _items(root, category, [split])
+    _raise(problems, context)
+    return len(items)
 
 
 def load_split(
@@ -489,12 +558,11 @@ def load_split(
     _check_split_name(split)
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
         raise DhkdError(f"image size must be a positive whole number, got {image_size!r}", "e.g. 256")
-    folder = find_category(root, category)
-    items, problems = _scan(folder, split)
-    _raise(problems, f"the {split} split of {folder}")
+    items, problems, context = _items(root, category, [split])
+    _raise(problems, context)
 
     decoded, problems = _run(lambda item: _read_item(item, image_size), items, f"{category}/{split}", progress)
-    _raise(problems, f"the {split} split of {folder}")
+    _raise(problems, context)
 
     n, s = len(items), image_size
     images = torch.empty((n, 3, s, s), dtype=torch.uint8)
@@ -506,7 +574,9 @@ def load_split(
         if mask is not None:
             masks[i] = torch.from_numpy(mask)
     labels = torch.tensor([int(item.defect_type != "good") for item in items], dtype=torch.int64)
-    return CategorySplit(images, masks, labels, [item.defect_type for item in items], [item.path for item in items])
+    has_mask = torch.tensor([item.mask is not None for item in items], dtype=torch.bool)
+    return CategorySplit(images, masks, labels, [item.defect_type for item in items], [item.path for item in items],
+                         has_mask)
 
 
 class MVTecDataset(torch.utils.data.Dataset):

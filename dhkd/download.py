@@ -72,12 +72,7 @@ def download_mvtec(
     missing = [c for c in wanted if not _complete(out / c)]
     if not missing:
         return out
-    for name in missing:  # checked here too, before a 4.9 GB download
-        if (out / name).exists():
-            raise DhkdError(
-                f"{out / name} exists but is not a complete category (no train/good in it)",
-                "move it away (or delete it) and run again, so that it can be unpacked afresh",
-            )
+    _refuse_partial_categories(out, missing)  # checked here too, before a 4.9 GB download
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -115,6 +110,17 @@ def _check_categories(categories: Sequence[str] | None) -> list[str]:
 
 def _complete(folder: Path) -> bool:
     return (folder / "train" / "good").is_dir()
+
+
+def _refuse_partial_categories(out: Path, names: list[str]) -> None:
+    """Stop before unpacking over a category folder that exists but is incomplete (a user's own
+    files, or an earlier unpack that died): the unpack would otherwise mix with it."""
+    for name in names:
+        if (out / name).exists():
+            raise DhkdError(
+                f"{out / name} exists but is not a complete category (no train/good in it)",
+                "move it away (or delete it) and run again, so that it can be unpacked afresh",
+            )
 
 
 def _by_hand(url: str, out: Path) -> str:
@@ -224,12 +230,7 @@ def extract_categories(archive: str | Path, out: str | Path, categories: Sequenc
     wanted = {c for c in categories if not _complete(out / c)}
     if not wanted:
         return out
-    for name in sorted(wanted):
-        if (out / name).exists():
-            raise DhkdError(
-                f"{out / name} exists but is not a complete category (no train/good in it)",
-                "move it away (or delete it) and run again, so that it can be unpacked afresh",
-            )
+    _refuse_partial_categories(out, sorted(wanted))
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".dhkd-unpack-", dir=out))
     found: dict[str, Path] = {}

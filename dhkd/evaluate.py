@@ -3,10 +3,15 @@
 Maps are computed in batches on the device and kept there for the metrics; they are also
 saved (float16) as ``predictions.npz`` in the run folder so the notebooks and widgets can
 explore thresholds without running the model again.
+
+The evaluation also records ``dhkd predict``'s default threshold in metrics.json
+(:func:`normal_threshold`): it is chosen from the defect-free test images alone, so it is the
+same whether or not the test split has labelled defects.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +26,7 @@ from dhkd.anomaly_map import anomaly_map, image_scores
 from dhkd.checkpoint import CHECKPOINT_NAME, check_compatible, load_checkpoint
 from dhkd.config import Config, read_config
 from dhkd.data import CategorySplit, load_split, normalize, validate_category
+from dhkd.dataset_file import DataSetFile, as_dataset, check_same_split, is_dataset_file, recorded_dataset
 from dhkd.diagnostics import diagnose_run
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write, atomic_write_json
@@ -41,10 +47,17 @@ class Predictions:
     labels: torch.Tensor  # int64 (N,)
     defect_types: list[str]
     paths: list[str]
+    has_mask: torch.Tensor | None = None  # bool (N,): False for a defective image without a mask; None: all have one
 
     def cpu(self) -> "Predictions":
         return Predictions(self.maps.cpu(), self.scores.cpu(), self.masks.cpu(), self.labels.cpu(),
-                           self.defect_types, self.paths)
+                           self.defect_types, self.paths, None if self.has_mask is None else self.has_mask.cpu())
+
+    def mask_known(self) -> torch.Tensor:
+        """bool (N,): images whose pixels are labelled (good ones, and defective ones with a mask)."""
+        if self.has_mask is None:
+            return torch.ones_like(self.labels, dtype=torch.bool)
+        return self.has_mask.to(self.labels.device) | (self.labels == 0)
 
 
 def load_model(run_dir: str | Path, device: str | torch.device | None = "auto") -> tuple[DHKD, Config]:
@@ -73,45 +86,86 @@ def predict(model: DHKD, split: CategorySplit, config: Config, device: torch.dev
     maps = []
     batch = max(1, config.eval.batch_size)
     for start in tqdm(range(0, len(images), batch), desc="anomaly maps", unit="batch", disable=not progress):
-        x = normalize(images[start:start + batch])
-        if config.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        teacher = model.teacher(x)  # fp32 always: the reference the student is scored against
-        with autocast(device, config.train.amp):
-            student = [feature.float() for feature in model.student(teacher)]
-        maps.append(anomaly_map(teacher, student, config.data.image_size, config.eval.blur_sigma))
+        maps.append(batch_maps(model, images[start:start + batch], config, device))
     all_maps = torch.cat(maps).float()
     return Predictions(all_maps, image_scores(all_maps), split.masks.to(device), split.labels.to(device),
-                       list(split.defect_types), [str(p) for p in split.paths])
+                       list(split.defect_types), [str(p) for p in split.paths],
+                       None if split.has_mask is None else split.has_mask.to(device))
+
+
+@torch.inference_mode()
+def batch_maps(model: DHKD, images: torch.Tensor, config: Config, device: torch.device) -> torch.Tensor:
+    """uint8 images ``(B, 3, S, S)`` on ``device`` -> anomaly maps ``(B, S, S)`` (evaluation and dhkd predict alike)."""
+    x = normalize(images)
+    if config.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    teacher = model.teacher(x)  # fp32 always: the reference the student is scored against
+    with autocast(device, config.train.amp):
+        student = [feature.float() for feature in model.student(teacher)]
+    return anomaly_map(teacher, student, config.data.image_size, config.eval.blur_sigma)
 
 
 def compute_metrics(predictions: Predictions, config: Config) -> dict[str, Any]:
-    """Image AUROC, pixel AUROC, AUPRO (official) and RD4AD's PRO, plus per-defect-type scores."""
+    """Image AUROC, pixel AUROC, AUPRO (official) and RD4AD's PRO, plus per-defect-type scores.
+
+    Image AUROC uses every test image; the pixel metrics only the images whose pixels are
+    labelled (defective images without a mask are left out of them; NaN when none has one).
+    """
     p = predictions
+    maps, masks = _labelled_pixels(p, torch.arange(len(p.labels), device=p.maps.device))
+    pixel = maps is not None
     result: dict[str, Any] = {
         "image_auroc": metrics.image_auroc(p.scores, p.labels),
-        "pixel_auroc": metrics.pixel_auroc(p.maps, p.masks),
-        "aupro": metrics.aupro(p.maps, p.masks, fpr_limit=config.eval.fpr_limit),
-        "pro_rd4ad": metrics.pro_rd4ad(p.maps, p.masks, num_thresholds=config.eval.pro_thresholds),
+        "pixel_auroc": metrics.pixel_auroc(maps, masks) if pixel else math.nan,
+        "aupro": metrics.aupro(maps, masks, fpr_limit=config.eval.fpr_limit) if pixel else math.nan,
+        "pro_rd4ad": metrics.pro_rd4ad(maps, masks, num_thresholds=config.eval.pro_thresholds) if pixel else math.nan,
     }
     result["per_defect"] = per_defect_metrics(p, config)
     return result
 
 
-def per_defect_metrics(p: Predictions, config: Config) -> dict[str, dict[str, float]]:
+def _labelled_pixels(p: Predictions, chosen: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Maps and masks of the chosen images whose pixels are labelled; (None, None) without a defective one."""
+    known = chosen[p.mask_known()[chosen]]
+    if not bool((p.labels[known] == 1).any()):
+        return None, None
+    return p.maps[known], p.masks[known]
+
+
+def per_defect_metrics(p: Predictions, config: Config) -> dict[str, dict[str, Any]]:
     """Each defect type scored against the good test images alone."""
     good = [i for i, kind in enumerate(p.defect_types) if kind == "good"]
     table = {}
     for kind in sorted(set(p.defect_types) - {"good"}):
         chosen = torch.tensor(good + [i for i, k in enumerate(p.defect_types) if k == kind], device=p.maps.device)
-        maps, masks = p.maps[chosen], p.masks[chosen]
+        maps, masks = _labelled_pixels(p, chosen)
         table[kind] = {
             "n": len(chosen) - len(good),
             "image_auroc": metrics.image_auroc(p.scores[chosen], p.labels[chosen]) if good else float("nan"),
-            "pixel_auroc": metrics.pixel_auroc(maps, masks),
-            "aupro": metrics.aupro(maps, masks, fpr_limit=config.eval.fpr_limit),
+            "pixel_auroc": metrics.pixel_auroc(maps, masks) if maps is not None else math.nan,
+            "aupro": metrics.aupro(maps, masks, fpr_limit=config.eval.fpr_limit) if maps is not None else math.nan,
         }
+        if p.has_mask is not None:
+            table[kind]["without_mask"] = int((~p.mask_known()[chosen]).sum())
     return table
+
+
+def normal_threshold(p: Predictions, quantile: float) -> dict[str, Any]:
+    """``dhkd predict``'s default threshold, from the defect-free test images only (what a factory has).
+
+    The ``quantile`` of their image scores: about that share of defect-free images stays unflagged.
+    """
+    if not 0 < quantile <= 1:
+        raise DhkdError(f"eval.threshold_quantile must be in (0, 1], got {quantile}",
+                        "e.g. --set eval.threshold_quantile=0.99 (about 1 in 100 defect-free images flagged)")
+    normal = p.scores[p.labels == 0].float()
+    if normal.numel() == 0:
+        raise DhkdError("the test split has no defect-free images to choose a threshold from",
+                        "keep some normal images for testing (test/good, or test_share in a data-set file)")
+    value = float(torch.quantile(normal, quantile))
+    return {"value": value, "quantile": quantile, "n_normal": int(normal.numel()),
+            "how": f"the {quantile:g} quantile of the image scores of the {normal.numel()} defect-free test images "
+                   "(eval.threshold_quantile)"}
 
 
 def save_predictions(path: Path, predictions: Predictions) -> None:
@@ -125,6 +179,8 @@ def save_predictions(path: Path, predictions: Predictions) -> None:
         "defect_types": np.array(p.defect_types),
         "paths": np.array(p.paths),
     }
+    if p.has_mask is not None:
+        arrays["has_mask"] = p.has_mask.numpy()
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npz" to the name
@@ -141,21 +197,42 @@ def load_predictions(run_dir: str | Path) -> Predictions:
     with np.load(path) as data:
         width = int(data["mask_width"])
         masks = np.unpackbits(data["masks"], axis=-1, count=width).astype(bool)
+        has_mask = torch.from_numpy(data["has_mask"]) if "has_mask" in data.files else None
         return Predictions(torch.from_numpy(data["maps"].astype(np.float32)), torch.from_numpy(data["scores"]),
                            torch.from_numpy(masks), torch.from_numpy(data["labels"]),
-                           [str(s) for s in data["defect_types"]], [str(s) for s in data["paths"]])
+                           [str(s) for s in data["defect_types"]], [str(s) for s in data["paths"]], has_mask)
+
+
+def _data_source(info: dict[str, Any], data_root: str | Path | None) -> Path | DataSetFile:
+    """Where to read the test split: the given root, else the recorded data set, else the recorded root."""
+    record = info.get("dataset")
+    if data_root is None:
+        if record is None:
+            return Path(info["data_root"])
+        dataset = recorded_dataset(record)
+    elif is_dataset_file(data_root):
+        dataset = as_dataset(data_root)
+    else:
+        return Path(data_root)
+    if record is not None:
+        check_same_split(dataset, record)
+    return dataset
 
 
 def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, device: str | None = "auto",
                  json_path: str | Path | None = None, progress: bool = True, diagnostics: bool = True) -> dict[str, Any]:
     """Evaluate a trained run on its category's test split; writes metrics (and maps) to disk.
     ``diagnostics``: also record whether each addition acts (:mod:`dhkd.diagnostics`), from a few
-    training images."""
+    training images.
+
+    A run trained from a data-set file is tested on the split it recorded (the file's content as
+    it was then); a changed set of images is an error rather than a silently different split.
+    """
     started = time.perf_counter()
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
-    data_root = Path(data_root) if data_root is not None else Path(info["data_root"])
     category = info["category"]
+    data_root = _data_source(info, data_root)
     validate_category(data_root, category)
     resolved = resolve_device(device)
     model, config = load_model(run_dir, resolved)
@@ -170,15 +247,19 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, devic
         "pro_rd4ad": scores["pro_rd4ad"],
         "n_test": len(split),
         "n_defective": int(split.labels.sum()),
+        "n_defective_without_mask": int((~split.mask_known()).sum()),
         "seconds": round(time.perf_counter() - started, 3),
         "profile": config.profile,
         "teacher": config.model.teacher.name,
         "epochs": info.get("epochs_done"),
         "train_seconds": info.get("train_seconds"),
         "device": str(resolved),
-        "data_root": str(data_root),
+        "data_root": str(data_root.source or data_root.root) if isinstance(data_root, DataSetFile) else str(data_root),
+        "threshold": normal_threshold(predictions, config.eval.threshold_quantile),
         "per_defect": scores["per_defect"],
     }
+    if isinstance(data_root, DataSetFile):
+        result["dataset"] = data_root.name
     if diagnostics:
         train_split = load_split(data_root, category, "train", config.data.image_size, progress=progress)
         result["diagnostics"] = diagnose_run(model, config, train_split.images, run_dir)

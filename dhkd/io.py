@@ -39,3 +39,17 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def replace_between_markers(path: Path, body: str, markers: tuple[str, str]) -> None:
+    """Replace what lies between the two marker lines of a text file (a README's generated
+    section) with ``body``, atomically; everything outside the markers stays as it is."""
+    path = Path(path)
+    start, end = markers
+    text = path.read_text() if path.exists() else ""
+    if start not in text or end not in text.split(start, 1)[-1]:
+        raise DhkdError(f"{path} has no {start} ... {end} markers",
+                        "put the two marker lines where the generated section belongs")
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    atomic_write_text(path, f"{before}{start}\n{body.rstrip()}\n{end}{after}")

@@ -2,7 +2,7 @@
 
 The KBS 2023 paper trains in two stages; in the second the student must reproduce the
 teacher's features of a clean image ``x`` while the bottleneck sees the teacher's features of
-a corrupted ``x~``. This kit's interpretation (method.md, addition 4): regions shaped by
+a corrupted ``x~``. This kit's interpretation (docs/method.md, addition 4): regions shaped by
 Perlin noise or rectangles are filled with content cut from another normal training image or
 with noise. Everything is batched tensor work on the images' own device, driven by one
 ``torch.Generator`` so that a resumed run draws the same corruptions.

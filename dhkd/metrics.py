@@ -47,6 +47,8 @@ __all__ = [
     "trapezoid",
     "f1_optimal_threshold",
     "threshold_at_fpr",
+    "f1_optimal_sorted",
+    "threshold_at_fpr_sorted",
 ]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -346,11 +348,8 @@ def f1_optimal_threshold(scores: ArrayLike, labels: ArrayLike) -> tuple[float, f
     F1 = 2 TP / (TP + FP + P) for the prediction ``score >= threshold``. Among equally good
     thresholds the highest is returned. The widgets use it as a default binarisation threshold.
     """
-    b, s, y = _scores_and_labels(scores, labels)
-    th, (tps, fps) = _cumulative_by_score(b, s, y, ~y)
-    f1 = b.numpy(2.0 * tps / (tps + fps + tps[-1]))
-    best = int(np.argmax(f1))
-    return float(b.numpy(th)[best]), float(f1[best])
+    positives, negatives = _sorted_by_class(scores, labels)
+    return f1_optimal_sorted(positives, negatives)
 
 
 def threshold_at_fpr(scores: ArrayLike, labels: ArrayLike, fpr: float) -> float:
@@ -363,13 +362,58 @@ def threshold_at_fpr(scores: ArrayLike, labels: ArrayLike, fpr: float) -> float:
     """
     if not 0.0 <= fpr <= 1.0:
         raise DhkdError(f"fpr must be in [0, 1]; got {fpr}")
+    positives, negatives = _sorted_by_class(scores, labels)
+    return threshold_at_fpr_sorted(negatives, fpr, candidates=(positives,))
+
+
+def _sorted_by_class(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """The defective and the good samples' scores, each sorted ascending (numpy, validated)."""
     b, s, y = _scores_and_labels(scores, labels)
-    th, (fps,) = _cumulative_by_score(b, s, ~y)
-    th, fps = b.numpy(th), b.numpy(fps)
-    n_ok = int(np.count_nonzero(fps / fps[-1] <= fpr))  # fps never decreases: a prefix
-    if n_ok == 0:
-        return float(np.nextafter(th[0], np.array(np.inf, dtype=th.dtype)))
-    return float(th[n_ok - 1])
+    s, y = b.numpy(s), b.numpy(y)
+    return np.sort(s[y]), np.sort(s[~y])
+
+
+def f1_optimal_sorted(pos_sorted: np.ndarray, neg_sorted: np.ndarray) -> tuple[float, float]:
+    """:func:`f1_optimal_threshold` from ascending defective and good scores, for callers that
+    keep them sorted (the widgets, over millions of pixels): only defective scores can be the
+    best threshold (raising a threshold that sits on good scores only removes false
+    positives), and each is counted with ``searchsorted``."""
+    if len(pos_sorted) == 0:
+        raise DhkdError("no defective sample: F1 is undefined", "evaluate on a test set with defective samples")
+    candidates = np.unique(pos_sorted)[::-1]  # descending, so argmax picks the highest on ties
+    tp = len(pos_sorted) - np.searchsorted(pos_sorted, candidates, side="left")
+    fp = len(neg_sorted) - np.searchsorted(neg_sorted, candidates, side="left")
+    f1 = 2.0 * tp / (tp + fp + len(pos_sorted))
+    best = int(np.argmax(f1))
+    return float(candidates[best]), float(f1[best])
+
+
+def threshold_at_fpr_sorted(normal_sorted: np.ndarray, fpr: float, candidates: tuple[np.ndarray, ...] = ()) -> float:
+    """:func:`threshold_at_fpr` from the ascending scores of the good samples.
+
+    The threshold is the lowest value of ``normal_sorted`` or of the ascending ``candidates``
+    that flags at most ``fpr`` of the good samples, so it flags as many other (defective)
+    samples as that budget allows. When nothing may be flagged and no candidate lies above the
+    highest good score, the next number above it in its dtype is returned.
+    """
+    if not 0.0 <= fpr <= 1.0:
+        raise DhkdError(f"fpr must be in [0, 1]; got {fpr}")
+    s = normal_sorted
+    n = len(s)
+    if n == 0:
+        raise DhkdError("no good sample: the false-positive rate is undefined",
+                        "evaluate on a test set with good samples")
+    k = min(n, math.floor(fpr * n))  # how many may be flagged: the largest k with k / n <= fpr
+    while k < n and (k + 1) / n <= fpr:
+        k += 1
+    while k > 0 and k / n > fpr:
+        k -= 1
+    pools = [s, *candidates]
+    if k == n:  # everything may be flagged: the lowest value of all
+        return float(min(p[0] for p in pools if len(p)))
+    cut = s[n - k - 1]  # the (k+1)-th largest good score must stay below the threshold
+    above = [p[i] for p in pools if (i := int(np.searchsorted(p, cut, side="right"))) < len(p)]
+    return float(min(above)) if above else float(np.nextafter(cut, np.array(np.inf, dtype=cut.dtype)))
 
 
 # ------------------------------------------------------------------------ official AUPRO

@@ -476,3 +476,86 @@ def corruption_examples(clean: torch.Tensor, corrupted: torch.Tensor, masks: tor
     for ax in axes.flat:
         ax.set_axis_off()
     return figure
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+
+def addition_diagnostics(diagnostics: dict) -> Figure:
+    """Does each addition act? One panel per addition from an evaluation's ``diagnostics``
+    (:mod:`dhkd.diagnostics`), on fixed scales starting at 0, with the untrained value (dotted)
+    and the inert threshold (dashed) drawn, so a small effect looks small."""
+    figure = Figure(figsize=(14, 3.3), layout="constrained")
+    axes = figure.subplots(1, 4)
+    thresholds = diagnostics["thresholds"]
+    panels = [(_fusion_panel, "fusion"), (_attention_panel, "attention"), (_memory_panel, "memory"),
+              (_masking_panel, "masking")]
+    for ax, (draw, name) in zip(axes, panels):
+        entry = diagnostics[name]
+        if entry.get("enabled") is False and name != "masking":
+            ax.text(0.5, 0.5, f"{name}: off", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        draw(ax, entry, thresholds)
+        verdict = {True: "inert", False: "acts", None: "off"}[entry.get("inert")]
+        ax.set_title(f"{name}: {verdict}", color=DEFECT_COLOUR if entry.get("inert") else "black")
+        ax.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def _fusion_panel(ax, entry: dict, thresholds: dict) -> None:
+    """Per target scale: its mixing weights and the share of the fused map that is borrowed."""
+    shares = entry["borrowed_share"]
+    x = np.arange(len(shares))
+    ax.bar(x - 0.2, shares, 0.4, color=GOOD_COLOUR, label="borrowed share")
+    weights = entry.get("mixing_weights")
+    if weights is not None:
+        largest = [max(w for t, w in enumerate(row) if t != s) for s, row in enumerate(weights)]
+        ax.bar(x + 0.2, largest, 0.4, color="#55a868", label="largest mixing weight")
+        ax.axhline(entry["mixing_untrained"], color="grey", linestyle=":", label="untrained weight")
+    ax.axhline(thresholds["fusion_min_borrowed_share"], color=DEFECT_COLOUR, linestyle="--", label="inert below")
+    ax.set_xticks(x, [f"G{i + 1}" for i in x])
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize="x-small", loc="upper left")
+
+
+def _attention_panel(ax, entry: dict, thresholds: dict) -> None:
+    """Per site: spread of a_h*a_w over positions (std / mean) and mean |a - 0.25|."""
+    names = list(entry["sites"])
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [entry["sites"][n]["spread"] for n in names], 0.4, color=GOOD_COLOUR, label="spread over positions")
+    ax.bar(x + 0.2, [entry["sites"][n]["mean_abs_from_untrained"] for n in names], 0.4, color="#55a868",
+           label=f"mean |a - {entry['untrained']}|")
+    ax.axhline(thresholds["attention_min_spread"], color=DEFECT_COLOUR, linestyle="--", label="inert below")
+    ax.set_xticks(x, [n.replace("decoder.attentions.", "dec ").replace("bottleneck.attention", "OCBE") for n in names])
+    ax.set_ylim(0, max(0.25, *(entry["sites"][n]["spread"] for n in names)) * 1.1)
+    ax.legend(fontsize="x-small", loc="upper left")
+
+
+def _memory_panel(ax, entry: dict, thresholds: dict) -> None:
+    """Read-out share, item use (as shares of the bank) and peakedness, all on [0, 1]."""
+    items = entry["items"]
+    values = {"read-out\nshare": entry["readout_share"], "items\nused": entry["items_used"] / items,
+              "effective\nitems": entry["effective_items"] / items, "max\nweight": entry["mean_max_weight"],
+              "entropy /\nlog N": entry["entropy_ratio"]}
+    ax.bar(range(len(values)), list(values.values()), color=GOOD_COLOUR)
+    ax.axhline(thresholds["memory_min_readout_share"], color=DEFECT_COLOUR, linestyle="--", label="inert below (share)")
+    ax.set_xticks(range(len(values)), list(values), fontsize="small")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(f"share (bank of {items} items)")
+    ax.legend(fontsize="x-small", loc="upper right")
+
+
+def _masking_panel(ax, entry: dict, thresholds: dict) -> None:
+    """The student's error inside and outside corrupted regions, beside the corruption's own."""
+    if "error_inside" not in entry:
+        ax.text(0.5, 0.5, "no probe", ha="center", va="center", transform=ax.transAxes)
+        return
+    values = {"student\noutside": entry["error_outside"], "student\ninside": entry["error_inside"],
+              "copying\ninside": entry["corruption_inside"]}
+    ax.bar(range(3), list(values.values()), color=[GOOD_COLOUR, DEFECT_COLOUR, "grey"])
+    ax.set_xticks(range(3), list(values), fontsize="small")
+    ax.set_ylim(0, max(values.values()) * 1.2 or 1.0)
+    ax.set_ylabel("1 - cos to the clean features")
+    ax.text(0.02, 0.95, f"restoration {entry['restoration']:.2f} (inert below {thresholds['masking_min_restoration']})",
+            transform=ax.transAxes, fontsize="small", va="top")

@@ -39,7 +39,7 @@ from typing import Any, Callable
 from dhkd.background import Periodic
 from dhkd.config import Config, load_config, read_config, to_dict
 from dhkd.errors import DhkdError
-from dhkd.io import atomic_write_json, atomic_write_text
+from dhkd.io import atomic_write_json, atomic_write_text, replace_between_markers
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -311,6 +311,8 @@ def check_devices(devices: list[str], device: str) -> list[str]:
 
 def largest_first(data: Path, categories: list[str]) -> list[str]:
     """Categories by training-set size, largest first: long jobs start early, so GPUs finish together."""
+    if len(categories) < 2:
+        return categories
     return sorted(categories, key=lambda c: -sum(1 for _ in (data / c / "train" / "good").iterdir()))
 
 
@@ -319,11 +321,19 @@ def make_plan(data: str | Path, categories: list[str] | None, profile: str, epoc
     """Check the inputs (data, categories, profile, notebooks, kernel) before any work starts."""
     from dhkd.data import MVTEC_CATEGORIES, list_categories, validate_category
 
+    from dhkd.dataset_file import as_dataset, is_dataset_file
+
     data_text = str(data)
     data = Path(data).resolve()
-    if not data.is_dir():
+    named = None
+    if is_dataset_file(data):
+        named = as_dataset(data).name  # DATA=FILE.yaml: one data set, named in the results path and tables
+        if categories and categories != [named]:
+            raise DhkdError(f"{data_text} describes the one data set {named!r}; CATEGORIES={' '.join(categories)} names others",
+                            "leave CATEGORIES empty with a data-set file")
+    elif not data.is_dir():
         raise DhkdError(f"data folder {data} does not exist",
-                        "give DATA=path/to/mvtec_ad, or leave DATA empty for the toy data set")
+                        "give DATA=path/to/mvtec_ad or DATA=FILE.yaml (a data-set file), or leave DATA empty for the toy data set")
     found = list_categories(data)
     chosen = categories or found
     if not chosen:
@@ -336,14 +346,16 @@ def make_plan(data: str | Path, categories: list[str] | None, profile: str, epoc
     missing = [n for n in ALL_NOTEBOOKS if not (notebooks / n).exists()]
     if missing:
         raise DhkdError(f"notebooks missing from {notebooks}: {', '.join(missing)}")
-    if all((data / c / ".toy.json").exists() for c in chosen):
+    if named is not None:
+        dataset = named
+    elif all((data / c / ".toy.json").exists() for c in chosen):
         dataset = "the kit's toy data set"
     elif set(chosen) <= set(MVTEC_CATEGORIES):
         dataset = "MVTec AD"
     else:
         dataset = data.name
     return Plan(data=data, categories=list(chosen), profile=profile, epochs=epochs, device=device,
-                results=Path(out).resolve() / data.name / config.profile, config=config, dataset=dataset,
+                results=Path(out).resolve() / (named or data.name) / config.profile, config=config, dataset=dataset,
                 notebooks=notebooks, data_text=data_text, devices=devices)
 
 
@@ -445,9 +457,11 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
     if problems:
         raise DhkdError("the results tables do not match the JSON files: " + "; ".join(problems))
     if readme is not None:
-        tables.update_readme(readme, tables.readme_section(Path(_display_path(plan.results))))
+        replace_between_markers(readme, tables.readme_section(Path(_display_path(plan.results))), tables.README_MARKERS)
         say(f"wrote the results section of {readme}")
-    say(f"done in {time.perf_counter() - started:.1f} s: {plan.results / tables.TABLES_DIR / tables.MARKDOWN_NAME}")
+    say(f"done in {time.perf_counter() - started:.1f} s: the tables are in "
+        f"{plan.results / tables.TABLES_DIR / tables.MARKDOWN_NAME}"
+        + ("" if readme is not None else " (README.md unchanged; make reproduce README=1 writes its results section)"))
     return ran
 
 
@@ -591,7 +605,7 @@ def parse_seeds(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dhkd.reproduce",
                                      description="Run the notebooks headless per category, then the results tables.")
-    parser.add_argument("--data", required=True, type=Path, help="data root in MVTec AD's layout")
+    parser.add_argument("--data", required=True, type=Path, help="data root in MVTec AD's layout, or a data-set file (.yaml)")
     parser.add_argument("--categories", default="", help="space- or comma-separated; empty: every category found")
     parser.add_argument("--profile", default="paper", help="paper | rd | offline | smoke | path/to/profile.yaml")
     parser.add_argument("--epochs", default="", help="empty: the profile's own")

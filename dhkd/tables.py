@@ -1,13 +1,14 @@
-"""Results tables: the kit's numbers beside the paper's, rebuilt from JSON every time.
+"""Results tables: the kit's numbers beside the published ones, rebuilt from JSON every time.
 
 Sources, and nothing else:
 
-- ``dhkd/paper/image_auroc.csv`` and ``pixel_auroc.csv``: the two tables of the DHKD README
-  (the seed), parsed by :func:`parse_seed` and committed; ``python -m dhkd.tables paper
-  --seed ../shared/seeds/000_613416427124e7f6.txt`` writes them again.
-- ``dhkd/paper/pro.csv``: the only PRO numbers the papers give, averages over the 15
-  categories (DHKD, IEEE TBD 2024: 95.0; RD4AD, CVPR 2022: 93.9). No per-category PRO is
-  published in the seed.
+- ``dhkd/paper/image_auroc.csv`` and ``pixel_auroc.csv``: the two results tables of the DHKD
+  authors' README (per category, with their average), parsed by :func:`parse_authors_readme`
+  and committed; ``python -m dhkd.tables paper --source README.md`` writes them again from a
+  copy of that README.
+- ``dhkd/paper/averages.csv``: the 15-category averages the papers themselves give (the TBD
+  2024 abstract for DHKD, RD4AD's paper for RD4AD), the only published PRO numbers. They
+  differ from the README's averages, so the tables show both.
 - ``RESULTS/<category>.json``: one file per category, written by :mod:`dhkd.reproduce` after
   that category's notebooks succeeded.
 
@@ -25,6 +26,7 @@ import json
 import math
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -32,12 +34,11 @@ import pandas as pd
 
 from dhkd.data import MVTEC_CATEGORIES
 from dhkd.errors import DhkdError
-from dhkd.io import atomic_write, atomic_write_text
+from dhkd.io import atomic_write, atomic_write_text, replace_between_markers
 
 PAPER_DIR = Path(__file__).parent / "paper"
-SEED_NAME = "000_613416427124e7f6.txt"
 
-#: The seed's display names that are not simply the folder name with a capital letter.
+#: The authors' display names that are not simply the folder name with a capital letter.
 DISPLAY_TO_FOLDER = {"mental nut": "metal_nut"}
 
 #: metric key in the JSON files -> table title
@@ -46,29 +47,33 @@ METRICS = {
     "pixel_auroc": "Pixel AUROC (%)",
     "aupro": "PRO (%)",
 }
-PAPER_COLUMNS = ("Paper (Ours)", "Paper RD")
-KIT, DELTA = "Kit", "Δ vs paper"
+PAPER_COLUMNS = ("DHKD (published)", "RD4AD (published)")
+KIT, DELTA = "Kit", "Δ vs DHKD"
 KIT_PRO_RD4AD = "Kit, RD4AD's PRO"
 AVERAGE = "Average"
-PUBLISHED = "Published average (15 categories)"
+#: The two published 15-category averages, which disagree: the authors' README and the papers.
+README_AVERAGE = "Average in the DHKD authors' README"
+PAPERS_AVERAGE = "Average in the papers"
+PUBLISHED = (README_AVERAGE, PAPERS_AVERAGE)
 
 TABLES_DIR = "tables"
 MARKDOWN_NAME = "results.md"
 FIGURE_NAME = "results.png"
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
+README_MARKERS = (README_START, README_END)
 
 
 # ----------------------------------------------------------------------------- the paper
 
 
-def parse_seed(text: str) -> dict[str, list[dict[str, str]]]:
-    """The seed README's two Markdown tables as rows of strings, exactly as printed.
+def parse_authors_readme(text: str) -> dict[str, list[dict[str, str]]]:
+    """The DHKD authors' README's two Markdown tables as rows of strings, exactly as printed.
 
     Returns ``{"image_auroc": rows, "pixel_auroc": rows}`` (the first table is image AUROC,
-    average "Ours" 99.3; the second pixel AUROC, 98.6). Each row has ``category`` (the MVTec
-    AD folder name, or ``average``), ``name`` (the seed's display name) and one key per method
-    column, in the seed's order.
+    the second pixel AUROC). Each row has ``category`` (the MVTec AD folder name, or
+    ``average``), ``name`` (the README's display name) and one key per method column, in the
+    README's order.
     """
     tables: list[list[list[str]]] = []
     current: list[list[str]] = []
@@ -82,7 +87,7 @@ def parse_seed(text: str) -> dict[str, list[dict[str, str]]]:
             tables.append(current)
             current = []
     if len(tables) != 2:
-        raise DhkdError(f"expected the seed to hold two Markdown tables, found {len(tables)}")
+        raise DhkdError(f"expected the authors' README to hold two Markdown tables, found {len(tables)}")
     parsed = {}
     for key, (header, *body) in zip(("image_auroc", "pixel_auroc"), tables):
         methods = header[1:]
@@ -90,11 +95,11 @@ def parse_seed(text: str) -> dict[str, list[dict[str, str]]]:
         for cells in body:
             name, values = cells[0], cells[1:]
             if len(values) != len(methods):
-                raise DhkdError(f"seed table row {name!r} has {len(values)} values for {len(methods)} methods")
+                raise DhkdError(f"table row {name!r} has {len(values)} values for {len(methods)} methods")
             rows.append({"category": folder_name(name), "name": name, **dict(zip(methods, values))})
         folders = [row["category"] for row in rows if row["category"] != "average"]
         if tuple(folders) != MVTEC_CATEGORIES:
-            raise DhkdError(f"the seed's {key} table lists {folders}, not MVTec AD's 15 categories in the known order")
+            raise DhkdError(f"the {key} table lists {folders}, not MVTec AD's 15 categories in the known order")
         parsed[key] = rows
     return parsed
 
@@ -106,6 +111,7 @@ def folder_name(display: str) -> str:
 
 
 def paper_csv_text(rows: list[dict[str, str]]) -> str:
+    """The committed CSV form of one parsed table (so that a test can compare it with a fresh parse)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
@@ -113,10 +119,10 @@ def paper_csv_text(rows: list[dict[str, str]]) -> str:
     return buffer.getvalue()
 
 
-def write_paper_csvs(seed: Path, out_dir: Path = PAPER_DIR) -> list[Path]:
-    """Parse the seed and write ``image_auroc.csv`` and ``pixel_auroc.csv`` into ``out_dir``."""
+def write_paper_csvs(source: Path, out_dir: Path = PAPER_DIR) -> list[Path]:
+    """Parse the authors' README at ``source``; write ``image_auroc.csv`` and ``pixel_auroc.csv``."""
     written = []
-    for key, rows in parse_seed(Path(seed).read_text()).items():
+    for key, rows in parse_authors_readme(Path(source).read_text()).items():
         path = Path(out_dir) / f"{key}.csv"
         atomic_write_text(path, paper_csv_text(rows))
         written.append(path)
@@ -124,23 +130,29 @@ def write_paper_csvs(seed: Path, out_dir: Path = PAPER_DIR) -> list[Path]:
 
 
 def paper_numbers(metric: str) -> pd.DataFrame:
-    """Index: category folder names plus ``average``; columns ``Paper (Ours)``, ``Paper RD``.
-
-    The seed's "Rkd" column is RD4AD (Deng & Li, CVPR 2022, reverse distillation).
-    For ``aupro`` only the ``average`` row has numbers (the papers' abstracts).
-    """
+    """The authors' README per category. Index: folder names plus ``average``; columns
+    :data:`PAPER_COLUMNS` (its "Ours" and "Rkd" columns; "Rkd" is RD4AD, Deng & Li, CVPR 2022).
+    No per-category PRO is published, so for ``aupro`` every number is NaN."""
     if metric == "aupro":
-        frame = pd.read_csv(PAPER_DIR / "pro.csv").set_index("category")
-        return frame.rename(columns={"Ours": PAPER_COLUMNS[0], "RD4AD": PAPER_COLUMNS[1]})[list(PAPER_COLUMNS)]
+        return pd.DataFrame(math.nan, index=[*MVTEC_CATEGORIES, "average"], columns=list(PAPER_COLUMNS))
     frame = pd.read_csv(PAPER_DIR / f"{metric}.csv").set_index("category")
     return frame.rename(columns={"Ours": PAPER_COLUMNS[0], "Rkd": PAPER_COLUMNS[1]})[list(PAPER_COLUMNS)].astype(float)
+
+
+def published_averages(metric: str) -> dict[str, tuple[float, float]]:
+    """The two published 15-category averages of ``metric`` as (DHKD, RD4AD), by row label:
+    the authors' README's Average row and the papers' own (``averages.csv``)."""
+    papers = pd.read_csv(PAPER_DIR / "averages.csv").set_index("method")[metric].astype(float)
+    readme = paper_numbers(metric).loc["average"]
+    return {README_AVERAGE: (float(readme[PAPER_COLUMNS[0]]), float(readme[PAPER_COLUMNS[1]])),
+            PAPERS_AVERAGE: (float(papers["DHKD"]), float(papers["RD4AD"]))}
 
 
 # ----------------------------------------------------------------------------- the kit
 
 
 def load_results(results_dir: str | Path) -> list[dict[str, Any]]:
-    """Every ``<category>.json`` in ``results_dir``: MVTec AD categories in the seed's order, then others."""
+    """Every ``<category>.json`` in ``results_dir``: MVTec AD categories in the authors' order, then others."""
     results_dir = Path(results_dir)
     found = {}
     for path in sorted(results_dir.glob("*.json")):
@@ -182,11 +194,12 @@ def build_tables(results: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
             values = frame[column]
             # the paper's columns are averaged only where the paper has every listed category
             average[column] = round(values.mean(), 1) if values.notna().all() else math.nan
-        published = {"Category": PUBLISHED, PAPER_COLUMNS[0]: paper.loc["average", PAPER_COLUMNS[0]],
-                     PAPER_COLUMNS[1]: paper.loc["average", PAPER_COLUMNS[1]]}
-        for column in frame.columns[3:]:
-            published[column] = average[column] if all_mvtec else math.nan
-        summary = [average, published] if len(results) > 1 else [published]
+        summary = [average] if len(results) > 1 else []
+        for label, (dhkd, rd) in published_averages(metric).items():
+            published = {"Category": label, PAPER_COLUMNS[0]: dhkd, PAPER_COLUMNS[1]: rd}
+            for column in frame.columns[3:]:
+                published[column] = average[column] if all_mvtec else math.nan
+            summary.append(published)
         frame = pd.concat([frame, pd.DataFrame(summary)], ignore_index=True)
         compared = KIT_PRO_RD4AD if metric == "aupro" else KIT
         frame[DELTA] = (frame[compared] - frame[PAPER_COLUMNS[0]]).round(1)
@@ -260,21 +273,31 @@ def notes(results: list[dict[str, Any]]) -> list[str]:
     """What the reader of the tables must know: the rows, the columns, what is missing and why."""
     categories = [r["category"] for r in results]
     others = [c for c in categories if c not in MVTEC_CATEGORIES]
-    lines = ["*Paper (Ours)* is DHKD's column of the seed's tables, *Paper RD* their \"Rkd\" column (RD4AD, "
-             "reverse distillation); Δ = Kit − Paper (Ours), in points."]
+    lines = [f"*{PAPER_COLUMNS[0]}* and *{PAPER_COLUMNS[1]}* per category are the \"Ours\" and \"Rkd\" "
+             "columns of the results tables in the DHKD authors' README (Tong, Li & Song; \"Rkd\" is RD4AD, "
+             f"reverse distillation); {DELTA} = {KIT} − {PAPER_COLUMNS[0]}, in points."]
     if len(categories) > 1:
-        lines.append(f"*{AVERAGE}* is the kit's mean over the {len(categories)} categories listed; the paper's "
-                     "columns are averaged over the same categories, where the paper has all of them.")
-    lines.append(f"*{PUBLISHED}* is the paper's own Average row; the kit's number appears there only when all 15 "
-                 "MVTec AD categories were run.")
+        lines.append(f"*{AVERAGE}* is the kit's mean over the {len(categories)} categories listed; the published "
+                     "columns are averaged over the same categories, where every one of them has a number.")
+    lines.append(f"The published 15-category averages disagree, so both are shown: *{README_AVERAGE}* is that "
+                 f"README's Average row; *{PAPERS_AVERAGE}* gives DHKD's from the abstract of the IEEE Trans. Big "
+                 "Data 2024 paper and RD4AD's from its CVPR 2022 paper. The kit's number appears in these rows only "
+                 "when all 15 MVTec AD categories were run.")
     if others:
         what = "is not an MVTec AD category" if len(others) == 1 else "are not MVTec AD categories"
-        lines.append(f"{', '.join(others)} {what} (the kit's toy data set): the paper has no number for "
-                     f"{'it' if len(others) == 1 else 'them'} (–).")
-    lines.append("PRO: the seed gives no per-category PRO; the DHKD paper (IEEE TBD 2024) reports only an average "
-                 "of 95.0, RD4AD (CVPR 2022) 93.9 from its own code. *Kit* is the official MVTec AD AUPRO "
-                 "(integrated up to FPR 0.3); *Kit, RD4AD's PRO* is what RD4AD's code computes, and Δ compares "
-                 "that one, assuming (the kit's interpretation) that DHKD, built on RD4AD, used RD4AD's code.")
+        from_files = sorted({f"`{r.get('parameters', {}).get('data', '?')}`" for r in results
+                             if r["category"] in others and r.get("dataset")})
+        if not from_files:
+            lines.append(f"{', '.join(others)} {what} (the kit's toy data set): nothing is published for "
+                         f"{'it' if len(others) == 1 else 'them'} (–). A few CPU epochs on the toy set show that the "
+                         "pipeline works end to end; they say nothing about how well DHKD detects anomalies.")
+        else:
+            lines.append(f"{', '.join(others)} {what} (from the data-set file {', '.join(from_files)}): the DHKD "
+                         f"papers publish nothing for {'it' if len(others) == 1 else 'them'} (–).")
+    lines.append("PRO: no per-category PRO is published, only the papers' averages. *Kit* is the official MVTec AD "
+                 "AUPRO (integrated up to FPR 0.3); *Kit, RD4AD's PRO* is what RD4AD's code computes, and Δ "
+                 "compares that one, assuming (the kit's interpretation) that DHKD, built on RD4AD, used RD4AD's "
+                 "code.")
     return lines
 
 
@@ -287,35 +310,75 @@ def render_markdown(results: list[dict[str, Any]], tables: dict[str, pd.DataFram
            f"**{p['teacher']}**, device **{p['device']}**, **{p['epochs']}** epochs. Numbers in percent.", ""]
     for metric, title in METRICS.items():
         out += [f"{hashes} {title}", "", markdown_table(tables[metric]), ""]
+    for result in results:
+        if result.get("dataset") and result.get("per_defect"):
+            out += [f"{hashes} Per kind: {result['category']} (%)", "", markdown_table(per_kind_table(result), signed=()), ""]
     out += [f"- {line}" for line in notes(results)] + [""]
     return "\n".join(out)
 
 
-def results_figure(tables: dict[str, pd.DataFrame]):
-    """Grouped bars per row of the tables: Paper (Ours), Paper RD and Kit, one panel per metric."""
+def per_kind_table(result: dict[str, Any]) -> pd.DataFrame:
+    """A data set's scores per defect kind (each kind against the normal test images), in percent."""
+    rows = []
+    for kind, scores in result["per_defect"].items():
+        rows.append({"Kind": kind, "Images": str(scores["n"]), "Image AUROC": _percent(scores["image_auroc"]),
+                     "Pixel AUROC": _percent(scores["pixel_auroc"]), "AUPRO": _percent(scores["aupro"]),
+                     "Without mask": str(scores.get("without_mask", 0))})
+    return pd.DataFrame(rows).set_index("Kind")
+
+
+def results_figure(tables: dict[str, pd.DataFrame], results: list[dict[str, Any]] | None = None):
+    """One row of panels per metric: this run's categories on the left, the published
+    15-category averages on the right, on axes of their own, so that a run on a few categories
+    (or on the toy set) is never read as a rival to the published averages. ``results`` (the
+    JSON files) add a caption saying on what data and for how many epochs the kit ran."""
     from matplotlib.figure import Figure
 
-    rows = list(tables["image_auroc"].index)
-    figure = Figure(figsize=(max(6.5, 2.0 + 0.8 * len(rows)), 8.5), layout="constrained")
-    axes = figure.subplots(len(METRICS), 1, squeeze=False)[:, 0]
-    colours = ["#4c72b0", "#8da0cb", "#dd8452"]
-    for ax, (metric, title) in zip(axes, METRICS.items()):
+    index = list(tables["image_auroc"].index)
+    published = [r for r in index if r in PUBLISHED]
+    run_rows = [r for r in index if r not in PUBLISHED]
+    toy = not any(r in MVTEC_CATEGORIES for r in run_rows)
+    figure = Figure(figsize=(max(7.5, 4.0 + 0.8 * len(run_rows)), 9.5), layout="constrained")
+    axes = figure.subplots(len(METRICS), 2, squeeze=False, gridspec_kw={"width_ratios": [max(2, len(run_rows)), 2]})
+    for (left, right), (metric, title) in zip(axes, METRICS.items()):
         frame = tables[metric]
         columns = [*PAPER_COLUMNS, KIT_PRO_RD4AD if metric == "aupro" else KIT]
-        width = 0.8 / len(columns)
-        for j, (column, colour) in enumerate(zip(columns, colours)):
-            values = frame.loc[rows, column].to_numpy(dtype=float)
-            ax.bar([i + (j - 1) * width for i in range(len(rows))], values, width, label=column, color=colour)
-        finite = frame.loc[rows, columns].stack().dropna()
-        low = 5.0 * math.floor((float(finite.min()) - 5.0) / 5.0) if len(finite) else 0.0
-        ax.set_ylim(max(0.0, min(low, 90.0)), 100.5)
-        labels = ["Published average" if r == PUBLISHED else r.split(" (")[0] for r in rows]
-        ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right")
-        ax.set_ylabel("%")
-        ax.set_title(title)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+        _bars(left, frame, run_rows, columns, [r.split(" (")[0] for r in run_rows])
+        left.set_title(f"{title}: this run" + (" (toy data set)" if toy else ""))
+        _bars(right, frame, published, columns, ["authors' README", "papers"])
+        right.set_title("published, 15 categories", fontsize="medium")
+    handles = {label: handle for ax in axes.flat for handle, label in zip(*ax.get_legend_handles_labels())}
+    order = [label for label in (*PAPER_COLUMNS, KIT, KIT_PRO_RD4AD) if label in handles]
+    axes[0][1].legend([handles[label] for label in order], order, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                      fontsize="small", frameon=False)
+    caption = []
+    if results:
+        p = provenance(results)
+        caption.append(f"Kit: profile {p['profile']}, {p['epochs']} epochs, on {p['data'].replace('`', '')}.")
+    if toy:
+        caption.append("On the toy data set a few epochs show that the pipeline works end to end; "
+                       "those numbers say nothing about how DHKD compares with the published averages.")
+    if caption:
+        figure.supxlabel(textwrap.fill(" ".join(caption), 110), fontsize="small")
     return figure
+
+
+def _bars(ax: Any, frame: pd.DataFrame, rows: list[str], columns: list[str], labels: list[str]) -> None:
+    """Grouped bars of the ``columns`` that have numbers for ``rows`` of ``frame`` (each column
+    keeps its colour), the y axis fitted to what is shown."""
+    colours = dict(zip(columns, ["#4c72b0", "#8da0cb", "#dd8452"]))
+    shown = [column for column in columns if frame.loc[rows, column].notna().any()] or columns
+    width = 0.8 / len(shown)
+    for j, column in enumerate(shown):
+        values = frame.loc[rows, column].to_numpy(dtype=float)
+        offset = (j - (len(shown) - 1) / 2) * width
+        ax.bar([i + offset for i in range(len(rows))], values, width, label=column, color=colours[column])
+    finite = frame.loc[rows, columns].stack().dropna()
+    low = 5.0 * math.floor((float(finite.min()) - 5.0) / 5.0) if len(finite) else 0.0
+    ax.set_ylim(max(0.0, min(low, 90.0)), 100.5)
+    ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right")
+    ax.set_ylabel("%")
+    ax.grid(axis="y", alpha=0.3)
 
 
 # ----------------------------------------------------------------------------- files
@@ -338,11 +401,11 @@ def write_tables(results_dir: str | Path, readme: str | Path | None = None) -> l
         atomic_write_text(results_dir / relative, text)
         written.append(results_dir / relative)
     results = load_results(results_dir)
-    figure = results_figure(build_tables(results))
+    figure = results_figure(build_tables(results), results)
     atomic_write(results_dir / TABLES_DIR / FIGURE_NAME, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
     written.append(results_dir / TABLES_DIR / FIGURE_NAME)
     if readme is not None:
-        update_readme(readme, readme_section(results_dir))
+        replace_between_markers(Path(readme), readme_section(results_dir), README_MARKERS)
         written.append(Path(readme))
     return written
 
@@ -381,23 +444,7 @@ def readme_section(results_dir: str | Path) -> str:
     results = load_results(results_dir)
     text = render_markdown(results, build_tables(results), level=3)
     return (f"{text}\nTables as CSV, the figure and the executed notebooks (also as HTML) are in "
-            f"`{results_dir.as_posix()}/`. This section is rewritten by every `make reproduce`; do not edit it by hand.\n")
-
-
-def update_readme(readme: str | Path, body: str, markers: tuple[str, str] = (README_START, README_END)) -> None:
-    """Replace what lies between the ``markers`` of ``readme`` (the results section's by
-    default) with ``body`` (atomically); without them, append the section at the end."""
-    readme = Path(readme)
-    text = readme.read_text() if readme.exists() else ""
-    start, end = markers
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        _, after = rest.split(end, 1)
-        text = before + block + after
-    else:
-        text = text.rstrip() + ("\n\n" if text else "") + "## Latest results\n\n" + block + "\n"
-    atomic_write_text(readme, text)
+            f"`{results_dir.as_posix()}/`. Written by `make reproduce README=1`; do not edit it by hand.\n")
 
 
 # ----------------------------------------------------------------------------- ablation
@@ -407,6 +454,7 @@ ABLATION_METRICS = {"image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", 
                     "pro_rd4ad": "PRO (RD4AD code)"}
 BASELINE_KEY = "rd"
 INERT = "Inert additions"
+RESTORATION = "Masking restoration"  # diagnostics: share of a corruption the student undoes (RD's row: the reference)
 
 
 def ablation_table(results: list[dict[str, Any]], baseline: str = BASELINE_KEY) -> pd.DataFrame:
@@ -416,7 +464,8 @@ def ablation_table(results: list[dict[str, Any]], baseline: str = BASELINE_KEY) 
     n - 1 in the denominator; empty with one seed), the mean difference to the baseline variant
     (``Δ``, paired: variant minus baseline of the same seed) and that difference's standard
     deviation over seeds (``Δ std``), the spread that says whether a difference is more than
-    noise. Then the seeds, the mean training seconds and the additions the diagnostics call
+    noise. Then the seeds, the mean training seconds, the masking probe's mean restoration
+    (:mod:`dhkd.diagnostics`; compare each row with RD's) and the additions the diagnostics call
     inert, with how many seeds did so.
     """
     frame = _per_seed_frame(results)
@@ -433,10 +482,11 @@ def ablation_table(results: list[dict[str, Any]], baseline: str = BASELINE_KEY) 
             row[f"Δ {column} std"] = paired.std() if len(paired) > 1 else math.nan
         row["Seeds"] = len(runs)
         row["Train s"] = round(float(runs["Train s"].mean()), 1)
+        row[RESTORATION] = round(float(runs[RESTORATION].astype(float).mean()), 3)
         row[INERT] = _inert_summary(runs["inert"].tolist())
         rows.append(row)
     table = pd.DataFrame(rows).set_index("Variant")
-    numeric = [c for c in table.columns if c not in ("Seeds", "Train s", INERT)]
+    numeric = [c for c in table.columns if c not in ("Seeds", "Train s", INERT, RESTORATION)]
     table[numeric] = table[numeric].astype(float).round(3)
     return table
 
@@ -447,7 +497,8 @@ def _per_seed_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
         diagnostics = result.get("diagnostics")
         row = {"key": result.get("key", result["variant"]), "variant": result["variant"], "seed": result.get("seed", 0),
                "Train s": float(result.get("train_seconds") or math.nan),
-               "inert": None if diagnostics is None else list(diagnostics.get("inert", []))}
+               "inert": None if diagnostics is None else list(diagnostics.get("inert", [])),
+               RESTORATION: (diagnostics or {}).get("masking", {}).get("restoration", math.nan)}
         row.update({column: 100.0 * float(result[name]) if result.get(name) is not None else math.nan
                     for name, column in ABLATION_METRICS.items()})
         rows.append(row)
@@ -474,9 +525,13 @@ def ablation_markdown(table: pd.DataFrame) -> str:
         shown[column] = [_plus_minus(m, s) for m, s in zip(table[column], table[f"{column} std"])]
         shown[f"Δ {column}"] = [_plus_minus(m, s, signed=True)
                                 for m, s in zip(table[f"Δ {column}"], table[f"Δ {column} std"])]
-    for column in ("Seeds", "Train s", INERT):
-        shown[column] = table[column]
+    for column in ("Seeds", "Train s", RESTORATION, INERT):
+        shown[column] = [_cell_2(v) for v in table[column]] if column == RESTORATION else table[column]
     return markdown_table(shown, signed=())
+
+
+def _cell_2(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.2f}"
 
 
 def _plus_minus(mean: float, std: float, signed: bool = False) -> str:
@@ -517,8 +572,8 @@ def ablation_report(results_dir: str | Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dhkd.tables", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    paper = commands.add_parser("paper", help="parse the seed README into dhkd/paper/*.csv")
-    paper.add_argument("--seed", type=Path, default=Path("..") / "shared" / "seeds" / SEED_NAME)
+    paper = commands.add_parser("paper", help="parse the DHKD authors' README into dhkd/paper/*.csv")
+    paper.add_argument("--source", type=Path, required=True, help="a copy of the DHKD authors' README.md")
     build = commands.add_parser("build", help="rebuild the tables of a results folder from its JSON files")
     build.add_argument("results", type=Path)
     build.add_argument("--readme", type=Path)
@@ -527,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "paper":
-            for path in write_paper_csvs(args.seed):
+            for path in write_paper_csvs(args.source):
                 print(f"wrote {path}")
         elif args.command == "build":
             for path in write_tables(args.results, args.readme):

@@ -32,8 +32,6 @@ __all__ = [
     "counts",
     "PixelCounter",
     "ImageCounter",
-    "threshold_at_fpr",
-    "f1_optimal_threshold",
     "ceil_float32",
 ]
 
@@ -129,11 +127,11 @@ class ImageCounter:
         return fpr, tpr
 
     def f1_optimal(self) -> tuple[float, float]:
-        return metrics.f1_optimal_threshold(self.scores, self.labels)
+        return metrics.f1_optimal_sorted(self._pos, self._neg)
 
     def threshold_at_fpr(self, fpr: float) -> float:
         """Lowest threshold flagging at most ``fpr`` of the good images (= :func:`metrics.threshold_at_fpr`)."""
-        return threshold_at_fpr(self._neg, fpr, candidates=(self._pos,))
+        return metrics.threshold_at_fpr_sorted(self._neg, fpr, candidates=(self._pos,))
 
 
 class PixelCounter:
@@ -219,14 +217,10 @@ class PixelCounter:
         return np.concatenate([fpr, [1.0]]), np.concatenate([tpr, [1.0]])
 
     def f1_optimal(self) -> tuple[float, float]:
-        """Pixel threshold maximising pooled pixel F1 (highest among ties), and that F1.
-
-        Equal to :func:`dhkd.metrics.f1_optimal_threshold` over all pixels: the best threshold
-        is always a defective pixel's value (raising a threshold that sits on normal pixels
-        only removes false positives), so only those are tried, with ``searchsorted``.
-        """
+        """Pixel threshold maximising pooled pixel F1 (highest among ties), and that F1
+        (:func:`dhkd.metrics.f1_optimal_threshold` over all pixels, from the sorted pixels)."""
         pos, neg = self._pooled_sorted()
-        return f1_optimal_threshold(pos, neg)
+        return metrics.f1_optimal_sorted(pos, neg)
 
     def threshold_at_fpr(self, fpr: float) -> float:
         """Lowest threshold flagging at most ``fpr`` of the pixels of the good images.
@@ -239,44 +233,4 @@ class PixelCounter:
             good = np.sort(np.concatenate([row[k:] for row, k, g in zip(self._rows, self.n_pos, self.good) if g]))
         else:
             good = neg
-        return threshold_at_fpr(good, fpr, candidates=(pos, neg))
-
-
-def f1_optimal_threshold(pos_sorted: np.ndarray, neg_sorted: np.ndarray) -> tuple[float, float]:
-    """F1-maximising threshold from sorted defective and sorted normal scores (highest among ties)."""
-    if len(pos_sorted) == 0:
-        raise ValueError("no defective sample: F1 is undefined")
-    candidates = np.unique(pos_sorted)[::-1]  # descending, so argmax picks the highest on ties
-    tp = len(pos_sorted) - np.searchsorted(pos_sorted, candidates, side="left")
-    fp = len(neg_sorted) - np.searchsorted(neg_sorted, candidates, side="left")
-    f1 = 2.0 * tp / (tp + fp + len(pos_sorted))
-    best = int(np.argmax(f1))
-    return float(candidates[best]), float(f1[best])
-
-
-def threshold_at_fpr(normal_sorted: np.ndarray, fpr: float, candidates: tuple[np.ndarray, ...] = ()) -> float:
-    """The lowest threshold flagging at most ``fpr`` of the (ascending, float32) ``normal_sorted``.
-
-    The threshold is the lowest value of ``normal_sorted`` or of the sorted ``candidates`` that
-    qualifies, so it flags as many other (defective) samples as that false-positive budget
-    allows; with the scores of all samples as candidates this is exactly
-    :func:`dhkd.metrics.threshold_at_fpr`. When nothing may be flagged and no candidate lies
-    above the highest normal score, the next float32 above it is returned.
-    """
-    if not 0.0 <= fpr <= 1.0:
-        raise ValueError(f"fpr must be in [0, 1]; got {fpr}")
-    s = normal_sorted
-    n = len(s)
-    if n == 0:
-        raise ValueError("no normal scores")
-    k = min(n, math.floor(fpr * n))  # how many may be flagged: the largest k with k / n <= fpr
-    while k < n and (k + 1) / n <= fpr:
-        k += 1
-    while k > 0 and k / n > fpr:
-        k -= 1
-    pools = [s, *candidates]
-    if k == n:  # everything may be flagged: the lowest value of all
-        return float(min(p[0] for p in pools if len(p)))
-    cut = s[n - k - 1]  # the (k+1)-th largest normal score must stay below the threshold
-    above = [p[i] for p in pools if (i := int(np.searchsorted(p, cut, side="right"))) < len(p)]
-    return float(min(above)) if above else float(np.nextafter(cut, np.float32(np.inf)))
+        return metrics.threshold_at_fpr_sorted(good, fpr, candidates=(pos, neg))

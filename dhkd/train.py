@@ -27,7 +27,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from dhkd.checkpoint import CHECKPOINT_NAME, check_compatible, load_checkpoint, save_checkpoint
 from dhkd.config import Config, save_config, to_dict
 from dhkd.data import load_split, normalize, validate_category
+from dhkd.dataset_file import DataSetFile, as_dataset, is_dataset_file, split_record
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write_json, atomic_write_text
 from dhkd.loss import distillation_loss
@@ -68,6 +69,12 @@ def resolve_device(device: str | None = "auto") -> torch.device:
     return resolved
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a wall-clock reading covers it (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch's global RNGs (weight init); the data order has its own generator."""
     torch.manual_seed(seed)
@@ -88,10 +95,8 @@ def set_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
 
     A convolution whose input is NHWC gives NHWC output, so the activations stay NHWC through
     the network. The weights go NHWC as well, on CUDA (cuDNN's NHWC kernels want them so) and
-    on the CPU: there oneDNN returns weight gradients in the activations' layout, and an NCHW
-    weight would take a layout copy of its gradient every step. Measured on 2 CPU cores, in
-    steps alternating between the two layouts: a training step 2.3 % faster for ``rd`` and
-    1.6 % for ``offline``; inference the same for ``rd``, 3.5 % faster for ``offline``.
+    on the CPU, where oneDNN returns weight gradients in the activations' layout and an NCHW
+    weight would take a layout copy of its gradient every step.
     """
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -238,12 +243,18 @@ def stop_requests() -> Iterator[dict[str, int]]:
 
 
 class Trainer:
-    """Trains one category into one run folder. ``Trainer(...).fit()`` is the whole job."""
+    """Trains one category into one run folder. ``Trainer(...).fit()`` is the whole job.
+
+    The training step is public so that tools can drive it without a run of their own
+    (``benchmarks/`` times it): :meth:`prepare`, then :meth:`epoch_order`,
+    :meth:`batch_indices` and :meth:`train_step`; :meth:`teacher_features` and
+    :meth:`teacher_cache` are the teacher's side of a step.
+    """
 
     def __init__(self, config: Config, data_root: str | Path, category: str, out_dir: str | Path,
                  device: str | None = "auto", progress: bool = True) -> None:
         self.config = config
-        self.data_root = Path(data_root)
+        self.data_root = data_root if isinstance(data_root, DataSetFile) else Path(data_root)
         self.category = category
         self.out_dir = Path(out_dir)
         self.device = resolve_device(device)
@@ -253,15 +264,18 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(self.device)
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
+        self.dataset_record: dict[str, Any] | None = None  # a data-set file's content and split, for run.json
 
     # -- setup -----------------------------------------------------------------------
 
-    def _prepare(self, images: torch.Tensor | None = None) -> None:
+    def prepare(self, images: torch.Tensor | None = None) -> None:
         """Model, optimiser, training images on the device, teacher cache. ``images`` (uint8
-        ``(N, 3, S, S)``) replaces the category's train split (``dhkd bench`` on synthetic data)."""
+        ``(N, 3, S, S)``) replace the category's train split, so that a tool can train on data
+        it made itself; :meth:`fit` calls this first."""
         learning_rate(self.config, 0, 0, 1)  # an unknown schedule fails before any work
         if images is None:
             validate_category(self.data_root, self.category)
+            self.dataset_record = dataset_record(self.data_root, self.category)
         _check_writable(self.out_dir)
         seed_everything(self.config.train.seed)
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
@@ -286,14 +300,12 @@ class Trainer:
                                 progress=self.progress).images
         self.images = images.to(self.device)  # uint8, decoded once
         started = time.perf_counter()
-        self.cache = self._teacher_cache() if self.config.train.cache_teacher_features else None
-        _synchronize(self.device)
+        self.cache = self.teacher_cache() if self.config.train.cache_teacher_features else None
+        synchronize(self.device)
         self.teacher_cache_seconds = time.perf_counter() - started
 
-    def _teacher(self, images_uint8: torch.Tensor) -> list[torch.Tensor]:
-        return self._teacher_normalised(normalize(images_uint8))
-
-    def _teacher_normalised(self, images: torch.Tensor) -> list[torch.Tensor]:
+    def teacher_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen teacher's features of normalised images, without gradients, in the student's layout."""
         if self.config.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         # no_grad rather than inference_mode: these features feed the student's autograd graph,
@@ -302,7 +314,7 @@ class Trainer:
         with torch.no_grad():
             return self.model.teacher(images)
 
-    def _teacher_cache(self) -> list[torch.Tensor]:
+    def teacher_cache(self) -> list[torch.Tensor]:
         """Teacher features of every (unaugmented) training image, computed once. Under torchrun
         each rank computes one slice and receives the others' (every rank needs all of them:
         its batches are drawn from the whole set)."""
@@ -311,24 +323,35 @@ class Trainer:
         batch = max(1, self.config.eval.batch_size)
         with torch.inference_mode():
             for start in range(0, len(shard), batch):
-                parts.append(self._teacher(self.images[shard[start:start + batch]]))
+                parts.append(self.teacher_features(normalize(self.images[shard[start:start + batch]])))
             levels = [torch.cat([p[s] for p in parts]) for s in range(len(parts[0]))]
             return [self.dist.gather_shards(level, len(self.images)) for level in levels]
 
     # -- one step --------------------------------------------------------------------
 
-    def _step(self, indices: torch.Tensor, stage: int) -> torch.Tensor:
+    def epoch_order(self) -> torch.Tensor:
+        """A fresh random order of the training images, from the run's own generator (so resuming repeats it)."""
+        return torch.randperm(len(self.images), generator=self.generator, device=self.device)
+
+    def batch_indices(self, order: torch.Tensor, step: int) -> torch.Tensor:
+        """This process's share of batch ``step`` of an epoch in ``order`` (all of it with one process)."""
+        batch = self.config.train.batch_size
+        return order[step * batch:(step + 1) * batch][self.dist.rank::self.dist.world]
+
+    def train_step(self, indices: torch.Tensor, stage: int) -> torch.Tensor:
+        """One optimiser step on the training images at ``indices``; stage 2 corrupts the student's input.
+        Returns the loss, left on the device so that a step needs no host synchronisation."""
         images = normalize(self.images[indices]) if self.cache is None or stage == 2 else None
         if self.cache is not None:
             targets = [level[indices] for level in self.cache]
         else:
-            targets = self._teacher_normalised(images)
+            targets = self.teacher_features(images)
         if stage == 2:
             donors = None
             if self.config.masking.fill != "noise":  # from other training images, never the image itself
                 donors = normalize(self.images[donor_indices(indices, len(self.images), self.generator)])
             corrupted, _ = corrupt(images, self.config.masking, self.generator, donors)
-            inputs = self._teacher_normalised(corrupted)
+            inputs = self.teacher_features(corrupted)
         else:
             inputs = targets
         with autocast(self.device, self.config.train.amp):
@@ -337,34 +360,16 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return loss.detach()  # stays on the device: no host sync per step
-
-    def time_epoch(self, stage: int = 1) -> float:
-        """Seconds of one epoch of ``stage``'s steps (every batch of a fresh order, as ``fit``
-        runs them), after untimed warm-up steps on the first and the last batch (their shapes
-        differ when the last batch is smaller: cuDNN autotuning, torch.compile). For ``dhkd
-        bench``: trains the model but writes nothing. Call ``_prepare`` first."""
-        batch, batches = self.config.train.batch_size, self._batches_per_epoch()
-        self.student.train()
-        order = torch.randperm(len(self.images), generator=self.generator, device=self.device)
-        chosen = [order[step * batch:(step + 1) * batch][self.dist.rank::self.dist.world] for step in range(batches)]
-        for indices in {len(c): c for c in chosen}.values():  # one warm-up step per batch shape
-            self._step(indices, stage)
-        _synchronize(self.device)
-        started = time.perf_counter()
-        for indices in chosen:
-            self._step(indices, stage)
-        _synchronize(self.device)
-        return time.perf_counter() - started
+        return loss.detach()
 
     # -- the loop --------------------------------------------------------------------
 
-    def fit(self, resume: bool = False) -> Path:
-        """Train to ``config.train.epochs`` and return the run folder."""
-        self._prepare()
+    def fit(self, resume: bool = False, after_epoch: Callable[[list[dict[str, Any]]], None] | None = None) -> Path:
+        """Train to ``config.train.epochs`` and return the run folder. ``after_epoch(history)`` is
+        called after every finished epoch (its last row is that epoch), e.g. to score the model."""
+        self.prepare()
         position = self._resume() if resume else self._start()
         epochs = self.config.train.epochs
-        batch = self.config.train.batch_size
         bar = tqdm(total=epochs, initial=position.epoch, desc=f"train {self.category}", unit="epoch",
                    disable=not (self.progress and self.dist.main))
         with stop_requests() as stop:
@@ -373,17 +378,15 @@ class Trainer:
                 if position.step == 0:
                     self._init_from_data(position.epoch)
                 if position.permutation is None:
-                    position.permutation = torch.randperm(len(self.images), generator=self.generator,
-                                                          device=self.device)
-                batches = self._batches_per_epoch()
+                    position.permutation = self.epoch_order()
+                batches = self.batches_per_epoch()
                 self.student.train()
                 started = time.perf_counter()
                 epoch_loss = torch.zeros((), dtype=torch.float64, device=self.device)
                 while position.step < batches:
-                    chosen = position.permutation[position.step * batch:(position.step + 1) * batch]
                     for group in self.optimizer.param_groups:
                         group["lr"] = learning_rate(self.config, position.epoch, position.step, batches)
-                    epoch_loss += self._step(chosen[self.dist.rank::self.dist.world], stage)
+                    epoch_loss += self.train_step(self.batch_indices(position.permutation, position.step), stage)
                     position.step += 1
                     # one tiny all-reduce per step with several processes: a signal that reached one
                     # rank stops every rank after the same step, so none waits for the others forever
@@ -398,6 +401,8 @@ class Trainer:
                 position.loss_sum += float(epoch_loss)
                 position.seconds += time.perf_counter() - started
                 self._end_epoch(position, stage, batches)
+                if after_epoch is not None:
+                    after_epoch(position.history)
                 bar.update(1)
                 bar.set_postfix(stage=stage, loss=f"{position.history[-1]['loss']:.4f}")
         bar.close()
@@ -447,7 +452,7 @@ class Trainer:
                             "add training images, lower model.memory.items, or use --set model.memory.init=random")
         self.student.memory.init_from_embeddings(embeddings, seed=self.config.train.seed)
 
-    def _batches_per_epoch(self) -> int:
+    def batches_per_epoch(self) -> int:
         """RD4AD keeps the last, smaller batch; with several processes each needs a share, so it is dropped."""
         batch = self.config.train.batch_size
         if self.dist.world > 1:
@@ -539,7 +544,8 @@ class Trainer:
             return
         atomic_write_json(self.out_dir / RUN_INFO_NAME, {
             "category": self.category,
-            "data_root": str(self.data_root.resolve()),
+            "data_root": _data_root_text(self.data_root),
+            **({"dataset": self.dataset_record} if self.dataset_record else {}),
             "profile": self.config.profile,
             "teacher": self.config.model.teacher.name,
             "device": str(self.device),
@@ -564,6 +570,19 @@ def train(config: Config, data_root: str | Path, category: str, out_dir: str | P
         trainer.dist.close()
 
 
+def dataset_record(data_root: str | Path | DataSetFile, category: str) -> dict[str, Any] | None:
+    """For a data-set file: its content and split, recorded in run.json so evaluation uses the same split."""
+    if not is_dataset_file(data_root):
+        return None
+    return split_record(as_dataset(data_root, category))
+
+
+def _data_root_text(data_root: Path | DataSetFile) -> str:
+    if isinstance(data_root, DataSetFile):
+        return str(data_root.source.resolve()) if data_root.source else str(data_root.root)
+    return str(data_root.resolve())
+
+
 def read_run_info(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / RUN_INFO_NAME
     if not path.exists():
@@ -577,11 +596,6 @@ def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(path, buffer.getvalue())
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _check_writable(folder: Path) -> None:

@@ -277,10 +277,23 @@ class _Timed:
         self.durations.append(time.perf_counter() - started)
 
 
+class _CountedPredictions:
+    """A run's test predictions on the CPU with their image and pixel counters, built once:
+    what the threshold explorer and the failure browser both stand on."""
+
+    def __init__(self, predictions: Any) -> None:
+        p = _as_cpu_predictions(predictions)
+        self.predictions = p
+        self.n = len(p.labels)
+        self.defect_types = list(p.defect_types)
+        self.image_counter = ImageCounter(p.scores, p.labels)
+        self.pixel_counter = PixelCounter(p.maps, p.masks, p.labels)
+
+
 # ------------------------------------------------------------------------------ threshold explorer
 
 
-class ThresholdExplorer:
+class ThresholdExplorer(_CountedPredictions):
     """A threshold slider and everything it decides; see :func:`threshold_explorer`.
 
     ``stats`` holds the numbers on display (keys: level, threshold, tp, fp, fn, tn, precision,
@@ -293,13 +306,9 @@ class ThresholdExplorer:
                  per_page: int = 12, columns: int = 4, fpr: float = 0.05) -> None:
         if level not in LEVELS:
             raise DhkdError(f"level must be one of {LEVELS}; got {level!r}")
-        p = _as_cpu_predictions(predictions)
+        super().__init__(predictions)
+        p = self.predictions
         self.level = level
-        self.predictions = p
-        self.n = len(p.labels)
-        self.defect_types = list(p.defect_types)
-        self.image_counter = ImageCounter(p.scores, p.labels)
-        self.pixel_counter = PixelCounter(p.maps, p.masks, p.labels)
         self.per_page, self.columns = per_page, columns
         size = min(thumb_size, p.maps.shape[-1])
         self._thumbs = _images_hwc(images, self.n, size)
@@ -559,7 +568,7 @@ def threshold_explorer(predictions: Any, images: Any = None, level: str = "image
 # ------------------------------------------------------------------------------ failure browser
 
 
-class FailureBrowser:
+class FailureBrowser(_CountedPredictions):
     """Sorted failure cases with next/previous; see :func:`failure_browser`.
 
     ``items`` is the current list (indices into the predictions, worst first), ``position``
@@ -568,12 +577,8 @@ class FailureBrowser:
 
     def __init__(self, predictions: Any, images: Any = None, image_threshold: float | None = None,
                  pixel_threshold: float | None = None, panel_size: int = 256) -> None:
-        p = _as_cpu_predictions(predictions)
-        self.predictions = p
-        self.n = len(p.labels)
-        self.defect_types = list(p.defect_types)
-        self.image_counter = ImageCounter(p.scores, p.labels)
-        self.pixel_counter = PixelCounter(p.maps, p.masks, p.labels)
+        super().__init__(predictions)
+        p = self.predictions
         size = min(panel_size, p.maps.shape[-1])
         self._images = _images_hwc(images, self.n, size)
         self._maps = _max_pool(p.maps, size) if size != p.maps.shape[-1] else p.maps.float().numpy()

@@ -131,3 +131,24 @@ def test_diagnose_a_whole_model_reports_every_addition() -> None:
     plain = diagnostics.diagnose(build_model(rd.model, 0), rd, images, [])
     assert all(plain[name]["inert"] is None for name in diagnostics.ADDITIONS) and plain["inert"] == []
     assert "restoration" in plain["masking"]  # RD's reference for the masking probe
+
+
+def test_the_masking_probe_gives_no_verdict_on_a_student_worse_than_copying() -> None:
+    config = load_config("smoke", ["masking.fill=noise"])
+    model = SimpleNamespace(teacher=lambda x: [x], student=lambda features: [-f for f in features])
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    result = diagnostics.masking_diagnostics(model, config, images, [], torch.Generator().manual_seed(0))
+    assert result["probe_resolves"] is False and result["inert"] is None
+
+
+def test_the_diagnostics_figure_draws_every_addition_on_or_off() -> None:
+    from dhkd import plots
+
+    config = load_config("smoke")
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    figure = plots.addition_diagnostics(diagnostics.diagnose(build_model(config.model, 0), config, images, []))
+    assert len(figure.axes) == 4 and figure.axes[1].get_title().startswith("attention")
+    rd = load_config("smoke", ["model.fusion.enabled=false", "model.attention.enabled=false",
+                               "model.memory.enabled=false", "masking.enabled=false"])
+    figure = plots.addition_diagnostics(diagnostics.diagnose(build_model(rd.model, 0), rd, images, []))
+    assert not figure.axes[0].axison and figure.axes[3].get_title() == "masking: off"

@@ -130,10 +130,10 @@ def _sharded_cache(rank: int, world: int, port: int, out_dir: str, results: "mp.
 
     images = torch.randint(0, 256, (7, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     trainer = Trainer(load_config("smoke"), ".", "bench", Path(out_dir) / f"rank{rank}", device="cpu", progress=False)
-    trainer._prepare(images=images)  # each rank computes its shard of the cache; all_gather fills in the rest
+    trainer.prepare(images=images)  # each rank computes its shard of the cache; all_gather fills in the rest
     gathered = trainer.cache
     trainer.dist = Distributed()  # the same cache as one process would compute it, for comparison
-    alone = trainer._teacher_cache()
+    alone = trainer.teacher_cache()
     same = [bool(torch.allclose(g, a, rtol=1e-5, atol=1e-6)) for g, a in zip(gathered, alone, strict=True)]
     results.put((rank, [tuple(g.shape) for g in gathered], same))
     torch.distributed.destroy_process_group()

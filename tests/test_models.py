@@ -166,7 +166,7 @@ def test_training_step_copies_no_weight_gradient_between_layouts(tmp_path: Path)
     from dhkd.train import Trainer
 
     trainer = Trainer(load_config("smoke"), ".", "bench", tmp_path / "run", device="cpu", progress=False)
-    trainer._prepare(images=torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8))
+    trainer.prepare(images=torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8))
     weights = {tuple(p.shape) for p in trainer.student.parameters() if p.dim() == 4 and p.shape[-1] > 1}
     copied: list[tuple[int, ...]] = []
 
@@ -178,5 +178,5 @@ def test_training_step_copies_no_weight_gradient_between_layouts(tmp_path: Path)
 
     assert weights  # 3x3 convolutions, whose layouts differ (a 1x1 weight is the same in both)
     with CopiesOfWeights():
-        trainer._step(torch.arange(4), 1)
+        trainer.train_step(torch.arange(4), 1)
     assert copied == []

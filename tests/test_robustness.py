@@ -239,19 +239,3 @@ def test_schedule_plot_shows_every_step_by_stage() -> None:
     assert [line.get_label() for line in lines] == ["stage 1: clean inputs", "stage 2: masked inputs"]
     assert [len(line.get_xdata()) for line in lines] == [6, 6]
     assert lines[0].get_ydata()[0] == pytest.approx(config.train.lr) and lines[1].get_ydata()[-1] < 0.05 * config.train.lr
-
-
-def test_tune_profile_scores_at_the_chosen_epochs_and_tabulates(toy_root, tmp_path) -> None:
-    """scripts/tune_profile.py, the tool behind the offline profile's choices, on the smoke profile."""
-    import runpy
-
-    module = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "tune_profile.py"))
-    out = tmp_path / "tuning"
-    for name, sets in (("constant", []), ("cosine", ["--set", "train.lr_schedule=cosine"])):
-        assert module["main"](["--data-root", str(toy_root), "--category", "nut", "--profile", "smoke", "--name", name,
-                               "--eval-at", "1,2", "--device", "cpu", "--out", str(out), *sets]) == 0
-    records = [json.loads(line) for line in (out / "tuning.jsonl").read_text().splitlines()]
-    assert [[row["epoch"] for row in r["scores"]] for r in records] == [[1, 2], [1, 2]]
-    assert all(0 <= row["aupro"] <= 100 for r in records for row in r["scores"])
-    lines = module["table"](out).splitlines()
-    assert len(lines) == 4 and "train.lr_schedule=cosine" in lines[3]

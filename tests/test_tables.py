@@ -1,10 +1,11 @@
-"""Results tables: the paper's CSVs come from the seed, the kit's tables from the JSON files alone."""
+"""Results tables: the paper CSVs come from the DHKD authors' README, the kit's tables from the JSON files alone."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,10 @@ import pytest
 from dhkd import tables
 from dhkd.data import MVTEC_CATEGORIES
 
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / tables.SEED_NAME
+#: A copy of the DHKD authors' README (outside the repository; the test skips without it).
+AUTHORS_README = Path(os.environ.get("DHKD_AUTHORS_README", Path(__file__).resolve().parents[2] / "shared" / "seeds"
+                                     / "000_613416427124e7f6.txt"))
+DHKD, RD = tables.PAPER_COLUMNS
 
 
 def write_result(folder: Path, category: str, image: float, pixel: float, aupro: float, pro: float, **extra) -> None:
@@ -37,15 +41,15 @@ def results(tmp_path: Path) -> Path:
 # ----------------------------------------------------------------------------- the paper
 
 
-def test_paper_csvs_are_what_the_parser_makes_of_the_seed() -> None:
-    if not SEED.exists():
-        pytest.skip(f"the seed README is not at {SEED}")
-    for key, rows in tables.parse_seed(SEED.read_text()).items():
+def test_paper_csvs_are_what_the_parser_makes_of_the_authors_readme() -> None:
+    if not AUTHORS_README.exists():
+        pytest.skip(f"no copy of the DHKD authors' README at {AUTHORS_README} (set DHKD_AUTHORS_README)")
+    for key, rows in tables.parse_authors_readme(AUTHORS_README.read_text()).items():
         assert (tables.PAPER_DIR / f"{key}.csv").read_text() == tables.paper_csv_text(rows), (
-            f"dhkd/paper/{key}.csv differs from the seed; run python -m dhkd.tables paper")
+            f"dhkd/paper/{key}.csv differs from the authors' README; run python -m dhkd.tables paper --source ...")
 
 
-def test_paper_csvs_hold_the_seed_tables() -> None:
+def test_paper_csvs_hold_the_authors_tables() -> None:
     image = pd.read_csv(tables.PAPER_DIR / "image_auroc.csv")
     pixel = pd.read_csv(tables.PAPER_DIR / "pixel_auroc.csv")
     for frame in (image, pixel):
@@ -57,12 +61,20 @@ def test_paper_csvs_hold_the_seed_tables() -> None:
     assert image.set_index("category").loc["average", "Ours"] == 99.3
     assert pixel.set_index("category").loc["average", "Ours"] == 98.6
     assert image.set_index("category").loc["metal_nut", "name"] == "Mental nut"
-    assert tables.paper_numbers("aupro").loc["average"].tolist() == [95.0, 93.9]
+    assert tables.published_averages("aupro")[tables.PAPERS_AVERAGE] == (95.0, 93.9)
 
 
-def test_parse_seed_rejects_a_seed_without_two_tables() -> None:
+def test_the_two_published_averages_are_both_kept() -> None:
+    """The authors' README and the papers disagree on the averages; neither replaces the other."""
+    assert tables.published_averages("image_auroc") == {tables.README_AVERAGE: (99.3, 98.2), tables.PAPERS_AVERAGE: (98.1, 98.5)}
+    assert tables.published_averages("pixel_auroc") == {tables.README_AVERAGE: (98.6, 97.8), tables.PAPERS_AVERAGE: (98.3, 97.8)}
+    readme_pro = tables.published_averages("aupro")[tables.README_AVERAGE]
+    assert all(math.isnan(v) for v in readme_pro)  # the README publishes no PRO
+
+
+def test_parse_rejects_a_readme_without_two_tables() -> None:
     with pytest.raises(tables.DhkdError, match="two Markdown tables"):
-        tables.parse_seed("| a | b |\n| - | - |\n| 1 | 2 |\n")
+        tables.parse_authors_readme("| a | b |\n| - | - |\n| 1 | 2 |\n")
 
 
 # ----------------------------------------------------------------------------- the kit
@@ -71,24 +83,25 @@ def test_parse_seed_rejects_a_seed_without_two_tables() -> None:
 def test_tables_are_built_from_the_json_files(results: Path) -> None:
     tables.write_tables(results)
     image = pd.read_csv(results / "tables" / "image_auroc.csv", index_col=0)
-    # seed order (textures first), then categories the paper does not have
+    # the authors' order (textures first), then categories the paper does not have
     assert list(image.index[:3]) == ["grid", "bottle", "nut"]
     assert image.loc["bottle", "Kit"] == 99.6
-    assert image.loc["bottle", "Paper (Ours)"] == 99.7
-    assert image.loc["bottle", "Paper RD"] == 100.0
-    assert image.loc["bottle", "Δ vs paper"] == -0.1
+    assert image.loc["bottle", DHKD] == 99.7
+    assert image.loc["bottle", RD] == 100.0
+    assert image.loc["bottle", tables.DELTA] == -0.1
     assert image.loc["nut", "Kit"] == 81.2
-    assert math.isnan(image.loc["nut", "Paper (Ours)"]) and math.isnan(image.loc["nut", "Δ vs paper"])
+    assert math.isnan(image.loc["nut", DHKD]) and math.isnan(image.loc["nut", tables.DELTA])
     average = image.loc["Average (3 listed)"]
     assert average["Kit"] == round((99.6 + 97.0 + 81.2) / 3, 1)
-    assert math.isnan(average["Paper (Ours)"])  # the paper has no nut
-    published = image.loc["Published average (15 categories)"]
-    assert published["Paper (Ours)"] == 99.3 and math.isnan(published["Kit"])  # only 3 of 15 categories ran
+    assert math.isnan(average[DHKD])  # the paper has no nut
+    published = image.loc[tables.README_AVERAGE]
+    assert published[DHKD] == 99.3 and math.isnan(published["Kit"])  # only 3 of 15 categories ran
+    assert image.loc[tables.PAPERS_AVERAGE, DHKD] == 98.1
     pro = pd.read_csv(results / "tables" / "aupro.csv", index_col=0)
     assert pro.loc["bottle", "Kit"] == 95.0 and pro.loc["bottle", "Kit, RD4AD's PRO"] == 96.0
-    assert pro.loc["Published average (15 categories)", "Paper (Ours)"] == 95.0
+    assert pro.loc[tables.PAPERS_AVERAGE, DHKD] == 95.0 and math.isnan(pro.loc[tables.README_AVERAGE, DHKD])
     markdown = (results / "tables" / "results.md").read_text()
-    assert "nut is not an MVTec AD category" in markdown
+    assert "nut is not an MVTec AD category" in markdown and "the seed" not in markdown
     assert "| bottle " in markdown and "99.6" in markdown and "-0.1" in markdown
     assert (results / "tables" / "results.png").stat().st_size > 10_000
     assert tables.verify(results) == []
@@ -99,8 +112,8 @@ def test_the_average_row_uses_the_paper_where_it_has_every_category(tmp_path: Pa
     write_result(folder, "bottle", 1.0, 0.99, 0.9, 0.9)
     write_result(folder, "grid", 1.0, 0.99, 0.9, 0.9)
     image = tables.build_tables(tables.load_results(folder))["image_auroc"]
-    assert image.loc["Average (2 listed)", "Paper (Ours)"] == round((99.7 + 99.8) / 2, 1)
-    assert image.loc["Average (2 listed)", "Δ vs paper"] == round(100.0 - round((99.7 + 99.8) / 2, 1), 1)
+    assert image.loc["Average (2 listed)", DHKD] == round((99.7 + 99.8) / 2, 1)
+    assert image.loc["Average (2 listed)", tables.DELTA] == round(100.0 - round((99.7 + 99.8) / 2, 1), 1)
 
 
 def test_all_fifteen_categories_fill_the_published_row(tmp_path: Path) -> None:
@@ -108,9 +121,10 @@ def test_all_fifteen_categories_fill_the_published_row(tmp_path: Path) -> None:
     for category in MVTEC_CATEGORIES:
         write_result(folder, category, 0.99, 0.98, 0.93, 0.95)
     built = tables.build_tables(tables.load_results(folder))
-    published = built["image_auroc"].loc[tables.PUBLISHED]
-    assert published["Kit"] == 99.0 and published["Δ vs paper"] == round(99.0 - 99.3, 1)
-    assert built["aupro"].loc[tables.PUBLISHED, "Δ vs paper"] == 0.0  # 95.0 (RD4AD's PRO) - 95.0
+    published = built["image_auroc"].loc[tables.README_AVERAGE]
+    assert published["Kit"] == 99.0 and published[tables.DELTA] == round(99.0 - 99.3, 1)
+    assert built["image_auroc"].loc[tables.PAPERS_AVERAGE, tables.DELTA] == round(99.0 - 98.1, 1)
+    assert built["aupro"].loc[tables.PAPERS_AVERAGE, tables.DELTA] == 0.0  # 95.0 (RD4AD's PRO) - 95.0
 
 
 @pytest.mark.parametrize("name", ["tables/results.md", "tables/image_auroc.csv", "tables/aupro.csv"])
@@ -148,10 +162,10 @@ def test_no_results_is_a_clear_error(tmp_path: Path) -> None:
 def test_markdown_table_format() -> None:
     frame = pd.DataFrame({"Kit": [99.04, math.nan], tables.DELTA: [0.3, -1.5]}, index=pd.Index(["a", "b"], name="Category"))
     lines = tables.markdown_table(frame).splitlines()
-    assert lines[0] == "| Category | Kit  | Δ vs paper |"
-    assert lines[1] == "| -------- | ---: | ---------: |"
-    assert lines[2] == "| a        | 99.0 |       +0.3 |"
-    assert lines[3] == "| b        |    – |       -1.5 |"
+    assert lines[0] == "| Category | Kit  | Δ vs DHKD |"
+    assert lines[1] == "| -------- | ---: | --------: |"
+    assert lines[2] == "| a        | 99.0 |      +0.3 |"
+    assert lines[3] == "| b        |    – |      -1.5 |"
 
 
 # ----------------------------------------------------------------------------- README
@@ -160,28 +174,40 @@ def test_markdown_table_format() -> None:
 def test_readme_section_is_replaced_between_the_markers(results: Path, tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"# Kit\n\n## Results\n\n{tables.README_START}\nold numbers\n{tables.README_END}\n\n## Citation\n")
-    tables.update_readme(readme, tables.readme_section(results))
+    tables.write_tables(results, readme)
     text = readme.read_text()
     assert "old numbers" not in text and "## Citation" in text and text.startswith("# Kit")
     assert text.count(tables.README_START) == 1 and "teacher **efficientnet_lite0**" in text
     assert "| bottle " in text
     once = text
-    tables.update_readme(readme, tables.readme_section(results))
+    tables.write_tables(results, readme)
     assert readme.read_text() == once
 
 
-def test_readme_without_markers_gets_a_section(results: Path, tmp_path: Path) -> None:
+def test_readme_without_markers_is_a_clear_error_and_stays_as_it_was(results: Path, tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text("# Kit\n")
-    tables.update_readme(readme, "body")
-    assert readme.read_text() == f"# Kit\n\n## Latest results\n\n{tables.README_START}\nbody\n{tables.README_END}\n"
+    with pytest.raises(tables.DhkdError, match="markers"):
+        tables.write_tables(results, readme)
+    assert readme.read_text() == "# Kit\n"
+
+
+def test_the_figure_keeps_the_published_averages_on_axes_of_their_own(results: Path) -> None:
+    built = tables.build_tables(tables.load_results(results))
+    figure = tables.results_figure(built, tables.load_results(results))
+    axes = figure.get_axes()
+    assert len(axes) == 2 * len(tables.METRICS)
+    run_labels = [t.get_text() for t in axes[0].get_xticklabels()]
+    published_labels = [t.get_text() for t in axes[1].get_xticklabels()]
+    assert "nut" in run_labels and not any("README" in label for label in run_labels)
+    assert published_labels == ["authors' README", "papers"]
 
 
 def test_csv_is_plain(results: Path) -> None:
     tables.write_tables(results)
     with open(results / "tables" / "pixel_auroc.csv") as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == ["Category", "Paper (Ours)", "Paper RD", "Kit", "Δ vs paper"]
+    assert rows[0] == ["Category", DHKD, RD, "Kit", tables.DELTA]
     assert rows[1] == ["grid", "98.1", "99.3", "99.0", "0.9"]
 
 
@@ -204,7 +230,7 @@ def _run(key: str, seed: int, image: float, pixel: float, inert: list[str] | Non
     result = {"key": key, "variant": variant, "seed": seed, "image_auroc": image, "pixel_auroc": pixel,
               "aupro": 0.5, "pro_rd4ad": 0.6, "train_seconds": 10.0}
     if inert is not None:
-        result["diagnostics"] = {"inert": inert}
+        result["diagnostics"] = {"inert": inert, "masking": {"restoration": 0.7 + seed - 111}}
     return result
 
 
@@ -224,6 +250,7 @@ def test_multi_seed_ablation_mean_std_and_paired_difference_by_hand() -> None:
     assert rd["Δ Image AUROC"] == 0.0 and rd["Δ Image AUROC std"] == 0.0
     assert memory["Pixel AUROC std"] == 0.0 and memory["Δ Pixel AUROC"] == 0.0
     assert memory["Seeds"] == 3 and memory["Inert additions"] == "memory 2/3" and rd["Inert additions"] == "none"
+    assert memory["Masking restoration"] == pytest.approx(1.7)  # 0.7, 1.7 and 2.7
     markdown = tables.ablation_markdown(frame)
     assert "75.00 ± 2.65" in markdown and "+3.00 ± 3.00" in markdown and "72.00 ± 2.00" in markdown
 

@@ -2,7 +2,7 @@
 
 Channel attention that keeps position: the feature map is pooled along H and along W
 separately, so the two attention vectors say *which rows* and *which columns* matter for each
-channel. DHKD puts it inside the reverse-distillation structure (method.md, addition 2).
+channel. DHKD puts it inside the reverse-distillation structure (docs/method.md, addition 2).
 """
 
 from __future__ import annotations

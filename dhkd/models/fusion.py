@@ -1,7 +1,7 @@
 """Mutual-mapping fusion (MMF): every teacher scale borrows from the other two.
 
 The paper (IEEE TBD 2024) fuses "features of different levels inhomogeneously". This kit's
-interpretation (method.md, addition 1): for each target scale s, each other scale t is mapped
+interpretation (docs/method.md, addition 1): for each target scale s, each other scale t is mapped
 onto s's shape, and ``G_s = F_s + sum_t w_st * M_ts(F_t)`` with ``w_s = softmax(a_s)``
 learned per target, so each scale learns its own mixture. G replaces F as input to the
 bottleneck; the distillation targets stay the raw teacher features. Options (config

@@ -1,7 +1,7 @@
 """Single-category memory bank on the bottleneck embedding.
 
 The paper (IEEE TBD 2024) adds "a single-category embedding memory bank" that normalises the
-embedding of one category. This kit's interpretation (method.md, addition 3) follows MemAE
+embedding of one category. This kit's interpretation (docs/method.md, addition 3) follows MemAE
 (Gong et al., ICCV 2019): every position of the embedding is replaced by a sparse mixture of
 learned items. The items can only learn normal patterns, so an anomaly's embedding is pulled
 back to something normal and the student fails to reconstruct it: a larger anomaly score.

@@ -2,7 +2,7 @@
 
 Used for ``benchmarks/additions.md``::
 
-    python scripts/screen_additions.py --data-root /tmp/mtd_mvtec --category mtd --name rd \\
+    python -m benchmarks.screen_additions --data-root /tmp/mtd_mvtec --category mtd --name rd \\
         --set train.epochs=20 --set data.image_size=128 --set model.fusion.enabled=false ...
 
 Each variant trains into ``OUT/<name>`` with the kit's :class:`~dhkd.train.Trainer`, then scores

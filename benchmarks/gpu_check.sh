@@ -1,25 +1,25 @@
 #!/usr/bin/env bash
-# One prepared check for a short GPU session (about 15 minutes including the machine's start).
+# Check a CUDA machine end to end and measure it, in about ten minutes:
 #
-#   bash scripts/gpu_check.sh            # everything goes to $OUT (default /tmp/dhkd_gpu_check)
+#   bash benchmarks/gpu_check.sh          # everything goes to $OUT (default /tmp/dhkd_gpu_check)
 #
 # 1. finds a python with a CUDA build of torch (installs torch 2.14.1 / torchvision 0.29.1 and
 #    the kit only where there is none, and only the kit's light imports where dhkd is missing);
 # 2. writes the toy category `nut` (60 training images at 256x256);
 # 3. dhkd bench on synthetic data of bottle's shapes: --profile paper, then rd, then paper with
 #    torch.compile, each a table plus $OUT/bench_*.json;
-# 4. one full 200-epoch `paper` training with evaluation, on the real bottle when a copy of MVTec
-#    AD is under shared/ (else on the toy nut), printing images/s, seconds per epoch and the
-#    projected time for MVTec AD's 15 categories.
+# 4. one full 200-epoch `paper` training with evaluation, on bottle when MVTec AD is at
+#    $MVTEC_ROOT (default data/mvtec_ad, where `dhkd data mvtec` puts it), else on the toy nut,
+#    printing images/s, seconds per epoch and the projected time for MVTec AD's 15 categories.
 #
-# The GPU machine has no internet, so the WRN50 teacher cannot fetch its ImageNet weights:
-# everything runs with model.teacher.weights=none. Speed does not depend on the weights; the
-# metrics of the training run then say nothing about DHKD's accuracy, only that the path works.
+# Everything runs with model.teacher.weights=none, so that a machine without internet needs no
+# download: speed does not depend on the weights, but the metrics of the training run then say
+# only that the path works, nothing about DHKD's accuracy.
 #
-# Every phase has a time budget and the whole script a deadline (DEADLINE_S, default 540 s),
-# so that it ends inside one 600 s device command; a phase cut short still leaves its partial
-# output (the training's history.csv is written every epoch and is summarised anyway).
-# For a CPU dry run of the same steps: DEVICE=cpu EPOCHS=1 TOY_TRAIN=4 BENCH_SET=... (see below).
+# Every phase has a time budget and the whole script a deadline (DEADLINE_S, default 540 s); a
+# phase cut short still leaves its partial output (the training's history.csv is written every
+# epoch and is summarised anyway). A CPU dry run of the same steps:
+#   DEVICE=cpu EPOCHS=1 TOY_TRAIN=4 EXTRA_SET="model.decoder.blocks=[1,1,1]" bash benchmarks/gpu_check.sh
 
 set -u -o pipefail
 START=$(date +%s)
@@ -34,6 +34,7 @@ CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-10}
 BENCH_PROFILES=${BENCH_PROFILES:-"paper rd paper+compile"}
 # extra --set for every bench/training (a CPU dry run shrinks the model with these)
 EXTRA_SET=${EXTRA_SET:-}
+MVTEC_ROOT=${MVTEC_ROOT:-data/mvtec_ad}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -67,7 +68,7 @@ if [ -z "$PY" ] || ! want_cuda "$PY"; then
     python3 -m venv "$REPO/.venv-gpu" && PY="$REPO/.venv-gpu/bin/python"
     "$PY" -m pip install --quiet torch==2.14.1 torchvision==0.29.1 && "$PY" -m pip install --quiet -e "$REPO"
 fi
-if ! "$PY" -c 'import dhkd.bench, dhkd.toy' >/dev/null 2>&1; then
+if ! "$PY" -c 'import benchmarks.bench, dhkd.toy' >/dev/null 2>&1; then
     stamp "installing the kit (editable, no dependencies) and only the light imports it needs here"
     "$PY" -m pip install --quiet --no-deps -e "$REPO"
     for module_package in numpy:numpy scipy:scipy yaml:pyyaml tqdm:tqdm PIL:pillow skimage:scikit-image; do
@@ -85,9 +86,7 @@ want_cuda "$PY" || { stamp "torch sees no GPU: stopping (use DEVICE=cpu for a dr
 stamp "toy category nut ($TOY_TRAIN training images, 256x256)"
 "$PY" -c "from dhkd.toy import generate_toy; generate_toy('$OUT/toy', n_train=$TOY_TRAIN, categories=['nut'], progress=False)"
 DATA_ROOT="$OUT/toy"; CATEGORY=nut
-for root in "$REPO/shared/data/mvtec_ad" "$REPO/../shared/data/mvtec_ad"; do
-    if [ -d "$root/bottle/train/good" ]; then DATA_ROOT=$root; CATEGORY=bottle; break; fi
-done
+if [ -d "$MVTEC_ROOT/bottle/train/good" ]; then DATA_ROOT=$MVTEC_ROOT; CATEGORY=bottle; fi
 stamp "training data: $DATA_ROOT/$CATEGORY"
 
 # ----------------------------------------------------------------------------- benchmarks
@@ -96,7 +95,7 @@ for profile in $BENCH_PROFILES; do
         *+compile) name=${profile%+compile}; mapfile -t extra < <(sets train.compile=true); budget=150 ;;
         *) name=$profile; mapfile -t extra < <(sets); budget=120 ;;
     esac
-    run_phase "bench_${profile/+/_}" "$budget" "$PY" -m dhkd.cli bench --profile "$name" --device "$DEVICE" \
+    run_phase "bench_${profile/+/_}" "$budget" "$PY" -m benchmarks.bench --profile "$name" --device "$DEVICE" \
         "${extra[@]}" --json "$OUT/bench_${profile/+/_}.json"
     # the full training comes right after the first (paper) benchmark, before the optional ones
     if [ "$profile" = paper ] && [ ! -e "$OUT/run/run.json" ]; then

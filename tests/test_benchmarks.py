@@ -1,4 +1,5 @@
-"""``dhkd bench``: the command runs anywhere (synthetic data) and writes every promised figure."""
+"""benchmarks/: ``dhkd bench`` runs anywhere (synthetic data) and writes every promised figure;
+the bench section of benchmarks/README.md is written from the JSON files; the profile tuner scores."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dhkd.bench import README_END, README_START, format_table, readme_main, readme_section, run_bench, synthetic_data
+from benchmarks.bench import run_bench, synthetic_data
+from benchmarks.report import MARKERS, format_table, readme_section
+from benchmarks.report import main as report_main
 from dhkd.cli import main as cli_main
 from dhkd.config import load_config
 
@@ -116,17 +119,27 @@ def _compared_result() -> dict:
             "anomalib_infer_img_per_s_b32": 2.0, "aupro_s": 0.15, "train_epoch_ratio": 0.7, "infer_time_ratio_b32": 0.5}
 
 
+def _cells(text: str, first: str) -> list[str]:
+    """The cells after the first one of the Markdown row that starts with ``first``."""
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first:
+            return cells[1:]
+    raise AssertionError(f"no row {first!r} in {text}")
+
+
 def test_readme_section_is_written_from_the_json_between_the_markers(tmp_path: Path) -> None:
     result = tmp_path / "bench.json"
     result.write_text(json.dumps(_compared_result()))
     readme = tmp_path / "README.md"
-    readme.write_text(f"# kit\n\nbefore\n{README_START}\nold figures\n{README_END}\nafter\n")
-    assert readme_main([str(result), "--readme", str(readme)]) == 0
+    start, end = MARKERS
+    readme.write_text(f"# kit\n\nbefore\n{start}\nold figures\n{end}\nafter\n")
+    assert report_main([str(result), "--readme", str(readme)]) == 0
     text = readme.read_text()
-    assert "old figures" not in text and text.startswith("# kit\n\nbefore\n") and text.endswith(f"{README_END}\nafter\n")
-    assert "| train epoch (s) | 70.00 | 100 | 0.700x time |" in text  # kit / anomalib seconds
-    assert "| inference images/s, batch 32 | 4.00 | 2.00 | 0.500x time |" in text  # a rate: the ratio of times
-    assert "| AUPRO, test set (s) | 0.150 |  |  |" in text
+    assert "old figures" not in text and text.startswith("# kit\n\nbefore\n") and text.endswith(f"{end}\nafter\n")
+    assert _cells(text, "train epoch (s)") == ["70.00", "100", "0.700x time"]  # kit / anomalib seconds
+    assert _cells(text, "inference images/s, batch 32") == ["4.00", "2.00", "0.500x time"]  # a rate: the ratio of times
+    assert _cells(text, "AUPRO, test set (s)") == ["0.150", "", ""]
     assert "`dhkd bench --profile rd` (finished today; torch 2.14.1, anomalib 2.7.0)" in text
     assert "bottleneck width 0.5 (RD4AD: 1.0)" in text
 
@@ -136,9 +149,9 @@ def test_readme_section_needs_its_markers_and_its_json(tmp_path: Path, capsys: p
     result.write_text(json.dumps(_compared_result()))
     readme = tmp_path / "README.md"
     readme.write_text("# kit\n")
-    assert readme_main([str(result), "--readme", str(readme)]) == 2
-    assert README_START in capsys.readouterr().err and readme.read_text() == "# kit\n"
-    assert readme_main([str(tmp_path / "missing.json"), "--readme", str(readme)]) == 2
+    assert report_main([str(result), "--readme", str(readme)]) == 2
+    assert MARKERS[0] in capsys.readouterr().err and readme.read_text() == "# kit\n"
+    assert report_main([str(tmp_path / "missing.json"), "--readme", str(readme)]) == 2
     assert "make bench" in capsys.readouterr().err
 
 
@@ -151,13 +164,13 @@ def test_readme_section_lists_every_run_and_one_full_table_per_setting(tmp_path:
         paths.append(tmp_path / f"{name}.json")
         paths[-1].write_text(json.dumps(result))
     text = readme_section(paths)
-    assert "| today | 0.5 | `default` | 70.00 | 100 | 0.700 | 0.500 | ? | ? |" in text
-    assert "| tomorrow | 0.5 | `default` | 80.00 | 100 | 0.800 | 0.500 | ? | 40 % |" in text
-    assert "| other | 1 | `default` | 70.00 | 100 | 0.700 | 0.500 | ? | ? |" in text
-    assert text.count("| figure |") == 2  # widths 0.5 and 1.0; the repeat run only in the summary
+    assert _cells(text, "today") == ["0.5", "`default`", "70.00", "100", "0.700", "0.500", "?", "?"]
+    assert _cells(text, "tomorrow") == ["0.5", "`default`", "80.00", "100", "0.800", "0.500", "?", "40 %"]
+    assert _cells(text, "other") == ["1", "`default`", "70.00", "100", "0.700", "0.500", "?", "?"]
+    assert text.count("| figure ") == 2  # widths 0.5 and 1.0; the repeat run only in the summary
     assert "(finished tomorrow;" in text and "(finished today;" not in text  # the latest run's full table
     assert ("- `rd` (wide_resnet50_2, cpu, allocator `default`), bottleneck width 0.5: kit / anomalib epoch time over 2 runs: "
-            "median 0.750, lowest 0.700, highest 0.800; at most 0.7 (the project's goal) in 1 of 2.") in text
+            "median 0.750, lowest 0.700, highest 0.800; at most 0.7 (the target) in 1 of 2.") in text
     assert ("- `rd` (wide_resnet50_2, cpu, allocator `default`), bottleneck width 1: kit / anomalib epoch time over 1 run: "
             "median 0.700") in text
     assert text.index("bottleneck width 1:") < text.index("bottleneck width 0.5:")  # RD4AD's first, as in the table
@@ -170,15 +183,15 @@ def test_runs_under_another_allocator_are_summarised_apart(tmp_path: Path) -> No
     for path, result in zip(paths, [default, tuned]):
         path.write_text(json.dumps(result))
     text = readme_section(paths)
-    assert "| earlier | 0.5 | `MALLOC_MMAP_MAX_=0` | 70.00 | 100 | 0.900 |" in text
+    assert _cells(text, "earlier")[:5] == ["0.5", "`MALLOC_MMAP_MAX_=0`", "70.00", "100", "0.900"]
     assert "allocator `default`), bottleneck width 0.5: kit / anomalib epoch time over 1 run: median 0.700" in text
     assert "allocator `MALLOC_MMAP_MAX_=0`), bottleneck width 0.5: kit / anomalib epoch time over 1 run: median 0.900" in text
-    assert text.count("| figure |") == 2 and "allocator MALLOC_MMAP_MAX_=0," in text
+    assert text.count("| figure ") == 2 and "allocator MALLOC_MMAP_MAX_=0," in text
     assert text.index("allocator `default`)") < text.index("allocator `MALLOC_MMAP_MAX_=0`)")  # the default first
 
 
 def test_allocator_setting_names_only_the_variables_that_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dhkd.bench import ALLOCATOR_ENV, allocator_setting
+    from benchmarks.bench import ALLOCATOR_ENV, allocator_setting
 
     for name in ALLOCATOR_ENV:
         monkeypatch.delenv(name, raising=False)
@@ -190,10 +203,38 @@ def test_allocator_setting_names_only_the_variables_that_are_set(monkeypatch: py
 
 
 def test_cpu_steal_is_the_stolen_share_of_the_ticks_between_readings() -> None:
-    from dhkd.bench import _cpu_times, _steal_percent
+    from benchmarks.bench import _cpu_times, _steal_percent
 
     assert _steal_percent((100, 1000), (150, 1200)) == 25.0
     assert _steal_percent(None, (150, 1200)) is None and _steal_percent((100, 1000), (100, 1000)) is None
     if Path("/proc/stat").exists():
         steal, total = _cpu_times()
         assert 0 <= steal <= total
+
+
+def test_dhkd_bench_without_the_checkout_says_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """An installed package has no benchmarks/ beside it: one clear message, not an ImportError."""
+    import dhkd.cli
+
+    monkeypatch.setattr(dhkd.cli, "__file__", str(tmp_path / "site-packages" / "dhkd" / "cli.py"))
+    assert cli_main(["bench", "--profile", "smoke", "--device", "cpu"]) == 2
+    assert "not part of the installed package" in capsys.readouterr().err
+
+
+def test_tune_profile_scores_at_the_chosen_epochs_and_tabulates(tmp_path: Path, one_thread: None) -> None:
+    """The tool behind the offline profile's choices, on the smoke profile: two variants, one table."""
+    from benchmarks import tune_profile
+    from dhkd.toy import generate_toy
+
+    generate_toy(tmp_path / "data", image_size=64, n_train=4, n_test_good=2, n_test_per_defect=1, categories=["nut"],
+                 progress=False)
+    out = tmp_path / "tuning"
+    for name, sets in (("constant", []), ("cosine", ["--set", "train.lr_schedule=cosine"])):
+        assert tune_profile.main(["--data-root", str(tmp_path / "data"), "--category", "nut", "--profile", "smoke",
+                                  "--name", name, "--eval-at", "1,2", "--device", "cpu", "--out", str(out), *sets]) == 0
+    records = [json.loads(line) for line in (out / "tuning.jsonl").read_text().splitlines()]
+    assert [[row["epoch"] for row in r["scores"]] for r in records] == [[1, 2], [1, 2]]
+    assert all(0 <= row["aupro"] <= 100 for r in records for row in r["scores"])
+    lines = tune_profile.table(out).splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| variant") and "train.lr_schedule=cosine" in lines[3]

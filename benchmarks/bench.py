@@ -1,12 +1,13 @@
-"""``dhkd bench``: how fast the kit trains, infers and scores, optionally beside anomalib's RD.
+"""How fast the kit trains, infers and scores, optionally beside anomalib's RD (``dhkd bench``).
 
-What is timed, and how:
+Run from the kit's checkout as ``dhkd bench ...`` or ``python -m benchmarks.bench ...`` (the
+same arguments); benchmarks/README.md says how to read the figures. What is timed:
 
 - ``teacher_cache_s``: the one-off teacher pass over the training images (their features are
   reused every stage-1 epoch).
 - ``train_epoch_s``: one stage-1 training epoch (every batch of the train split at the
   profile's batch size, the last smaller one included) through the kit's own
-  :class:`~dhkd.train.Trainer` step, after untimed warm-up steps, one per batch shape
+  :meth:`~dhkd.train.Trainer.train_step`, after untimed warm-up steps, one per batch shape
   (``train_warmup_s``, which holds torch.compile's compilation when ``train.compile`` is on).
   Profiles with the masking stage also get ``train_epoch_stage2_s`` (the teacher runs on the
   corrupted images every step) and ``projected_train_s`` for the whole run.
@@ -18,11 +19,8 @@ What is timed, and how:
   one image per batch (16 images on the CPU, all on CUDA) and 32 per batch (the whole test
   set), after a warm-up.
 - ``train_page_faults_per_step`` / ``train_kernel_cpu_s`` (CPU): minor page faults per
-  training step and kernel CPU seconds in the epoch, per side. Each fault is a fresh page the
-  kernel zeroes; glibc's malloc returns every allocation above 32 MB to the kernel when freed, so
-  a step at 256x256 faults in gigabytes. ``allocator`` records the settings that change this
-  (:data:`ALLOCATOR_ENV`, e.g. ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000``), and
-  runs under different allocators are summarised apart.
+  training step and kernel CPU seconds in the epoch, per side: the price of fresh memory
+  pages, which the allocator decides (``allocator`` records its settings, :data:`ALLOCATOR_ENV`).
 - ``peak_mem_mb``: ``torch.cuda.max_memory_allocated`` on CUDA; on the CPU the process's peak
   resident set size (``getrusage``), taken before anything of anomalib runs.
 - ``aupro_s``, ``pixel_auroc_s``, ``pro_rd4ad_s``, ``image_auroc_s``: the metrics of
@@ -32,22 +30,16 @@ What is timed, and how:
 and batch, ``pre_trained=False`` like ``model.teacher.weights=none``) and times its plain
 training loop (forward, which runs the teacher every step; its loss; backward; Adam over
 bottleneck and decoder, with anomalib's lr 0.005 and betas (0.5, 0.99)) over the same batches,
-and its eval-mode anomaly maps at batch 32. On the CPU the two sides alternate batch by batch
-(a kit step, an anomalib step, ...), so that other processes on a shared machine slow both
-alike and the ratios stay fair; on CUDA each side runs its epoch back to back.
+and its eval-mode anomaly maps at batch 32. On the CPU the two sides alternate batch by batch,
+so that other processes on a shared machine slow both alike; on CUDA each side runs its epoch
+back to back.
 
-The JSON also says how it was made and under what load: ``command`` (the ``dhkd bench`` line),
-``finished``, the 1-minute load average sampled through the run and ``cpu_steal_pct`` (CPU time
-the hypervisor gave to other machines; contention in shared caches or memory bandwidth does
-not show there, only in the times). ``python -m dhkd.bench readme JSON...`` (``make
-bench-readme``) writes the README's Performance tables from such files.
-
-On a small CPU shared with other processes, run with ``OMP_NUM_THREADS=1``: two OpenMP threads
-on two busy cores wait on each other at every operation and can be 10-100x slower.
-
-Without ``--data-root`` the data are synthetic with the shapes of MVTec AD bottle (209 train
-images, 83 test images of which 20 are good, masks with 1-3 elliptic defects), so the command
-runs anywhere; with ``--data-root ROOT --category CAT`` the real splits are decoded.
+The JSON also says how it was made and under what load: ``command``, ``finished``, the
+1-minute load average sampled through the run and ``cpu_steal_pct`` (CPU time the hypervisor
+gave to other machines). Without ``--data-root`` the data are synthetic with the shapes of
+MVTec AD bottle (209 train images, 83 test images of which 20 are good, masks with 1-3 elliptic
+defects), so the command runs anywhere; with ``--data-root ROOT --category CAT`` the real
+splits are decoded.
 """
 
 from __future__ import annotations
@@ -56,7 +48,6 @@ import argparse
 import contextlib
 import copy
 import functools
-import json
 import os
 import platform
 import resource
@@ -81,7 +72,9 @@ from dhkd.background import Periodic
 from dhkd.evaluate import predict
 from dhkd.io import atomic_write_json
 from dhkd.loss import distillation_loss
-from dhkd.train import Trainer, resolve_device, stage_of
+from dhkd.train import Trainer, resolve_device, stage_of, synchronize
+
+from benchmarks.report import format_table
 
 #: The shapes of MVTec AD bottle: 209 training images, 83 test images (20 good).
 SYNTHETIC_TRAIN = 209
@@ -91,14 +84,9 @@ INFER_BATCH = 32
 METRIC_REPEATS = 3
 #: Images timed at batch 1 on the CPU (a throughput needs no more); CUDA does the whole test set.
 CPU_B1_IMAGES = 16
-#: The README's benchmark section lies between these markers.
-README_START = "<!-- bench:start -->"
-README_END = "<!-- bench:end -->"
-#: The project's goal for ``rd`` on the CPU: a kit epoch at most this share of anomalib's.
-EPOCH_RATIO_GOAL = 0.7
 #: Environment variables that change how the process gets memory: glibc malloc's tunables and a
 #: preloaded allocator (jemalloc, tcmalloc). They decide how often the kernel must hand out
-#: fresh zeroed pages, which on the CPU costs the kit ~10 % of an ``rd`` step and anomalib ~20 %.
+#: fresh zeroed pages, so the JSON records them (see benchmarks/README.md).
 ALLOCATOR_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
                  "MALLOC_ARENA_MAX", "GLIBC_TUNABLES", "LD_PRELOAD")
 #: anomalib's RD taps these layers of the ResNet backbones it supports.
@@ -139,16 +127,11 @@ def synthetic_data(size: int, n_train: int = SYNTHETIC_TRAIN, n_test: int = SYNT
 # ------------------------------------------------------------------------------ timing
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _seconds(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
-    _synchronize(device)
+    synchronize(device)
     started = time.perf_counter()
     result = fn()
-    _synchronize(device)
+    synchronize(device)
     return time.perf_counter() - started, result
 
 
@@ -230,7 +213,7 @@ class KitSide:
     def __init__(self, config: Config, device: torch.device, train_images: torch.Tensor, out_dir: str) -> None:
         self.config, self.device = config, device
         self.trainer = Trainer(config, ".", "bench", out_dir, device=str(device), progress=False)
-        self.trainer._prepare(images=train_images)  # decodes nothing: the images are given; caches the teacher
+        self.trainer.prepare(images=train_images)  # decodes nothing: the images are given; caches the teacher
         self.model = self.trainer.model
         self.predict_config = copy.deepcopy(config)
         self.predict_config.eval.batch_size = INFER_BATCH
@@ -238,8 +221,23 @@ class KitSide:
     def train(self) -> None:
         self.trainer.student.train()
 
-    def train_step(self, indices: torch.Tensor) -> None:
-        self.trainer._step(indices, 1)
+    def train_step(self, indices: torch.Tensor, stage: int = 1) -> None:
+        self.trainer.train_step(indices, stage)
+
+    def epoch_batches(self) -> list[torch.Tensor]:
+        """Every batch of a fresh epoch order, as :meth:`~dhkd.train.Trainer.fit` draws them."""
+        order = self.trainer.epoch_order()
+        return [self.trainer.batch_indices(order, step) for step in range(self.trainer.batches_per_epoch())]
+
+    def time_epoch(self, stage: int) -> float:
+        """Seconds of one epoch of ``stage``'s steps, after one untimed warm-up step per batch
+        shape (cuDNN autotuning and torch.compile work on each new shape)."""
+        batches = self.epoch_batches()
+        self.train()
+        for indices in {len(b): b for b in batches}.values():
+            self.train_step(indices, stage)
+        seconds, _ = _seconds(lambda: [self.train_step(indices, stage) for indices in batches], self.device)
+        return seconds
 
     def infer(self, chunk: CategorySplit) -> Any:
         return predict(self.model, chunk, self.predict_config, self.device, progress=False)
@@ -254,8 +252,8 @@ class KitSide:
             features = [level[indices] for level in trainer.cache]
         else:  # the teacher runs every step
             images = normalize(trainer.images[indices])
-            teacher = _gmac_per_image(lambda: trainer._teacher_normalised(images), 2)
-            features = trainer._teacher_normalised(images)
+            teacher = _gmac_per_image(lambda: trainer.teacher_features(images), 2)
+            features = trainer.teacher_features(images)
         step = lambda: distillation_loss(features, trainer.student(features), trainer.config.train.loss).backward()
         gmac = teacher + _gmac_per_image(step, 2)
         trainer.optimizer.zero_grad(set_to_none=True)
@@ -392,8 +390,7 @@ def _bench(config: Config, device: torch.device, train_images: torch.Tensor, tes
         trainer = kit.trainer
         result["teacher_cache_s"] = trainer.teacher_cache_seconds
         batch = config.train.batch_size
-        order = torch.randperm(len(train_images), generator=trainer.generator, device=device)
-        batches = [order[i * batch:(i + 1) * batch] for i in range(trainer._batches_per_epoch())]
+        batches = kit.epoch_batches()
         shapes = list({len(b): b for b in batches}.values())  # one warm-up step per batch shape
         chunks = _chunks(test, INFER_BATCH)
         warm_chunks = chunks if device.type == "cuda" else chunks[:1]  # cuDNN autotunes every shape
@@ -406,7 +403,7 @@ def _bench(config: Config, device: torch.device, train_images: torch.Tensor, tes
         stage2_epochs = sum(stage_of(e, config) == 2 for e in range(epochs))
         if stage2_epochs:
             log("one stage-2 (masking) training epoch")
-            result["train_epoch_stage2_s"] = trainer.time_epoch(stage=2)
+            result["train_epoch_stage2_s"] = kit.time_epoch(stage=2)
         n_b1 = len(test) if device.type == "cuda" else min(len(test), CPU_B1_IMAGES)
         log(f"inference, batch 1 ({n_b1} images)")
         b1 = copy.deepcopy(config)
@@ -562,150 +559,6 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-#: (key, label, anomalib's key, kind): "time" (seconds), "rate" (per second) or "amount" (memory, work).
-ROWS = [
-    ("teacher_cache_s", "teacher cache, once (s)", None, "time"),
-    ("train_warmup_s", "train warm-up, incl. compile (s)", None, "time"),
-    ("train_epoch_s", "train epoch (s)", "anomalib_train_epoch_s", "time"),
-    ("train_epoch_stage2_s", "train epoch, stage 2 (s)", None, "time"),
-    ("train_img_per_s", "train images/s", None, "rate"),
-    ("train_gmac_per_image", "train step GMAC/image", "anomalib_train_gmac_per_image", "amount"),
-    ("train_page_faults_per_step", "train step page faults", "anomalib_train_page_faults_per_step", "amount"),
-    ("train_kernel_cpu_s", "train epoch kernel CPU (s)", "anomalib_train_kernel_cpu_s", "time"),
-    ("infer_img_per_s_b1", "inference images/s, batch 1", None, "rate"),
-    ("infer_img_per_s_b32", "inference images/s, batch 32", "anomalib_infer_img_per_s_b32", "rate"),
-    ("infer_gmac_per_image", "inference GMAC/image", "anomalib_infer_gmac_per_image", "amount"),
-    ("peak_mem_mb", "peak memory (MB)", "anomalib_peak_mem_mb", "amount"),
-    ("aupro_s", "AUPRO, test set (s)", None, "time"),
-    ("pixel_auroc_s", "pixel AUROC, test set (s)", None, "time"),
-    ("pro_rd4ad_s", "RD4AD PRO, test set (s)", None, "time"),
-    ("image_auroc_s", "image AUROC (s)", None, "time"),
-]
-
-
-def table_rows(result: dict[str, Any]) -> list[list[str]]:
-    """Header and one row per figure of ``result``; with anomalib, its column and the kit's time
-    (or amount) ratio. The plain-text and the Markdown tables are both made from these."""
-    compared = "anomalib_train_epoch_s" in result
-    rows = [["", "dhkd"] + (["anomalib RD", "dhkd / anomalib"] if compared else [])]
-    for key, label, other, kind in ROWS:
-        if key not in result:
-            continue
-        row = [label, _fmt(result[key])]
-        if compared:
-            if other and other in result:
-                ratio = result[key] / result[other]
-                if kind == "rate":  # images/s: the ratio of times per image
-                    ratio = 1 / ratio
-                row += [_fmt(result[other]), f"{ratio:.3f}x" + (" time" if kind != "amount" else "")]
-            else:
-                row += ["", ""]
-        rows.append(row)
-    return rows
-
-
-def describe(result: dict[str, Any]) -> str:
-    """What was measured where: profile, model, data, machine and its load."""
-    width = result.get("bottleneck_width", 1.0)
-    return (f"{result['profile']} profile, {result['teacher']} ({result['teacher_weights']}), "
-            + (f"bottleneck width {width} (RD4AD: 1.0), " if width != 1.0 else "")
-            + f"{result['image_size']}x{result['image_size']}, batch {result['batch_size']}, {result['data']} "
-            f"({result['n_train']} train / {result['n_test']} test), {result['device']} ({result['device_name']}), "
-            f"{result['threads']} threads, compile {result['compile']}, allocator {result.get('allocator', 'default')}, "
-            f"1-min load {result['load_1min_start']} at the start, {result['load_1min_end']} at the end"
-            + (f", {result['load_1min_mean']:.2f} mean, {result['load_1min_max']:.2f} max" if "load_1min_mean" in result else "")
-            + (f", {result['cpu_steal_pct']:.0f} % of the CPU time stolen by the hypervisor"
-               if result.get("cpu_steal_pct") is not None else ""))
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The figures as a plain-text table under a line saying what was measured where."""
-    rows = table_rows(result)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    text.insert(1, "-" * len(text[0]))
-    return describe(result) + "\n" + "\n".join(text)
-
-
-def markdown_table(result: dict[str, Any]) -> str:
-    """The same rows as :func:`format_table`, as a Markdown table for the README."""
-    rows = table_rows(result)
-    header = ["figure"] + rows[0][1:]
-    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
-    return "\n".join(lines)
-
-
-def runs_table(results: list[dict[str, Any]]) -> str:
-    """One Markdown row per bench run: the training-epoch and inference ratios side by side, so
-    that the spread between runs of the same command is in plain sight."""
-    lines = ["| run (finished) | bottleneck width | allocator | kit epoch (s) | anomalib epoch (s) | kit / anomalib, epoch "
-             "| kit / anomalib, inference b32 (time) | 1-min load, mean | CPU steal |", "| --- | ---: | --- |" + " ---: |" * 6]
-    for r in results:
-        compared = "anomalib_train_epoch_s" in r
-        lines.append("| " + " | ".join([
-            r.get("finished", "?"), f"{r.get('bottleneck_width', 1.0):g}", f"`{r.get('allocator', 'default')}`",
-            _fmt(r["train_epoch_s"]),
-            _fmt(r["anomalib_train_epoch_s"]) if compared else "",
-            f"{r['train_epoch_ratio']:.3f}" if compared else "",  # the ratios as run_bench wrote them
-            f"{r['infer_time_ratio_b32']:.3f}" if compared else "",
-            f"{r['load_1min_mean']:.2f}" if "load_1min_mean" in r else "?",
-            f"{r['cpu_steal_pct']:.0f} %" if r.get("cpu_steal_pct") is not None else "?"]) + " |")
-    return "\n".join(lines)
-
-
-def _setting(result: dict[str, Any]) -> tuple[str, str, float, str, str]:
-    """What makes runs comparable: profile, teacher, bottleneck width, device, allocator (runs
-    written before the JSON recorded it ran under the default one)."""
-    return (result["profile"], result["teacher"], result.get("bottleneck_width", 1.0), result["device"],
-            result.get("allocator", "default"))
-
-
-def _setting_order(setting: tuple[str, str, float, str, str]) -> tuple[Any, ...]:
-    """The order settings are shown in: RD4AD's width first, the default allocator before tuned ones."""
-    width, allocator = setting[2], setting[4]
-    return -width, allocator != "default", setting
-
-
-def ratio_summary(results: list[dict[str, Any]]) -> str:
-    """One Markdown bullet per setting with compared runs: the median, lowest and highest kit /
-    anomalib epoch ratio, and in how many runs it met :data:`EPOCH_RATIO_GOAL`. The spread
-    between runs of one command is the figure's honest error bar on a shared machine."""
-    by_setting: dict[tuple[str, str, float, str, str], list[float]] = {}
-    for r in results:
-        if "train_epoch_ratio" in r:
-            by_setting.setdefault(_setting(r), []).append(r["train_epoch_ratio"])
-    lines = []
-    for setting in sorted(by_setting, key=_setting_order):
-        (profile, teacher, width, device, allocator), ratios = setting, by_setting[setting]
-        met = sum(ratio <= EPOCH_RATIO_GOAL for ratio in ratios)
-        lines.append(f"- `{profile}` ({teacher}, {device}, allocator `{allocator}`), bottleneck width {width:g}: "
-                     "kit / anomalib epoch time "
-                     f"over {len(ratios)} run{'s' if len(ratios) > 1 else ''}: median {statistics.median(ratios):.3f}, "
-                     f"lowest {min(ratios):.3f}, highest {max(ratios):.3f}; at most {EPOCH_RATIO_GOAL:g} "
-                     f"(the project's goal) in {met} of {len(ratios)}.")
-    return "\n".join(lines)
-
-
-def readme_section(paths: list[Path]) -> str:
-    """The README's benchmark section body (between the bench markers), from bench JSON files:
-    every run in one summary table (by setting, then time) with the ratios' spread per setting,
-    then the full table of the latest run of each setting."""
-    results = [json.loads(Path(path).read_text()) for path in paths]
-    results.sort(key=lambda r: (_setting_order(_setting(r)), r.get("finished", "")))  # by setting, then time
-    summary = ratio_summary(results)
-    parts = [runs_table(results) + "\n" + (f"\n{summary}\n" if summary else "")] if len(results) > 1 else []
-    latest = {_setting(result): result for result in results}  # the last of each setting, in setting order
-    for result in latest.values():
-        parts.append(f"`{result.get('command', 'dhkd bench')}` (finished {result.get('finished', '?')}; "
-                     f"torch {result['torch']}"
-                     + (f", anomalib {result['anomalib_version']}" if "anomalib_version" in result else "")
-                     + f"): {describe(result)}.\n\n{markdown_table(result)}\n")
-    parts.append("Written from the JSON files by `make bench-readme` (`python -m dhkd.bench readme`); "
-                 "do not edit it by hand.\n")
-    return "\n".join(parts)
-
-
 def command_line(args: argparse.Namespace) -> str:
     """The ``dhkd bench`` command that ``args`` came from, for the JSON and the README."""
     parts = ["dhkd", "bench", "--profile", args.profile, "--device", args.device]
@@ -718,14 +571,6 @@ def command_line(args: argparse.Namespace) -> str:
     if args.json_path is not None:
         parts += ["--json", str(args.json_path)]
     return shlex.join(parts)
-
-
-def _fmt(value: float) -> str:
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -741,34 +586,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def readme_main(argv: list[str] | None = None) -> int:
-    """``python -m dhkd.bench readme JSON... --readme README.md``: rewrite the README's bench section."""
-    from dhkd.tables import update_readme
+if __name__ == "__main__":  # python -m benchmarks.bench ARGS is dhkd bench ARGS
+    from dhkd.cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="python -m dhkd.bench readme", description=readme_main.__doc__)
-    parser.add_argument("json", nargs="+", type=Path)
-    parser.add_argument("--readme", type=Path, default=Path("README.md"))
-    args = parser.parse_args(argv)
-    missing = [str(p) for p in args.json if not p.exists()]
-    if missing:
-        print(f"dhkd.bench: no bench JSON at {', '.join(missing)}; make one with make bench (BENCH_JSON=...)",
-              file=sys.stderr)
-        return 2
-    text = args.readme.read_text()
-    if README_START not in text or README_END not in text:
-        print(f"dhkd.bench: {args.readme} has no {README_START} ... {README_END} markers; "
-              "put them where the bench section goes", file=sys.stderr)
-        return 2
-    update_readme(args.readme, readme_section(args.json), markers=(README_START, README_END))
-    print(f"wrote the bench section of {args.readme}")
-    return 0
-
-
-__all__ = ["run_bench", "KitSide", "AnomalibSide", "synthetic_data", "format_table", "markdown_table",
-           "readme_section", "main"]
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] != ["readme"]:
-        sys.exit("usage: python -m dhkd.bench readme JSON... [--readme README.md] (the bench itself is dhkd bench)")
-    sys.exit(readme_main(sys.argv[2:]))
+    sys.exit(cli_main(["bench", *sys.argv[1:]]))
