@@ -118,7 +118,7 @@ def test_training_starts_the_memory_from_kmeans_of_the_training_embeddings(toy_r
     for init in ("random", "kmeans"):
         config = load_config("smoke", [f"model.memory.init={init}", "model.memory.residual=true"])
         trainer = Trainer(config, toy_root, CATEGORY, tmp_path / init, device="cpu", progress=False)
-        trainer._prepare()
+        trainer.prepare()
         buffers = {k: v.clone() for k, v in trainer.student.named_buffers()}
         trainer._init_from_data(epoch=0)
         assert all(torch.equal(v, buffers[k]) for k, v in trainer.student.named_buffers())  # BN stats untouched
@@ -129,7 +129,7 @@ def test_training_starts_the_memory_from_kmeans_of_the_training_embeddings(toy_r
 def test_kmeans_waits_for_its_epoch_and_unknown_inits_are_clear(toy_root: Path, tmp_path: Path) -> None:
     config = load_config("smoke", ["model.memory.init=kmeans", "model.memory.init_epoch=1"])
     trainer = Trainer(config, toy_root, CATEGORY, tmp_path / "late", device="cpu", progress=False)
-    trainer._prepare()
+    trainer.prepare()
     items = trainer.student.memory.items.detach().clone()
     trainer._init_from_data(epoch=0)
     assert torch.equal(trainer.student.memory.items, items)
@@ -146,7 +146,7 @@ def test_kmeans_waits_for_its_epoch_and_unknown_inits_are_clear(toy_root: Path, 
 def test_training_matches_the_fusion_scales_once_at_the_start(toy_root: Path, tmp_path: Path) -> None:
     config = load_config("smoke", ["model.fusion.match_scale=true"])
     trainer = Trainer(config, toy_root, CATEGORY, tmp_path / "fusion", device="cpu", progress=False)
-    trainer._prepare()
+    trainer.prepare()
     weights = {k: v.clone() for k, v in trainer.student.fusion.state_dict().items()}
     trainer._init_from_data(epoch=1)
     assert all(torch.equal(v, weights[k]) for k, v in trainer.student.fusion.state_dict().items())
