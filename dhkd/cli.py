@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     folder.add_argument("--split-seed", type=int, default=0)
     folder.add_argument("--out", required=True, type=Path, help="the data-set file to write (.yaml)")
 
-    train = commands.add_parser("train", help="train one category or one data set")
+    from dhkd.config import settings_help
+
+    train = commands.add_parser("train", help="train one category or one data set", epilog=settings_help(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="a data-set file (see dhkd data folder)")
     source.add_argument("--data-root", type=Path, help="a data root in MVTec AD's layout (with --category)")
@@ -49,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--profile", default="paper", help="paper | rd | offline | smoke | path/to/profile.yaml")
     train.add_argument("--out", required=True, type=Path, help="run folder")
     train.add_argument("--epochs", type=int)
-    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                       help="change one setting (repeatable); the settings and their allowed values are listed below")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     train.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -12,6 +12,7 @@ same whether or not the test split has labelled defects.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from dhkd.diagnostics import diagnose_run
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write, atomic_write_json
 from dhkd.models import DHKD, build_model
-from dhkd.train import CONFIG_NAME, autocast, read_run_info, resolve_device, set_memory_format
+from dhkd.train import CONFIG_NAME, RUN_INFO_NAME, autocast, read_run_info, resolve_device, set_memory_format
 
 PREDICTIONS_NAME = "predictions.npz"
 METRICS_NAME = "metrics.json"
@@ -62,6 +63,12 @@ class Predictions:
 
 def load_model(run_dir: str | Path, device: str | torch.device | None = "auto") -> tuple[DHKD, Config]:
     """The trained model of a run folder, in eval mode on ``device``."""
+    model, config, _ = _load_model(run_dir, device)
+    return model, config
+
+
+def _load_model(run_dir: str | Path, device: str | torch.device | None) -> tuple[DHKD, Config, dict[str, Any]]:
+    """:func:`load_model`, plus the checkpoint's state (for its position: epochs done)."""
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_NAME
     if not config_path.exists():
@@ -74,7 +81,52 @@ def load_model(run_dir: str | Path, device: str | torch.device | None = "auto") 
     model.student.load_state_dict(state["student"])
     model = model.to(device).eval()
     model = set_memory_format(model, config.train.channels_last)  # as in training
-    return model, config
+    return model, config, state
+
+
+def training_progress(state: dict[str, Any], config: Config, info: dict[str, Any]) -> dict[str, Any]:
+    """``epochs_done`` (in the checkpoint that is evaluated), ``epochs`` (planned) and ``finished``."""
+    done, planned = int(state.get("epoch", 0)), int(config.train.epochs)
+    finished = done >= planned and not state.get("step") and info.get("status", "done") == "done"
+    return {"epochs_done": done, "epochs": planned, "finished": finished}
+
+
+def _unfinished_warning(run_dir: Path, progress: dict[str, Any], info: dict[str, Any]) -> str:
+    status = info.get("status", "?")
+    return (f"warning: {run_dir} did not finish its training: {progress['epochs_done']} of {progress['epochs']} epochs "
+            f"in its checkpoint (run.json status: {status}); these metrics are of that unfinished model. "
+            f"Finish it with the same dhkd train command plus --resume, then evaluate again.")
+
+
+def _run_info(run_dir: Path) -> dict[str, Any]:
+    """run.json, checked for what evaluation needs."""
+    try:
+        info = read_run_info(run_dir)
+    except ValueError:
+        info = None
+    if not isinstance(info, dict) or not isinstance(info.get("category"), str):
+        raise DhkdError(f"{run_dir / RUN_INFO_NAME} is damaged (not the JSON dhkd train writes)",
+                        "train the run again, or restore the file from a copy")
+    return info
+
+
+def _test_data_root(run_dir: Path, info: dict[str, Any], data_root: str | Path | None) -> Path:
+    """The data the run is evaluated on: ``data_root`` when given, else where it was trained;
+    data that is gone or moved is named, with how to point at its new place."""
+    category = info["category"]
+    if data_root is not None:
+        return Path(data_root)
+    if not isinstance(info.get("data_root"), str):
+        raise DhkdError(f"{run_dir / RUN_INFO_NAME} does not record the data the run was trained on",
+                        f"give it: dhkd evaluate --run {run_dir} --data-root ROOT ...")
+    root = Path(info["data_root"])
+    if not (root / category).is_dir():
+        missing = root if not root.is_dir() else root / category
+        raise DhkdError(f"the data {run_dir} was trained on is gone or moved: {missing} does not exist "
+                        f"(run.json records data_root {root}, category {category})",
+                        f"point at its new place: dhkd evaluate --run {run_dir} --data-root NEW_ROOT ... "
+                        f"(NEW_ROOT is the folder that holds {category}/)")
+    return root
 
 
 @torch.inference_mode()
@@ -186,7 +238,7 @@ def save_predictions(path: Path, predictions: Predictions) -> None:
         with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npz" to the name
             np.savez_compressed(handle, **arrays)
 
-    atomic_write(path, write)
+    atomic_write(path, write, size_hint=sum(a.nbytes for a in arrays.values()))  # compressed: at most this
 
 
 def load_predictions(run_dir: str | Path) -> Predictions:
@@ -230,12 +282,17 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, devic
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
+    info = _run_info(run_dir)
     category = info["category"]
+    if data_root is None and info.get("dataset") is None:
+        data_root = _test_data_root(run_dir, info, None)  # a moved data root is named here
     data_root = _data_source(info, data_root)
     validate_category(data_root, category)
     resolved = resolve_device(device)
-    model, config = load_model(run_dir, resolved)
+    model, config, state = _load_model(run_dir, resolved)
+    progress_of_training = training_progress(state, config, info)
+    if not progress_of_training["finished"]:
+        print(_unfinished_warning(run_dir, progress_of_training, info), file=sys.stderr, flush=True)
     split = load_split(data_root, category, "test", config.data.image_size, progress=progress)
     predictions = predict(model, split, config, resolved, progress)
     scores = compute_metrics(predictions, config)
@@ -251,7 +308,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, devic
         "seconds": round(time.perf_counter() - started, 3),
         "profile": config.profile,
         "teacher": config.model.teacher.name,
-        "epochs": info.get("epochs_done"),
+        **progress_of_training,
         "train_seconds": info.get("train_seconds"),
         "device": str(resolved),
         "data_root": str(data_root.source or data_root.root) if isinstance(data_root, DataSetFile) else str(data_root),

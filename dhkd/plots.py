@@ -17,6 +17,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch.nn import functional as F
@@ -137,56 +139,145 @@ def distance_maps(images: torch.Tensor, distances: list[torch.Tensor], masks: to
         axes[i, 0].set_title(titles[i], fontsize="small")
         for s in range(scales):
             d = distances[s]
-            axes[i, s + 1].imshow(d[i].cpu().numpy(), cmap="magma", vmin=0, vmax=float(d.max()))
+            shown = axes[i, s + 1].imshow(d[i].cpu().numpy(), cmap="magma", vmin=0, vmax=float(d.max()))
             if i == 0:
                 axes[i, s + 1].set_title(f"scale {s + 1}", fontsize="small")
+            if i == rows - 1:
+                figure.colorbar(shown, ax=axes[:, s + 1], location="bottom", shrink=0.8, label="1 − cos")
     for ax in axes.flat:
         ax.set_axis_off()
+    return figure
+
+
+# ----------------------------------------------------------------------------- the architecture
+
+
+def architecture_diagram(shapes: dict[str, tuple[int, ...]], fusion: bool, attention: bool, memory: bool) -> Figure:
+    """RD4AD's U-shaped picture with this model's shapes: the frozen teacher on top, the
+    bottleneck on the right, the student decoder below, the loss between matching scales.
+
+    ``shapes`` maps ``image, F1, F2, F3, z, S1, S2, S3`` to ``(C, H, W)``.
+    """
+    from matplotlib.patches import FancyBboxPatch, Patch
+
+    def text(key: str) -> str:
+        return "×".join(str(n) for n in shapes[key])
+
+    figure = Figure(figsize=(10.5, 4.6), layout="constrained")
+    ax = figure.subplots()
+    ax.set_xlim(-0.4, 11.0)
+    ax.set_ylim(-0.1, 5.1)
+    ax.set_axis_off()
+
+    def box(x: float, y: float, label: str, colour: str, width: float = 1.6) -> None:
+        ax.add_patch(FancyBboxPatch((x - width / 2, y - 0.45), width, 0.9, boxstyle="round,pad=0.05",
+                                    facecolor=colour, edgecolor="black", linewidth=0.8))
+        ax.text(x, y, label, ha="center", va="center", fontsize="small")
+
+    def arrow(start: tuple[float, float], end: tuple[float, float], label: str = "") -> None:
+        ax.annotate("", end, start, arrowprops={"arrowstyle": "->", "lw": 1.0})
+        if label:
+            ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.12, label, ha="center", fontsize="x-small")
+
+    frozen, trained, optional = "#d9d9d9", "#c6dbef", "#fdd0a2"
+    top, middle, bottom = 4.3, 2.5, 0.7
+    xs = [2.4, 4.6, 6.8]
+    box(0.5, top, f"image\n{text('image')}", "white", 1.5)
+    for s, x in enumerate(xs, start=1):
+        box(x, top, f"teacher F{s}\n{text(f'F{s}')}", frozen)
+        box(x, bottom, f"student S{s}\n{text(f'S{s}')}", trained)
+        ax.plot([x, x], [top - 0.5, bottom + 0.5], ls="--", color=DEFECT_COLOUR, lw=1.0)
+        ax.text(x + 0.08, middle, "1 − cos", color=DEFECT_COLOUR, fontsize="x-small", rotation=90, va="center")
+    for a, b in ((0.5, xs[0]), (xs[0], xs[1]), (xs[1], xs[2])):
+        arrow((a + 0.8, top), (b - 0.85, top))
+    for a, b in ((xs[2], xs[1]), (xs[1], xs[0])):
+        arrow((a - 0.85, bottom), (b + 0.85, bottom), "up ×2")
+    right = 9.6
+    ocbe = "OCBE" + (" + coord. att." if attention else "") + f"\nz: {text('z')}"
+    if fusion:
+        box(right, top, "mutual-mapping\nfusion: G1, G2, G3", optional, 2.3)
+        arrow((xs[2] + 0.85, top), (right - 1.2, top), "F1,F2,F3")
+        arrow((right, top - 0.5), (right, middle + 0.5))
+    else:
+        arrow((xs[2] + 0.85, top - 0.2), (right - 1.0, middle + 0.3), "F1, F2, F3")
+    box(right, middle, ocbe, trained, 2.3)
+    if memory:
+        box(right, bottom, "memory bank\nread-out of z", optional, 2.3)
+        arrow((right, middle - 0.5), (right, bottom + 0.5))
+        arrow((right - 1.2, bottom), (xs[2] + 0.85, bottom))
+    else:
+        arrow((right - 1.0, middle - 0.3), (xs[2] + 0.85, bottom + 0.2))
+    decoder = "decoder: mirrored ResNet" + (", coord. attention after each stage" if attention else "")
+    ax.text(xs[1], bottom - 0.62, decoder, ha="center", fontsize="x-small")
+    ax.text(xs[1], top + 0.6, "frozen ImageNet encoder (never trained)", ha="center", fontsize="x-small")
+    legend = [Patch(facecolor=frozen, edgecolor="black", label="frozen teacher"),
+              Patch(facecolor=trained, edgecolor="black", label="trained student (RD4AD)"),
+              Patch(facecolor=optional, edgecolor="black", label="DHKD addition")]
+    ax.legend(handles=legend, loc="lower left", bbox_to_anchor=(0.0, 0.3), fontsize="x-small", frameon=False)
     return figure
 
 
 # ----------------------------------------------------------------------------- the additions
 
 
-def fusion_weights(weights: torch.Tensor) -> Figure:
-    """Heatmap of the mutual-mapping weights ``w_st`` (row: target scale s, column: source scale t)."""
+def fusion_weights(weights: torch.Tensor, reference: torch.Tensor | None = None) -> Figure:
+    """Heatmap of the mutual-mapping weights ``w_st`` (row: target scale s, column: source scale t).
+
+    With ``reference`` (the untrained model's weights) it shows ``w - reference`` on a scale
+    centred at zero, so that weights that did not move read as "no change" instead of a colour.
+    """
     w = weights.detach().cpu().numpy()
+    shown = w if reference is None else w - reference.detach().cpu().numpy()
     figure = Figure(figsize=(3.8, 3.2), layout="constrained")
     ax = figure.subplots()
-    image = ax.imshow(w, cmap="viridis", vmin=0, vmax=1)
+    if reference is None:
+        image = ax.imshow(shown, cmap="viridis", vmin=0, vmax=1)
+    else:
+        limit = max(float(np.abs(shown).max()), 1e-3)
+        image = ax.imshow(shown, cmap="RdBu_r", vmin=-limit, vmax=limit)
     for s in range(w.shape[0]):
         for t in range(w.shape[1]):
-            ax.text(t, s, "–" if s == t else f"{w[s, t]:.2f}", ha="center", va="center",
-                    color="white" if w[s, t] < 0.6 else "black")
+            text = "–" if s == t else (f"{w[s, t]:.2f}" if reference is None else f"{shown[s, t]:+.3f}")
+            ax.text(t, s, text, ha="center", va="center", color="black" if reference is not None or w[s, t] >= 0.6 else "white")
     labels = [f"F{i + 1}" for i in range(w.shape[0])]
     ax.set_xticks(range(w.shape[1]), labels)
     ax.set_yticks(range(w.shape[0]), [f"G{i + 1}" for i in range(w.shape[0])])
     ax.set_xlabel("source scale t")
     ax.set_ylabel("target scale s")
-    figure.colorbar(image, ax=ax, shrink=0.8)
+    figure.colorbar(image, ax=ax, shrink=0.8, label="w_st" if reference is None else "w_st − untrained w_st")
     return figure
 
 
 def attention_maps(images: torch.Tensor, attentions: list[tuple[torch.Tensor, torch.Tensor]],
-                   names: Sequence[str], titles: Sequence[str]) -> Figure:
+                   names: Sequence[str], titles: Sequence[str],
+                   reference: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Figure:
     """For each image and each coordinate-attention module: ``mean_c a_h(c, y) * a_w(c, x)`` as a map.
 
     ``attentions[m] = (a_h, a_w)`` with shapes ``(B, C, H, 1)`` and ``(B, C, 1, W)`` as
-    :meth:`dhkd.models.CoordinateAttention.attention` returns them.
+    :meth:`dhkd.models.CoordinateAttention.attention` returns them. The maps are drawn on the
+    attention's whole range [0, 1], so a nearly constant map looks constant; with ``reference``
+    (the same modules untrained) the change is drawn instead, on a scale centred at zero.
     """
     rows, columns = len(images), len(attentions) + 1
-    figure = Figure(figsize=(2.3 * columns, 2.3 * rows), layout="constrained")
+    figure = Figure(figsize=(2.4 * columns, 2.3 * rows + 0.8), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False)
     combined_all = [(a_h * a_w).mean(1).detach().cpu().numpy() for a_h, a_w in attentions]  # (B, H, W) each
+    if reference is not None:
+        combined_all = [m - (a_h * a_w).mean(1).detach().cpu().numpy() for m, (a_h, a_w) in zip(combined_all, reference)]
     for i in range(rows):
         axes[i, 0].imshow(_as_numpy_image(images[i]))
         axes[i, 0].set_title(titles[i], fontsize="small")
-        for m, maps in enumerate(combined_all):
-            combined = maps[i]
-            axes[i, m + 1].imshow(combined, cmap="viridis", vmin=maps.min(), vmax=maps.max())  # one range per module
-            if i == 0:
-                axes[i, m + 1].set_title(f"{names[m]}\n{attentions[m][0].shape[1]} ch, {combined.shape[0]}×{combined.shape[1]}",
-                                         fontsize="small")
+    for m, maps in enumerate(combined_all):
+        if reference is None:
+            limits, cmap, label = (0.0, 1.0), "viridis", "mean_c a_h·a_w"
+        else:
+            limit = max(float(np.abs(maps).max()), 1e-3)
+            limits, cmap, label = (-limit, limit), "RdBu_r", "change from untrained"
+        for i in range(rows):
+            shown = axes[i, m + 1].imshow(maps[i], cmap=cmap, vmin=limits[0], vmax=limits[1])
+        axes[0, m + 1].set_title(f"{names[m]}\n{attentions[m][0].shape[1]} ch, {maps.shape[1]}×{maps.shape[2]}",
+                                 fontsize="small")
+        figure.colorbar(shown, ax=axes[:, m + 1], location="bottom", shrink=0.9, label=label)
     for ax in axes.flat:
         ax.set_axis_off()
     return figure
@@ -227,12 +318,14 @@ def memory_item_maps(images: torch.Tensor, weights: torch.Tensor, titles: Sequen
     for i in range(rows):
         axes[i, 0].imshow(_as_numpy_image(images[i]))
         axes[i, 0].set_title(titles[i], fontsize="small")
-        axes[i, 1].imshow(top_item[i].cpu().numpy(), cmap="tab20", vmin=0, vmax=weights.shape[-1] - 1,
-                          interpolation="nearest")
-        axes[i, 2].imshow(top_weight[i].cpu().numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        items = axes[i, 1].imshow(top_item[i].cpu().numpy(), cmap="tab20", vmin=0, vmax=weights.shape[-1] - 1,
+                                  interpolation="nearest")
+        shown = axes[i, 2].imshow(top_weight[i].cpu().numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
         if i == 0:
             axes[i, 1].set_title("most-read item", fontsize="small")
             axes[i, 2].set_title("its weight", fontsize="small")
+    figure.colorbar(items, ax=axes[:, 1], location="bottom", shrink=0.8, label="item number (colours repeat)")
+    figure.colorbar(shown, ax=axes[:, 2], shrink=0.8, label="top addressing weight")
     for ax in axes.flat:
         ax.set_axis_off()
     return figure
@@ -408,6 +501,33 @@ def per_defect_bars(per_defect: dict[str, dict[str, float]]) -> Figure:
     return figure
 
 
+def map_steps(image: torch.Tensor, mask: torch.Tensor, scales: torch.Tensor, summed: torch.Tensor,
+              blurred: torch.Tensor, teacher_only: torch.Tensor | None = None) -> Figure:
+    """One image's anomaly map built step by step: the three scale maps (one shared range), their sum,
+    the blurred sum; and, for comparison, the teacher-only map (distance to the normal mean).
+
+    ``scales`` is ``(3, S, S)``; the other maps ``(S, S)``. Every map gets its own colourbar.
+    """
+    panels = [(f"scale {s + 1}: 1 − cos", scales[s], (0.0, float(scales.max()))) for s in range(len(scales))]
+    panels += [("sum over scales", summed, None), ("blurred (σ = 4): M(x)", blurred, None)]
+    if teacher_only is not None:
+        panels.append(("teacher only (notebook 01)", teacher_only, None))
+    figure = Figure(figsize=(2.5 * (len(panels) + 1), 3.0), layout="constrained")
+    axes = figure.subplots(1, len(panels) + 1)
+    axes[0].imshow(_as_numpy_image(image))
+    if mask.any():
+        axes[0].contour(mask.cpu().numpy(), levels=[0.5], colors="lime", linewidths=0.8)
+    axes[0].set_title("image, defect outlined", fontsize="small")
+    for ax, (title, values, limits) in zip(axes[1:], panels):
+        low, high = limits or (float(values.min()), float(values.max()))
+        shown = ax.imshow(values.detach().cpu().numpy(), cmap="magma", vmin=low, vmax=high)
+        ax.set_title(title, fontsize="small")
+        figure.colorbar(shown, ax=ax, location="bottom", shrink=0.9)
+    for ax in axes:
+        ax.set_axis_off()
+    return figure
+
+
 # ----------------------------------------------------------------------------- visual analysis
 
 
@@ -439,6 +559,8 @@ def overlay_grid(images: torch.Tensor, predictions: Predictions, indices: Sequen
                 f"{p.defect_types[i]} · {Path(p.paths[i]).stem}\nscore {float(p.scores[i]):.3f}")
     if title:
         figure.suptitle(title)
+    colours = ScalarMappable(Normalize(vmin, vmax), cmap="jet")
+    figure.colorbar(colours, ax=axes, shrink=0.6, label="anomaly map M(x)")
     return figure
 
 

@@ -1,14 +1,15 @@
 """``make reproduce`` and ``make ablation``: the notebooks run headless, then the tables.
 
-For every requested category the per-category notebooks (03 training, 04 evaluation, 05
-visual analysis) run with papermill; the teacher-features and fusion notebooks (01, 02) run
-once, on the first category; the results-tables notebook (06) runs last. Layout::
+The notebooks run with papermill in the order a learner reads them: the teacher-features and
+architecture notebooks (01, 02; no training needed) once, on the first category; then for
+every requested category training (03), evaluation (04), visual analysis (05) and what the
+trained modules learned (06); the results tables (07) last. Layout::
 
     OUT/<data folder>/<profile>/
         <category>.json                    metrics + parameters, written last (the "done" mark)
         runs/<category>/                   the run folder: config, checkpoint, history, predictions
         notebooks/<category>/03_training.ipynb  (+ .html)   executed notebooks
-        notebooks/01_teacher_features.ipynb     (+ .html)   ... and 02, 06
+        notebooks/01_teacher_features.ipynb     (+ .html)   ... and 02, 07
         tables/                            image_auroc.csv, pixel_auroc.csv, aupro.csv, results.md, results.png
         ablation/                          with --ablation
 
@@ -37,17 +38,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dhkd.background import Periodic
-from dhkd.config import Config, load_config, read_config, to_dict
+from dhkd.config import Config, check_run, load_config, read_config, to_dict
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write_json, atomic_write_text, replace_between_markers
+from dhkd.lock import acquire, release
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-ONCE_FIRST = "01_teacher_features.ipynb"
-ONCE_AFTER = "02_fusion_attention_memory.ipynb"
-PER_CATEGORY = ("03_training.ipynb", "04_evaluation.ipynb", "05_visual_analysis.ipynb")
-TABLES_NOTEBOOK = "06_results_tables.ipynb"
-ALL_NOTEBOOKS = (ONCE_FIRST, ONCE_AFTER, *PER_CATEGORY, TABLES_NOTEBOOK)
+ONCE = ("01_teacher_features.ipynb", "02_architecture.ipynb")  # before any training, on the first category
+ONCE_FIRST = ONCE[0]
+PER_CATEGORY = ("03_training.ipynb", "04_evaluation.ipynb", "05_visual_analysis.ipynb",
+                "06_what_the_modules_learned.ipynb")
+TABLES_NOTEBOOK = "07_results_tables.ipynb"
+ALL_NOTEBOOKS = (*ONCE, *PER_CATEGORY, TABLES_NOTEBOOK)
 RUN_FILES = ("checkpoint.pt", "history.csv", "run.json", "config.yaml", "metrics.json", "predictions.npz")
 
 #: make ablation: the RD baseline, each addition alone on top of it, then all of them.
@@ -95,7 +98,7 @@ def prepare_run_dir(run_dir: str | Path, config: Config) -> bool:
         return True
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
-    print(f"removed an earlier run of another configuration from {run_dir}")
+    print(f"removed an earlier run of another configuration from the run folder {run_dir.name}")
     return False
 
 
@@ -275,9 +278,16 @@ class Plan:
                      notebooks={n: notebook_hash(self.notebooks / n) for n in PER_CATEGORY})
 
     def once_stamp(self, name: str) -> str:
-        first = self.categories[0]
-        return stamp(notebook=notebook_hash(self.notebooks / name), parameters=self.parameters(first),
-                     config=to_dict(self.config), category=self.category_stamp(first) if name == ONCE_AFTER else None)
+        return stamp(notebook=notebook_hash(self.notebooks / name), parameters=self.parameters(self.categories[0]),
+                     config=to_dict(self.config))
+
+    def notebook_parameters(self, category: str, out_dir: Path | None = None) -> dict[str, Any]:
+        """:meth:`parameters` with the paths relative to the notebooks' folder (the kernel's working
+        directory), so that executed notebooks show no machine paths."""
+        parameters = self.parameters(category, out_dir)
+        for key in ("data_root", "out_dir"):
+            parameters[key] = os.path.relpath(parameters[key], self.notebooks.resolve())
+        return parameters
 
 
 def parse_devices(text: str) -> list[str]:
@@ -309,6 +319,27 @@ def check_devices(devices: list[str], device: str) -> list[str]:
     return devices
 
 
+def check_device(device: str) -> None:
+    """DEVICE must name a device this machine has: a wrong one fails here, not in the first notebook."""
+    from dhkd.train import resolve_device
+
+    try:
+        resolve_device(device)
+    except DhkdError as error:
+        raise DhkdError(f"DEVICE={device}: {error.what.replace(f'--device {device}', 'it')}",
+                        (error.fix or "").replace("--device ", "DEVICE=")) from None
+
+
+def check_writable(folder: Path) -> None:
+    """The results folder (or the nearest folder above it that exists) must be writable."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise DhkdError(f"cannot write the results to {folder}: {existing} is not a writable folder",
+                        "give RESULTS=a folder you can write to (--out)")
+
+
 def largest_first(data: Path, categories: list[str]) -> list[str]:
     """Categories by training-set size, largest first: long jobs start early, so GPUs finish together."""
     if len(categories) < 2:
@@ -337,15 +368,20 @@ def make_plan(data: str | Path, categories: list[str] | None, profile: str, epoc
     found = list_categories(data)
     chosen = categories or found
     if not chosen:
-        raise DhkdError(f"no categories (folders with train/good) in {data}")
+        raise DhkdError(f"no categories (folders with train/good) in {data}",
+                        "give DATA=the folder that holds the category folders (e.g. data/mvtec_ad)")
     for category in chosen:
         validate_category(data, category)
-    config = training_config(profile, epochs)
+    config = check_run(training_config(profile, epochs))
+    check_device(device)
     devices = check_devices(devices or [], device)
+    results = Path(out).resolve() / (named or data.name) / config.profile
+    check_writable(results)
     notebooks = Path(notebooks)
     missing = [n for n in ALL_NOTEBOOKS if not (notebooks / n).exists()]
     if missing:
-        raise DhkdError(f"notebooks missing from {notebooks}: {', '.join(missing)}")
+        raise DhkdError(f"notebooks missing from {notebooks}: {', '.join(missing)}",
+                        "restore them with git checkout notebooks/")
     if named is not None:
         dataset = named
     elif all((data / c / ".toy.json").exists() for c in chosen):
@@ -355,7 +391,7 @@ def make_plan(data: str | Path, categories: list[str] | None, profile: str, epoc
     else:
         dataset = data.name
     return Plan(data=data, categories=list(chosen), profile=profile, epochs=epochs, device=device,
-                results=Path(out).resolve() / (named or data.name) / config.profile, config=config, dataset=dataset,
+                results=results, config=config, dataset=dataset,
                 notebooks=notebooks, data_text=data_text, devices=devices)
 
 
@@ -405,7 +441,7 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
         if not force and _recorded_stamp(sidecar) == wanted:
             say(f"[1/{n}] {plan.categories[0]} · {name} up to date, skipped")
             return
-        notebook(1, plan.categories[0], name, notebooks_out / name, plan.parameters(plan.categories[0]),
+        notebook(1, plan.categories[0], name, notebooks_out / name, plan.notebook_parameters(plan.categories[0]),
                  gpu=plan.devices[0] if plan.devices else None)
         if not dry_run:
             atomic_write_json(sidecar, {"stamp": wanted})
@@ -421,20 +457,18 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
         category_started = time.perf_counter()
         for name in PER_CATEGORY:
             watch = plan.runs / category / "history.csv" if name == PER_CATEGORY[0] else None
-            notebook(index, category, name, notebooks_out / category / name, plan.parameters(category), watch, gpu)
+            notebook(index, category, name, notebooks_out / category / name, plan.notebook_parameters(category), watch, gpu)
         if not dry_run:
             _write_result(plan, category, wanted, time.perf_counter() - category_started, gpu)
 
     try:
-        once(ONCE_FIRST)
+        for name in ONCE:
+            once(name)
         if plan.devices:
             _on_workers(plan, category_notebooks)
-            once(ONCE_AFTER)
         else:
             for index, category in enumerate(plan.categories, start=1):
                 category_notebooks(index, category)
-                if index == 1:
-                    once(ONCE_AFTER)
 
         sidecar = notebooks_out / f"{Path(TABLES_NOTEBOOK).stem}.json"
         wanted = stamp(notebook=notebook_hash(plan.notebooks / TABLES_NOTEBOOK))
@@ -442,7 +476,7 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
             notebook(n, "all", TABLES_NOTEBOOK, notebooks_out / TABLES_NOTEBOOK, {})
             return ran
         if force or ran or _recorded_stamp(sidecar) != wanted or tables.verify(plan.results):
-            parameters = plan.parameters(plan.categories[0], out_dir=plan.results)
+            parameters = plan.notebook_parameters(plan.categories[0], out_dir=plan.results)
             parameters["category"] = "all"
             notebook(n, "all", TABLES_NOTEBOOK, notebooks_out / TABLES_NOTEBOOK, parameters)
             atomic_write_json(sidecar, {"stamp": wanted})
@@ -500,7 +534,7 @@ def _write_result(plan: Plan, category: str, wanted: str, seconds: float, gpu: s
     metrics.update({
         "parameters": {**plan.parameters(category), "data": plan.data_text, "dataset": plan.dataset, **where},
         "stamp": wanted,
-        "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "notebook_seconds": round(seconds, 1),
     })
     atomic_write_json(plan.results / f"{category}.json", metrics)
@@ -628,16 +662,33 @@ def _epochs(text: str) -> int | None:
     if not text:
         return None
     if not text.isdigit() or int(text) < 1:
-        raise DhkdError(f"EPOCHS must be a positive whole number or empty, got {text!r}")
+        raise DhkdError(f"EPOCHS must be a positive whole number or empty, got {text!r}",
+                        "for example EPOCHS=10, or leave EPOCHS empty for the profile's own")
     return int(text)
+
+
+def check_ablation(plan: Plan) -> None:
+    """Every variant of the ablation must be a valid run (the masking one needs two stages)."""
+    base = [f"train.epochs={int(plan.epochs)}"] if plan.epochs else []
+    for key, (title, switched_on) in VARIANTS.items():
+        overrides = base + [f"{SWITCHES[s]}={'true' if s in switched_on else 'false'}" for s in SWITCHES]
+        try:
+            check_run(load_config(plan.profile, overrides))
+        except DhkdError as error:
+            raise DhkdError(f"the ablation's variant {title!r} cannot run: {error.what}", error.fix) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    lock = None
     try:
         categories = [c for c in args.categories.replace(",", " ").split() if c]
         plan = make_plan(args.data, categories, args.profile, _epochs(args.epochs), args.device, args.out, args.notebooks,
                          parse_devices(args.devices))
+        if args.ablation:
+            check_ablation(plan)
+        if not args.dry_run:  # one make reproduce / make ablation per results folder at a time
+            lock = acquire(plan.results, "results folder")
         if args.ablation:
             if plan.devices:
                 raise DhkdError("DEVICES spreads make reproduce over GPUs; make ablation runs on one device",
@@ -652,6 +703,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reproduce: interrupted; run the same command again to finish what is missing", file=sys.stderr)
         return 130
+    finally:
+        if lock is not None:
+            release(lock)
     return 0
 
 

@@ -214,7 +214,7 @@ def provenance(results: list[dict[str, Any]]) -> dict[str, str]:
         values = sorted({str(r.get(key, default)) for r in results})
         return ", ".join(values)
 
-    finished = sorted(str(r.get("finished", "")) for r in results)
+    finished = sorted(str(r.get("finished_at", "")) for r in results)
     if all("parameters" in r for r in results):
         data = ", ".join(sorted({f"{r['parameters'].get('dataset', '?')} (`{r['parameters'].get('data', '?')}`)"
                                  for r in results}))
@@ -552,7 +552,7 @@ def load_ablation(results_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def ablation_report(results_dir: str | Path) -> str:
-    """Markdown of every category's ablation table in a results folder, for notebook 06."""
+    """Markdown of every category's ablation table in a results folder, for notebook 07."""
     from dhkd.reproduce import VARIANTS  # here: reproduce imports this module
 
     found = load_ablation(results_dir)

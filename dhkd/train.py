@@ -34,11 +34,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dhkd.checkpoint import CHECKPOINT_NAME, check_compatible, load_checkpoint, save_checkpoint
-from dhkd.config import Config, save_config, to_dict
+from dhkd.config import Config, check_run, save_config, to_dict
 from dhkd.data import load_split, normalize, validate_category
 from dhkd.dataset_file import DataSetFile, as_dataset, is_dataset_file, split_record
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write_json, atomic_write_text
+from dhkd.lock import folder_lock
 from dhkd.loss import distillation_loss
 from dhkd.masking import corrupt, donor_indices
 from dhkd.models import build_model
@@ -66,6 +67,9 @@ def resolve_device(device: str | None = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise DhkdError(f"--device {device} asked for a GPU, but torch sees none on this machine",
                         "use --device cpu (or auto), or install a CUDA build of torch on a machine with a GPU")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise DhkdError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0",
+                        "use --device cuda (the first GPU) or cuda:N with N from nvidia-smi's list")
     return resolved
 
 
@@ -562,12 +566,18 @@ class Trainer:
 
 def train(config: Config, data_root: str | Path, category: str, out_dir: str | Path, device: str | None = "auto",
           resume: bool = False, progress: bool = True) -> Path:
-    """Train DHKD on one category; the run folder gets config, checkpoint, history and run info."""
-    trainer = Trainer(config, data_root, category, out_dir, device, progress)
-    try:
-        return trainer.fit(resume=resume)
-    finally:
-        trainer.dist.close()
+    """Train DHKD on one category; the run folder gets config, checkpoint, history and run info.
+
+    The config is checked first (before any data is read); the run folder is locked while
+    training (by rank 0 under torchrun), so a second training into it refuses to start."""
+    check_run(config)
+    lock = folder_lock(out_dir, "run folder") if int(os.environ.get("RANK", "0")) == 0 else nullcontext()
+    with lock:
+        trainer = Trainer(config, data_root, category, out_dir, device, progress)
+        try:
+            return trainer.fit(resume=resume)
+        finally:
+            trainer.dist.close()
 
 
 def dataset_record(data_root: str | Path | DataSetFile, category: str) -> dict[str, Any] | None:

@@ -278,7 +278,7 @@ def test_data_folder_train_evaluate_predict(folder_set: Path, tmp_path: Path, ca
     assert written["root"] == "parts" and written["name"] == "parts"  # relative to the file
 
     run = tmp_path / "run"
-    assert cli.main(["train", "--data", str(out), "--profile", "smoke", "--epochs", "1", "--out", str(run), "--quiet"]) == 0
+    assert cli.main(["train", "--data", str(out), "--profile", "smoke", "--epochs", "2", "--out", str(run), "--quiet"]) == 0
     info = yaml.safe_load((run / "run.json").read_text())
     assert info["dataset"]["split"]["train"] == 7 and info["dataset"]["content"]["split_seed"] == 0
     assert cli.main(["evaluate", "--run", str(run), "--json", str(tmp_path / "m.json"), "--quiet"]) == 0

@@ -70,20 +70,20 @@ def test_torchrun_resume_continues_the_run(toy_root: Path, tmp_path: Path) -> No
     """A torchrun run extended with --resume picks up rank 0's checkpoint on every rank."""
     run_dir = tmp_path / "run"
     first = torchrun("train", "--data-root", str(toy_root), "--category", "nut", "--profile", "smoke",
-                     "--out", str(run_dir), "--quiet", "--device", "cpu", "--epochs", "1", cwd=tmp_path)
+                     "--out", str(run_dir), "--quiet", "--device", "cpu", "--epochs", "2", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     second = torchrun("train", "--data-root", str(toy_root), "--category", "nut", "--profile", "smoke",
-                      "--out", str(run_dir), "--quiet", "--device", "cpu", "--epochs", "2", "--resume", cwd=tmp_path)
+                      "--out", str(run_dir), "--quiet", "--device", "cpu", "--epochs", "3", "--resume", cwd=tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["epochs_done"] == 2 and info["world_size"] == 2
+    assert info["epochs_done"] == 3 and info["world_size"] == 2
 
 
 def test_torchrun_into_an_existing_run_stops_every_rank(toy_root: Path, tmp_path: Path) -> None:
     """Without --resume a finished run folder is refused by every rank at once (no rank left waiting)."""
     run_dir = tmp_path / "run"
     args = ("train", "--data-root", str(toy_root), "--category", "nut", "--profile", "smoke", "--out", str(run_dir),
-            "--quiet", "--device", "cpu", "--epochs", "1")
+            "--quiet", "--device", "cpu", "--epochs", "2")  # smoke: one epoch per stage
     assert torchrun(*args, cwd=tmp_path).returncode == 0
     again = torchrun(*args, cwd=tmp_path, timeout=120)
     assert again.returncode != 0

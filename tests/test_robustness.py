@@ -41,7 +41,7 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_run(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "smoke"
     assert cli.main(["train", "--data-root", str(toy_root), "--category", CATEGORY, "--profile", "smoke",
-                     "--out", str(run), "--epochs", "1", "--quiet"]) == 0
+                     "--out", str(run), "--epochs", "2", "--quiet"]) == 0  # smoke: one epoch per stage
     return run
 
 
@@ -149,12 +149,13 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(toy_ro
     from dhkd import train as train_module
 
     out = tmp_path / "run"
-    assert cli.main(train_args(toy_root, out, "--epochs", "1")) == 0
+    one_stage = ("--set", "masking.enabled=false")  # so that one epoch is a valid run
+    assert cli.main(train_args(toy_root, out, "--epochs", "1", *one_stage)) == 0
     good = load_checkpoint(out / "checkpoint.pt")
     real_loss = train_module.distillation_loss
     monkeypatch.setattr(train_module, "distillation_loss", lambda *a, **k: real_loss(*a, **k) * float("nan"))
     with pytest.raises(DhkdError, match=r"became nan.*last good checkpoint \(epoch 1\)"):
-        cli.main(["--debug", *train_args(toy_root, out, "--epochs", "2", "--resume")])
+        cli.main(["--debug", *train_args(toy_root, out, "--epochs", "2", "--resume", *one_stage)])
     kept = load_checkpoint(out / "checkpoint.pt")
     assert kept["epoch"] == 1
     assert all(torch.equal(kept["student"][k], good["student"][k]) for k in good["student"])
@@ -239,3 +240,259 @@ def test_schedule_plot_shows_every_step_by_stage() -> None:
     assert [line.get_label() for line in lines] == ["stage 1: clean inputs", "stage 2: masked inputs"]
     assert [len(line.get_xdata()) for line in lines] == [6, 6]
     assert lines[0].get_ydata()[0] == pytest.approx(config.train.lr) and lines[1].get_ydata()[-1] < 0.05 * config.train.lr
+
+
+# ----------------------------------------------------------------------------- unfinished and foreign runs
+
+
+def test_evaluating_an_unfinished_run_says_so_and_records_the_epochs(toy_root, tmp_path, monkeypatch, capsys) -> None:
+    from dhkd import train as train_module
+
+    real_end = train_module.Trainer._end_epoch
+
+    def killed_after_the_first_epoch(self, position, stage, batches):
+        real_end(self, position, stage, batches)
+        raise KeyboardInterrupt  # the process dies after epoch 1 of 2: no graceful stop
+
+    monkeypatch.setattr(train_module.Trainer, "_end_epoch", killed_after_the_first_epoch)
+    out = tmp_path / "run"
+    assert cli.main(train_args(toy_root, out)) == cli.EXIT_INTERRUPTED
+    monkeypatch.undo()
+    assert not (out / ".dhkd.lock").exists(), "the lock goes with the process"
+    assert cli.main(["evaluate", "--run", str(out), "--json", str(tmp_path / "m.json"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    print(err)
+    assert "did not finish its training: 1 of 2 epochs" in err and "--resume" in err
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert (result["epochs_done"], result["epochs"], result["finished"]) == (1, 2, False)
+
+
+def test_evaluating_a_finished_run_records_it_finished(trained_run, tmp_path, capsys) -> None:
+    target = copy_run(trained_run, tmp_path)
+    assert cli.main(["evaluate", "--run", str(target), "--json", str(tmp_path / "m.json"), "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert (result["epochs_done"], result["epochs"], result["finished"]) == (2, 2, True)
+
+
+def test_evaluating_a_run_whose_data_moved_names_what_is_missing(toy_root, trained_run, tmp_path, capsys) -> None:
+    target = copy_run(trained_run, tmp_path)
+    info = json.loads((target / "run.json").read_text())
+    info["data_root"] = str(tmp_path / "old disk" / "toy")  # trained on data that has since moved
+    (target / "run.json").write_text(json.dumps(info))
+    assert cli.main(["evaluate", "--run", str(target), "--json", str(tmp_path / "m.json")]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    print(err)
+    assert "gone or moved" in err and str(tmp_path / "old disk" / "toy") in err and "--data-root" in err
+    assert cli.main(["evaluate", "--run", str(target), "--data-root", str(toy_root), "--json", str(tmp_path / "m.json"),
+                     "--quiet"]) == 0
+    (target / "run.json").write_text("{\"categ")  # damaged
+    assert cli.main(["evaluate", "--run", str(target), "--json", str(tmp_path / "m.json")]) == cli.EXIT_ERROR
+    assert "is damaged" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- one writer per folder
+
+
+def sleeper() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def lock_of(process: subprocess.Popen, **changes) -> str:
+    import socket
+
+    from dhkd.lock import _process_start
+
+    holder = {"pid": process.pid, "host": socket.gethostname(), "process_start": _process_start(process.pid),
+              "started": "2026-01-01 00:00:00 UTC", "command": "dhkd train ...", **changes}
+    return json.dumps(holder)
+
+
+def test_a_second_training_into_the_same_folder_refuses_naming_the_first(toy_root, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    first = run_cli(*train_args(toy_root, out, "--epochs", "4"))
+    try:
+        deadline = time.time() + 120
+        while not (out / ".dhkd.lock").exists():
+            assert first.poll() is None and time.time() < deadline, first.communicate()
+            time.sleep(0.05)
+        assert cli.main(train_args(toy_root, out, "--resume")) == cli.EXIT_ERROR
+        err = capsys.readouterr().err
+        print(err)
+        assert f"in use by process {first.pid}" in err and f"train --data-root {toy_root}" in err
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+    assert not (out / ".dhkd.lock").exists()
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path) -> None:
+    from dhkd.lock import FolderBusy, acquire, release
+
+    process = sleeper()
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / ".dhkd.lock").write_text(lock_of(process))
+    with pytest.raises(FolderBusy, match=f"process {process.pid}"):
+        acquire(folder)
+    process.kill()
+    process.wait()  # crashed: the lock file stays behind
+    path = acquire(folder)
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+    release(path)
+    assert not path.exists()
+    (folder / ".dhkd.lock").write_text(lock_of(process, host="another-machine"))
+    with pytest.raises(FolderBusy, match=r"another-machine.*\n.*delete"):
+        acquire(folder)
+    (folder / ".dhkd.lock").write_text("garbage")  # half-written by a process that died at once
+    with pytest.raises(FolderBusy, match="right now"):
+        acquire(folder)  # it might still be writing it
+    os.utime(folder / ".dhkd.lock", (time.time() - 60, time.time() - 60))
+    release(acquire(folder))
+
+
+def test_a_second_make_reproduce_on_the_same_results_refuses(toy_root, tmp_path, capsys) -> None:
+    from dhkd import reproduce
+
+    results = tmp_path / "results"
+    target = results / toy_root.name / "smoke"
+    target.mkdir(parents=True)
+    process = sleeper()
+    try:
+        (target / ".dhkd.lock").write_text(lock_of(process, command="python -m dhkd.reproduce ..."))
+        code = reproduce.main(["--data", str(toy_root), "--categories", CATEGORY, "--profile", "smoke", "--out",
+                               str(results), "--device", "cpu"])
+        err = capsys.readouterr().err
+        print(err)
+        assert code == 1 and f"results folder {target} is in use by process {process.pid}" in err
+    finally:
+        process.kill()
+        process.wait()
+
+
+# ----------------------------------------------------------------------------- make reproduce checks first
+
+
+REPRODUCE_INPUTS = [  # (what, extra arguments, fragment of the message)
+    ("DEVICE=cuda without a GPU", ["--device", "cuda"], "DEVICE=cuda: it asked for a GPU"),
+    ("DEVICE misspelt", ["--device", "gpu"], "DEVICE=gpu: unknown device"),
+    ("DEVICES not numbers", ["--devices", "0,a"], "DEVICES must list GPU numbers"),
+    ("DEVICES twice", ["--devices", "0,0"], "names a GPU twice"),
+    ("DEVICES beyond the GPUs", ["--devices", "0,1", "--device", "auto"], "CUDA GPU(s)"),
+    ("CATEGORIES misspelt", ["--categories", "nutt"], "did you mean 'nut'"),
+    ("EPOCHS not a number", ["--epochs", "ten"], "EPOCHS must be a positive whole number"),
+    ("EPOCHS zero", ["--epochs", "0"], "EPOCHS must be a positive whole number"),
+    ("EPOCHS leaving stage 2 empty", ["--epochs", "1"], "leaves stage 2 (masking) empty"),
+    ("PROFILE misspelt", ["--profile", "smok"], "did you mean 'smoke'"),
+    ("PROFILE file with a bad value", ["--profile", "BAD_PROFILE"], "train.lr=-1.0 is out of range"),
+    ("DATA missing", ["--data", "MISSING"], "does not exist"),
+    ("RESULTS not a folder", ["--out", "A_FILE"], "cannot write the results"),
+    ("ablation, EPOCHS leaving its masking variant one stage", ["--ablation", "--profile", "rd", "--epochs", "1"],
+     "variant '+ masking stage' cannot run"),
+]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the device rows need a machine without a GPU")
+@pytest.mark.parametrize("name,extra,fragment", REPRODUCE_INPUTS, ids=[row[0] for row in REPRODUCE_INPUTS])
+def test_make_reproduce_checks_every_input_before_the_first_notebook(name, extra, fragment, toy_root, tmp_path,
+                                                                      monkeypatch, capsys) -> None:
+    from dhkd import reproduce, train as train_module
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a notebook or a training started before the inputs were checked")
+
+    monkeypatch.setattr(reproduce, "execute", must_not_run)
+    monkeypatch.setattr(train_module, "train", must_not_run)
+    (tmp_path / "bad.yaml").write_text("inherits: smoke\ntrain: {lr: -1}\n")
+    (tmp_path / "a file").write_text("")
+    swap = {"BAD_PROFILE": str(tmp_path / "bad.yaml"), "MISSING": str(tmp_path / "missing"), "A_FILE": str(tmp_path / "a file")}
+    args = {"--data": str(toy_root), "--categories": CATEGORY, "--profile": "smoke", "--epochs": "2", "--device": "cpu",
+            "--out": str(tmp_path / "results")}
+    flags = [a for a in extra if a == "--ablation"]
+    pairs = [a for a in extra if a != "--ablation"]
+    args.update({key: swap.get(value, value) for key, value in zip(pairs[::2], pairs[1::2])})
+    code = reproduce.main([part for pair in args.items() for part in pair] + flags)
+    err = capsys.readouterr().err
+    print(f"{name}: {err.strip()}")
+    assert code == 1 and "Traceback" not in err and "fix:" in err
+    assert fragment in err
+
+
+# ----------------------------------------------------------------------------- full disks, unwritable folders
+
+
+def failing_fsync(code: int):
+    def fsync(fd: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    return fsync
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(trained_run, tmp_path, monkeypatch) -> None:
+    import errno
+
+    from dhkd import checkpoint as checkpoint_module
+    from dhkd import io
+
+    target = copy_run(trained_run, tmp_path)
+    before = (target / "checkpoint.pt").read_bytes()
+    state = torch.load(target / "checkpoint.pt", weights_only=True)
+    monkeypatch.setattr(io.os, "fsync", failing_fsync(errno.ENOSPC))
+    with pytest.raises(DhkdError) as caught:
+        checkpoint_module.save_checkpoint(target / "checkpoint.pt", state)
+    message = str(caught.value)
+    print(message)
+    assert f"no space left on the device to write {target / 'checkpoint.pt'}" in message
+    assert "previous file is unchanged" in message and "it needs about" in message and "are free there" in message
+    assert (target / "checkpoint.pt").read_bytes() == before
+    assert [p.name for p in target.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("code,fragment", [("EACCES", "permission denied"), ("EROFS", "the file system is read-only")])
+def test_unwritable_places_name_the_path(trained_run, tmp_path, monkeypatch, code, fragment) -> None:
+    import errno
+
+    from dhkd import io
+    from dhkd.evaluate import load_predictions, save_predictions
+
+    target = copy_run(trained_run, tmp_path)
+    assert cli.main(["evaluate", "--run", str(target), "--json", str(tmp_path / "m.json"), "--quiet"]) == 0
+    before = (target / "predictions.npz").read_bytes()
+    monkeypatch.setattr(io.os, "fsync", failing_fsync(getattr(errno, code)))
+    with pytest.raises(DhkdError, match=f"cannot write {target / 'predictions.npz'}: {fragment}"):
+        save_predictions(target / "predictions.npz", load_predictions(target))
+    assert (target / "predictions.npz").read_bytes() == before
+
+
+def test_full_disk_during_table_writes_and_training_is_one_message(toy_root, tmp_path, monkeypatch, capsys) -> None:
+    import errno
+
+    from dhkd import io, tables
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "nut.json").write_text(json.dumps({
+        "category": "nut", "image_auroc": 0.9, "pixel_auroc": 0.9, "aupro": 0.8, "pro_rd4ad": 0.8, "profile": "smoke",
+        "teacher": "efficientnet_lite0", "device": "cpu", "epochs": 2, "data_root": "/data", "finished_at": "today"}))
+    tables.write_tables(results)
+    before = (results / "tables" / "image_auroc.csv").read_text()
+    (results / "nut.json").write_text((results / "nut.json").read_text().replace("0.9,", "0.95,"))
+    monkeypatch.setattr(io.os, "fsync", failing_fsync(errno.ENOSPC))
+    with pytest.raises(DhkdError, match=r"no space left on the device to write .*tables/image_auroc.csv .*needs about"):
+        tables.write_tables(results)
+    assert (results / "tables" / "image_auroc.csv").read_text() == before
+    assert cli.main(train_args(toy_root, tmp_path / "run")) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("dhkd: no space left on the device to write") and "Traceback" not in err
+
+
+def test_a_read_only_run_folder_is_named(trained_run, tmp_path, capsys) -> None:
+    target = copy_run(trained_run, tmp_path)
+    os.chmod(target, 0o555)
+    try:
+        if os.access(target, os.W_OK):
+            pytest.skip("running as root: a read-only folder is still writable (the EACCES/EROFS cases cover it)")
+        assert cli.main(["evaluate", "--run", str(target), "--json", str(tmp_path / "m.json"), "--quiet"]) == cli.EXIT_ERROR
+        assert f"cannot write {target}" in capsys.readouterr().err
+    finally:
+        os.chmod(target, 0o755)

@@ -24,7 +24,7 @@ def write_result(folder: Path, category: str, image: float, pixel: float, aupro:
     folder.mkdir(parents=True, exist_ok=True)
     result = {"category": category, "image_auroc": image, "pixel_auroc": pixel, "aupro": aupro, "pro_rd4ad": pro,
               "profile": "offline", "teacher": "efficientnet_lite0", "device": "cpu", "epochs": 10,
-              "data_root": "/data", "finished": "2025-01-01 00:00 UTC", **extra}
+              "data_root": "/data", "finished_at": "2025-01-01 00:00 UTC", **extra}
     (folder / f"{category}.json").write_text(json.dumps(result))
 
 

@@ -313,7 +313,9 @@ def write_run(tmp_path, name: str, data_root, category: str, p: Predictions) -> 
 
     run = tmp_path / name
     run.mkdir()
-    save_config(load_config("smoke", [f"data.image_size={S}"]), run / CONFIG_NAME)
+    config = load_config("smoke")
+    config.data.image_size = S  # the fake maps' size; below what a model trains at, fine for a stored run
+    save_config(config, run / CONFIG_NAME)
     (run / RUN_INFO_NAME).write_text(json.dumps({"data_root": str(data_root), "category": category}))
     (run / METRICS_NAME).write_text(json.dumps({"image_auroc": 0.75, "pixel_auroc": 0.5, "aupro": 0.25}))
     save_predictions(run / "predictions.npz", p)

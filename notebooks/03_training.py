@@ -1,0 +1,190 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Training: two stages, live loss, checkpoints
+#
+# The student (notebook 02) learns on **normal images only** to reproduce the frozen teacher's
+# features. The loss is the cosine distance summed over the three scales and averaged over the
+# batch; RD4AD's official code flattens each scale of an image into one vector:
+#
+# $$\mathcal{L} = \sum_{s=1}^{3} \frac{1}{B}\sum_{b=1}^{B} \Big(1 - \cos\big(\operatorname{vec} F_s(x_b),\ \operatorname{vec} S_s(x_b)\big)\Big)$$
+#
+# (RD4AD's paper text describes a cosine per pixel averaged over positions instead:
+# `--set train.loss=pixel`).
+#
+# **Two stages.**
+#
+# > **The papers' words.** The KBS 2023 paper: *"Two-stage reverse knowledge distillation incorporated and
+# Self-Supervised Masking strategy for industrial anomaly detection"*.
+#
+# > **The kit's interpretation.** Stage 1 is plain reverse distillation on clean images. Stage 2, the last
+# `masking.stage2_fraction` of the epochs, shows the bottleneck the teacher's features of a
+# *corrupted* image $\tilde x$ (Perlin-noise or rectangular regions filled with another
+# normal image's content or with noise) and asks for the clean image's features:
+# $S(T(\tilde x)) \approx T(x)$. No external data is needed. The student thus learns to
+# *undo* anomalies rather than copy them.
+#
+# Settings (RD4AD's): Adam over the student only, lr 0.005, betas (0.5, 0.999), batch 16,
+# seed 111, a constant learning rate. The `offline` profile, tuned for a short CPU budget,
+# takes batches of 8 (twice the steps in about the same time) and lets the learning rate
+# fall to 0 along half a cosine (`train.lr_schedule: cosine`), so that its last epochs
+# settle instead of jumping around at 0.005. The training loop is `dhkd/train.py`.
+
+# %% tags=["parameters"]
+# Parameters: `make reproduce` (papermill) replaces this cell's values; the defaults run
+# offline on a CPU in about a minute, on the toy data set with the offline teacher.
+data_root = "../data/toy"     # a folder in MVTec AD's layout; a missing toy category is generated
+category = "nut"              # a folder under data_root
+profile = "offline"           # paper | rd | offline | smoke | path/to/profile.yaml
+epochs = 3                    # None: the profile's own epoch count
+device = "auto"               # auto | cpu | cuda | cuda:N
+out_dir = "../runs/tutorial"  # run folders go to out_dir/<category>
+
+# %%
+# %matplotlib inline
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+from IPython.display import display
+
+from dhkd import plots
+from dhkd.config import to_dict
+from dhkd.data import load_split, normalize
+from dhkd.masking import corrupt
+from dhkd.reproduce import ensure_category, prepare_run_dir, training_config
+from dhkd.train import stage_of, train
+
+ensure_category(data_root, category)
+config = training_config(profile, epochs)
+tree = to_dict(config)
+print(yaml.safe_dump({key: tree[key] for key in ("model", "masking", "train")}, sort_keys=False))
+
+# %% [markdown]
+# ## The schedule
+
+# %%
+stages = [stage_of(epoch, config) for epoch in range(config.train.epochs)]
+
+
+def span(numbers):
+    return f"{numbers[0]}-{numbers[-1]}" if len(numbers) > 1 else str(numbers[0]) if numbers else "none"
+
+
+print(f"{config.train.epochs} epochs: stage 1 (clean inputs) epochs {span([e + 1 for e, s in enumerate(stages) if s == 1])}, "
+      f"stage 2 (masked inputs) epochs {span([e + 1 for e, s in enumerate(stages) if s == 2])}")
+if not config.masking.enabled:
+    print("masking is switched off in this profile: one stage only (RD4AD)")
+train_images = len(list((Path(data_root) / category / "train" / "good").iterdir()))
+plots.schedule(config, batches_per_epoch=-(-train_images // config.train.batch_size))
+
+# %% [markdown]
+# What stage 2 feeds the bottleneck: the corruption of a few training images with the
+# profile's masking settings (`masking.shape`, `masking.fill`, `masking.ratio`), drawn by
+# `dhkd.masking.corrupt`, the function the training loop calls.
+
+# %%
+train_split = load_split(data_root, category, "train", config.data.image_size, progress=False)
+clean = train_split.images[:4]
+generator = torch.Generator().manual_seed(config.train.seed)
+corrupted, masks = corrupt(normalize(clean), config.masking, generator)
+plots.corruption_examples(clean, corrupted, masks)
+
+# %% [markdown]
+# ## Train
+#
+# The figure below is redrawn after every epoch from the run's `history.csv` (loss per epoch,
+# coloured by stage, and throughput). The kernel's interrupt button (or Ctrl-C on the command
+# line) stops training at the next batch and saves a checkpoint of that exact position;
+# running this cell again resumes from it.
+
+# %%
+run_dir = Path(out_dir) / category
+resume = prepare_run_dir(run_dir, config)
+if resume:
+    print(f"resuming the run in out_dir/{category} from its checkpoint")
+with plots.live_loss(run_dir, config.train.epochs):
+    train(config, data_root, category, run_dir, device=device, resume=resume, progress=False)
+history = pd.read_csv(run_dir / "history.csv")
+print(f"{len(history)} epochs, {history['seconds'].sum():.0f} s of training; loss {history['loss'].iloc[0]:.4f} "
+      f"after the first epoch, {history['loss'].iloc[-1]:.4f} after the last")
+
+# %% [markdown]
+# ## Checkpoints and the run folder
+#
+# Everything about a run lives in its folder:
+#
+# | file | what |
+# | --- | --- |
+# | `config.yaml` | the resolved configuration: exactly what ran |
+# | `checkpoint.pt` | student and optimiser state, RNG state, position (written atomically after every epoch and on interruption) |
+# | `history.csv` | per epoch: stage, loss, seconds, images per second |
+# | `run.json` | status (training, interrupted, done), epochs done, device, data root |
+#
+# The command-line equivalent of this notebook, and how to continue an interrupted run:
+#
+# ```
+# dhkd train --data-root DATA --category CAT --profile PROFILE --epochs N --out RUN
+# dhkd train ... --out RUN --resume        # same command plus --resume
+# ```
+#
+# A resumed run draws the same batches and corruptions as an uninterrupted one (on the CPU it
+# ends with the same numbers).
+
+# %%
+for path in sorted(run_dir.iterdir()):
+    print(f"{path.name:18s} {path.stat().st_size / 1e6:8.2f} MB")
+info = json.loads((run_dir / "run.json").read_text())
+info["data_root"] = data_root  # as given, not this machine's absolute path
+print(yaml.safe_dump(info, sort_keys=False))
+
+# %%
+display(history.round(4).tail(10))
+
+# %% [markdown]
+# ## What to take from this
+#
+# - The student learns from normal images only; the loss is the same cosine distance the
+#   anomaly map uses, flattened per image and scale.
+# - Stage 2 trains the student to rebuild *clean* features from *masked* inputs, so that at
+#   test time it rebuilds the normal version of a defective image instead of the defect.
+# - A falling loss says the student rebuilds normal features better; it does not say that
+#   defects are found. Only the evaluation (notebook 04) says that.
+# - Everything about a run, including where to resume, lives in its folder.
+#
+# ## Try this
+#
+# 1. **Switch the masking stage off.** Set `profile = "offline"`, `epochs = 3`, and in the
+#    configuration cell add `config.masking.enabled = False` after `training_config(...)`
+#    (the command line: `dhkd train ... --set masking.enabled=false`). Train into another
+#    folder (`out_dir = "../runs/no_masking"`), then run notebook 04 on both folders: how do
+#    image AUROC and AUPRO change? (Three epochs on the toy set are noisy: run two seeds,
+#    `config.train.seed = 1`, before drawing a conclusion.)
+# 2. **Interrupt and resume.** Press the interrupt button during the second epoch, look at
+#    `run.json` (status `interrupted`), then run the training cell again: it continues from
+#    the saved position and the loss curve joins up.
+# 3. **More of stage 2.** Set `config.masking.stage2_fraction = 0.5` and look at the schedule
+#    and the loss curve: does the loss jump when the inputs become masked, and does it recover?
+#
+# ---
+# ← [02 · The architecture](02_architecture.ipynb) ·
+# [04 · Evaluation: anomaly maps and what the metrics mean](04_evaluation.ipynb) →
+
+# %% [markdown]
+# ### Papers
+#
+# - **RD4AD**: Deng & Li, *Anomaly Detection via Reverse Distillation from One-Class Embedding*, CVPR 2022, [arXiv:2201.10703](https://arxiv.org/abs/2201.10703).
+# - **Coordinate attention**: Hou, Zhou & Feng, *Coordinate Attention for Efficient Mobile Network Design*, CVPR 2021, [arXiv:2103.02907](https://arxiv.org/abs/2103.02907).
+# - **MemAE**: Gong et al., *Memorizing Normality to Detect Anomaly: Memory-augmented Deep Autoencoder for Unsupervised Anomaly Detection*, ICCV 2019, [arXiv:1904.02639](https://arxiv.org/abs/1904.02639).
+# - **MVTec AD**: Bergmann, Fauser, Sattlegger & Steger, *MVTec AD — A Comprehensive Real-World Dataset for Unsupervised Anomaly Detection*, CVPR 2019 ([the data set's page](https://www.mvtec.com/company/research/datasets/mvtec-ad); journal version: IJCV 129:1038–1059, 2021, [doi:10.1007/s11263-020-01400-4](https://doi.org/10.1007/s11263-020-01400-4)).
+# - **DHKD**: Tong, Li & Song, *Two-stage reverse knowledge distillation incorporated and Self-Supervised Masking strategy for industrial anomaly detection*, Knowledge-Based Systems 273:110611, 2023; and *Enhanced multi-scale features mutual mapping fusion based on reverse knowledge distillation for industrial anomaly detection and localization*, IEEE Transactions on Big Data 10(4):498–513, 2024.

@@ -1,0 +1,134 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Visual analysis: where the map lights up, best and worst cases
+#
+# Numbers hide *how* a detector fails. This notebook overlays the anomaly maps on the test
+# images with the ground truth outlined:
+#
+# - **jet colours**: the anomaly map $M(x)$, one colour range for the whole test set;
+# - **green line**: the ground-truth defect;
+# - **dashed white line**: the predicted region $\{p : M(x)_p \ge t\}$ at the F1-optimal
+#   threshold $t$ of the image scores (notebook 04).
+#
+# It reads the maps saved by notebook 04 (`predictions.npz` in the run folder); no model runs.
+
+# %% tags=["parameters"]
+# Parameters: `make reproduce` (papermill) replaces this cell's values; the defaults run
+# offline on a CPU in about a minute, on the toy data set with the offline teacher.
+data_root = "../data/toy"     # a folder in MVTec AD's layout; a missing toy category is generated
+category = "nut"              # a folder under data_root
+profile = "offline"           # paper | rd | offline | smoke | path/to/profile.yaml
+epochs = 3                    # None: the profile's own epoch count
+device = "auto"               # auto | cpu | cuda | cuda:N
+out_dir = "../runs/tutorial"  # run folders go to out_dir/<category>
+compare_run = None           # another run folder, for the side-by-side widget
+
+# %%
+# %matplotlib inline
+from pathlib import Path
+
+from IPython.display import display
+
+from dhkd import metrics, plots
+from dhkd.config import read_config
+from dhkd.data import load_split
+from dhkd.evaluate import load_predictions
+from dhkd.reproduce import ensure_category
+
+ensure_category(data_root, category)
+run_dir = Path(out_dir) / category
+config = read_config(run_dir / "config.yaml")
+predictions = load_predictions(run_dir)
+test = load_split(data_root, category, "test", config.data.image_size, progress=False)
+same_files = [Path(p).parts[-3:] for p in test.paths] == [Path(p).parts[-3:] for p in predictions.paths]
+assert same_files, "the test split changed since the evaluation: run 04_evaluation.ipynb again"
+threshold, _ = metrics.f1_optimal_threshold(predictions.scores, predictions.labels)
+ranked = plots.best_and_worst(predictions, k=4)
+print(f"{len(test)} test images, threshold {threshold:.4f}")
+
+# %% [markdown]
+# ## Best cases
+#
+# Defective images with the highest scores, and good images with the lowest.
+
+# %%
+plots.overlay_grid(test.images, predictions, ranked["caught"] + ranked["quiet"], threshold,
+                   title="highest-scored defective (top) · lowest-scored good (bottom)")
+
+# %% [markdown]
+# ## Worst cases
+#
+# Defective images with the lowest scores (the defects most easily missed) and good images with
+# the highest (false alarms). Look for patterns: small or low-contrast defects, defects at the
+# image border, normal variation the training set did not cover.
+
+# %%
+plots.overlay_grid(test.images, predictions, ranked["missed"] + ranked["false alarms"], threshold,
+                   title="lowest-scored defective (top) · highest-scored good (bottom)")
+
+# %% [markdown]
+# ## One example per defect type
+
+# %%
+kinds = sorted(set(predictions.defect_types) - {"good"})
+examples = [predictions.defect_types.index(kind) for kind in kinds]
+plots.overlay_grid(test.images, predictions, examples, threshold, columns=min(4, len(examples)))
+
+# %% [markdown]
+# ## Interactive explorers
+#
+# In JupyterLab the widgets below let you move the threshold and browse the failures; in the
+# HTML copies written by `make reproduce` they keep their last state.
+
+# %%
+from dhkd import widgets
+
+display(widgets.threshold_explorer(predictions, test.images))
+display(widgets.failure_browser(predictions, test.images))
+if compare_run:
+    display(widgets.run_comparison(run_dir, compare_run, data_root))
+
+# %% [markdown]
+# ## What to take from this
+#
+# - One colour range for the whole test set makes maps comparable between images: a good
+#   image that glows is a false alarm, not a rescaled artefact.
+# - The worst cases say more than the averages: small or faint defects, defects at the border
+#   and normal variation the training images did not show are the usual misses and false
+#   alarms.
+# - The F1-optimal threshold is chosen on the test labels; it shows how separable the scores
+#   are, not how a deployed detector would do.
+#
+# ## Try this
+#
+# 1. **Move the threshold.** In the threshold explorer, drag the slider from the F1-optimal
+#    value down until every defective image is caught: how many good images become false
+#    alarms on the way?
+# 2. **Compare two runs.** Train a second run with the masking stage off (notebook 03,
+#    exercise 1), evaluate it (notebook 04), then set
+#    `compare_run = "../runs/no_masking/nut"` in the parameters cell. Which defect types does
+#    the masking stage help with?
+# 3. **A texture.** Run notebooks 03 to 05 with `category = "grass"`: are the misses on a
+#    texture the same kind as on the nut (small, faint, at the border)?
+#
+# ---
+# ← [04 · Evaluation](04_evaluation.ipynb) ·
+# [06 · What the trained modules learned](06_what_the_modules_learned.ipynb) →
+
+# %% [markdown]
+# ### Papers
+#
+# - **RD4AD**: Deng & Li, *Anomaly Detection via Reverse Distillation from One-Class Embedding*, CVPR 2022, [arXiv:2201.10703](https://arxiv.org/abs/2201.10703).
+# - **Coordinate attention**: Hou, Zhou & Feng, *Coordinate Attention for Efficient Mobile Network Design*, CVPR 2021, [arXiv:2103.02907](https://arxiv.org/abs/2103.02907).
+# - **MemAE**: Gong et al., *Memorizing Normality to Detect Anomaly: Memory-augmented Deep Autoencoder for Unsupervised Anomaly Detection*, ICCV 2019, [arXiv:1904.02639](https://arxiv.org/abs/1904.02639).
+# - **MVTec AD**: Bergmann, Fauser, Sattlegger & Steger, *MVTec AD — A Comprehensive Real-World Dataset for Unsupervised Anomaly Detection*, CVPR 2019 ([the data set's page](https://www.mvtec.com/company/research/datasets/mvtec-ad); journal version: IJCV 129:1038–1059, 2021, [doi:10.1007/s11263-020-01400-4](https://doi.org/10.1007/s11263-020-01400-4)).
+# - **DHKD**: Tong, Li & Song, *Two-stage reverse knowledge distillation incorporated and Self-Supervised Masking strategy for industrial anomaly detection*, Knowledge-Based Systems 273:110611, 2023; and *Enhanced multi-scale features mutual mapping fusion based on reverse knowledge distillation for industrial anomaly detection and localization*, IEEE Transactions on Big Data 10(4):498–513, 2024.
