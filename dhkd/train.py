@@ -197,7 +197,7 @@ class Position:
 
 
 LR_SCHEDULES = ("constant", "cosine")
-MEMORY_INITS = ("random", "kmeans")
+MEMORY_INITS = ("kmeans", "random")
 
 
 def learning_rate(config: Config, epoch: int, step: int, batches: int) -> float:
