@@ -142,13 +142,29 @@ class FusionConfig:
     """Mutual-mapping fusion (MMF) of the teacher's scales before the OCBE."""
 
     enabled: bool = setting(True, FLAG, "mutual-mapping fusion of the teacher's scales")
+    # The kit's interpretation of "fuses features of different levels inhomogeneously".
+    # False: G_s = F_s + sum_t w_st M_ts(F_t), softmax over the other scales only (their two
+    # weights stay at 0.50 +- 0.004 once trained: any scale is absorbed by the mappings'
+    # BatchNorm). True: the own scale joins the softmax, G_s = w_ss F_s + sum_t w_st M_ts(F_t),
+    # so each target learns how much it keeps against how much it borrows.
+    include_self: bool = setting(False, FLAG, "the own scale joins the softmax of the mixing weights")
+    self_logit: float = setting(0.0, Range(), "starting logit of the own scale (log 4 = 1.386 keeps 2/3)")
+    # True: at the start of training every mapping M_ts is scaled so that its output has the
+    # RMS of F_s on the training images (else a borrowed term starts, and stays, at 3-6 % of G_s).
+    match_scale: bool = setting(True, FLAG, "each mapping starts at the RMS of the scale it feeds")
 
 
 @dataclass
 class AttentionConfig:
-    """Coordinate attention on the OCBE input and after every decoder stage."""
+    """Coordinate attention inside the reverse-distillation structure (where: ``placement``)."""
 
     enabled: bool = setting(True, FLAG, "coordinate attention in the bottleneck and decoder")
+    # "coordinate attention inside the reverse-distillation structure": where exactly is the
+    # kit's interpretation. both: on the concatenated OCBE input and after every decoder stage;
+    # ocbe: the OCBE input only (it then weighs the teacher's evidence, not the student's
+    # reconstruction); decoder: after the decoder stages only. On MTD (128 px, 12 epochs, one
+    # seed) both was 3.1 image AUROC points below RD, ocbe 1.3 above (to be confirmed).
+    placement: str = setting("both", Range(choices=("both", "ocbe", "decoder")), "where the attention sits")
 
 
 @dataclass
@@ -157,10 +173,17 @@ class MemoryConfig:
 
     enabled: bool = setting(True, FLAG, "single-category memory bank on the embedding")
     items: int = setting(50, COUNT, "memory items")
-    residual: bool = setting(False, FLAG, "decoder gets z + read-out instead of the read-out alone")
+    residual: bool = setting(True, FLAG, "decoder gets z + read-out instead of the read-out alone")
     shrink_threshold: float = setting(-1.0, Range(high=1, high_open=True, note="< 0: 1 / items"),
                                       "MemAE hard shrinkage of the addressing weights")
     temperature: float = setting(0.05, POSITIVE, "softmax temperature of the cosine addressing")
+    # The kit's interpretation of "a single-category embedding memory": items start where the
+    # category's embeddings are. random: uniform in +-1/sqrt(C), as a MemAE layer (the decoder
+    # learns to bypass such items: the read-out stays 2-4 % of z + read-out). kmeans: the centres
+    # of k-means clusters (by direction) of the bottleneck embeddings of every training image,
+    # taken at the start of epoch init_epoch (0: before training; k: after k epochs of stage 1).
+    init: str = setting("kmeans", Range(choices=("kmeans", "random")), "where the memory items start")
+    init_epoch: int = setting(0, Range(low=0), "the epoch before which k-means sets the items")
 
 
 @dataclass
@@ -194,7 +217,8 @@ class MaskingConfig:
     stage2_fraction: float = setting(0.25, Range(low=0, high=1, low_open=True, high_open=True),
                                      "share of the epochs spent in stage 2 (at the end; each stage gets ≥ 1 epoch)")
     ratio: float = setting(0.2, Range(low=0, high=1, low_open=True), "target share of the image area that is masked")
-    shape: str = setting("mixed", Range(choices=("perlin", "rect", "mixed")), "shape of the masked regions")
+    shape: str = setting("mixed", Range(choices=("perlin", "rect", "mixed", "crack", "all")),
+                         "shape of the masked regions (mixed: perlin or rect; crack: thin random walks; all: a third each)")
     fill: str = setting("mixed", Range(choices=("image", "noise", "mixed")),
                         "what fills them: a cut from another training image, noise, or either")
 

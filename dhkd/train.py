@@ -197,6 +197,7 @@ class Position:
 
 
 LR_SCHEDULES = ("constant", "cosine")
+MEMORY_INITS = ("kmeans", "random")
 
 
 def learning_rate(config: Config, epoch: int, step: int, batches: int) -> float:
@@ -378,6 +379,8 @@ class Trainer:
         with stop_requests() as stop:
             while position.epoch < epochs:
                 stage = stage_of(position.epoch, self.config)
+                if position.step == 0:
+                    self._init_from_data(position.epoch)
                 if position.permutation is None:
                     position.permutation = self.epoch_order()
                 batches = self.batches_per_epoch()
@@ -409,6 +412,49 @@ class Trainer:
         bar.close()
         self._write_info(position, status="done")
         return self.out_dir
+
+    def _init_from_data(self, epoch: int) -> None:
+        """Data-driven starts of the additions (config: fusion.match_scale, memory.init), each
+        at the start of its epoch. Their results are in the checkpoint, so a resumed run that
+        is past that point does not repeat them."""
+        memory = self.config.model.memory
+        if memory.enabled and memory.init not in MEMORY_INITS:
+            raise DhkdError(f"unknown model.memory.init '{memory.init}'", f"choose one of {', '.join(MEMORY_INITS)}")
+        if epoch == 0 and self.config.model.fusion.enabled and self.config.model.fusion.match_scale:
+            with self._batch_statistics():
+                self.student.fusion.match_scales(self._clean_features(torch.arange(min(64, len(self.images)))))
+        if memory.enabled and memory.init == "kmeans" and epoch == memory.init_epoch:
+            self._init_memory()
+
+    def _clean_features(self, indices: torch.Tensor) -> list[torch.Tensor]:
+        indices = indices.to(self.device)
+        return [level[indices] for level in self.cache] if self.cache is not None else self._teacher(self.images[indices])
+
+    @contextmanager
+    def _batch_statistics(self) -> Iterator[None]:
+        """Run the student as training sees it (BatchNorm on batch statistics) without gradients,
+        restoring BatchNorm's running statistics afterwards, so the pass changes nothing else."""
+        buffers = {name: value.clone() for name, value in self.student.named_buffers()}
+        self.student.train()
+        with torch.no_grad(), autocast(self.device, self.config.train.amp):
+            yield
+        for name, value in self.student.named_buffers():
+            value.copy_(buffers[name])
+
+    def _init_memory(self) -> None:
+        """k-means the bottleneck embeddings of every clean training image into the memory items."""
+        batch, parts = max(1, self.config.train.batch_size), []
+        with self._batch_statistics():
+            for start in range(0, len(self.images), batch):
+                indices = torch.arange(start, min(start + batch, len(self.images)))
+                parts.append(self.student.bottleneck_embedding(self._clean_features(indices)).float())
+        embeddings = torch.cat(parts)
+        vectors, items = embeddings.shape[0] * embeddings.shape[2] * embeddings.shape[3], self.config.model.memory.items
+        if vectors < items:
+            raise DhkdError(f"model.memory.init=kmeans needs at least {items} embedding vectors (model.memory.items), "
+                            f"but the {len(self.images)} training images give {vectors}",
+                            "add training images, lower model.memory.items, or use --set model.memory.init=random")
+        self.student.memory.init_from_embeddings(embeddings, seed=self.config.train.seed)
 
     def batches_per_epoch(self) -> int:
         """RD4AD keeps the last, smaller batch; with several processes each needs a share, so it is dropped."""

@@ -20,6 +20,9 @@ from dhkd.models.memory import MemoryBank
 from dhkd.models.teacher import Teacher
 
 
+ATTENTION_PLACEMENTS = ("both", "ocbe", "decoder")
+
+
 class Student(nn.Module):
     """Teacher features ``[F_1, F_2, F_3]`` in, their reconstruction ``[S_1, S_2, S_3]`` out (same shapes).
 
@@ -29,9 +32,15 @@ class Student(nn.Module):
     def __init__(self, channels: tuple[int, int, int], config: ModelConfig, teacher_nonnegative: bool = True) -> None:
         super().__init__()
         attention = config.attention.enabled
-        self.fusion = MutualMappingFusion(channels) if config.fusion.enabled else None
+        if config.attention.placement not in ATTENTION_PLACEMENTS:
+            raise DhkdError(f"model.attention.placement must be one of {', '.join(ATTENTION_PLACEMENTS)}, "
+                            f"got '{config.attention.placement}'")
+        fusion = config.fusion
+        self.fusion = (MutualMappingFusion(channels, fusion.include_self, fusion.self_logit) if fusion.enabled
+                       else None)
         try:
-            self.bottleneck = OneClassBottleneck(channels, blocks=config.bottleneck_blocks, attention=attention,
+            self.bottleneck = OneClassBottleneck(channels, blocks=config.bottleneck_blocks,
+                                                 attention=attention and config.attention.placement != "decoder",
                                                  width_ratio=config.bottleneck_width)
         except ValueError as error:  # a width torchvision's Bottleneck cannot build, said in config terms
             raise DhkdError(f"model.bottleneck_width={config.bottleneck_width}: {error}",
@@ -41,15 +50,20 @@ class Student(nn.Module):
                                   memory.temperature) if memory.enabled else None)
         projection = {"on": True, "off": False, "auto": not teacher_nonnegative}[config.decoder.output_projection]
         self.decoder = Decoder(self.bottleneck.out_channels, channels, config.decoder.blocks, config.decoder.width_ratio,
-                               config.decoder.min_width, attention=attention, output_projection=projection)
+                               config.decoder.min_width, attention=attention and config.attention.placement != "ocbe",
+                               output_projection=projection)
         rd4ad_initialise(self.bottleneck)
         rd4ad_initialise(self.decoder, keep=tuple(self.decoder.projections))
 
-    def embed(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """The bottleneck embedding ``z`` (after the memory read-out when the bank is on)."""
+    def bottleneck_embedding(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The bottleneck embedding ``z`` before the memory (what the memory items describe)."""
         if self.fusion is not None:
             features = self.fusion(features)
-        z = self.bottleneck(features)
+        return self.bottleneck(features)
+
+    def embed(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The bottleneck embedding ``z`` (after the memory read-out when the bank is on)."""
+        z = self.bottleneck_embedding(features)
         return self.memory(z) if self.memory is not None else z
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:

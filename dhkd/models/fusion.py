@@ -4,7 +4,9 @@ The paper (IEEE TBD 2024) fuses "features of different levels inhomogeneously". 
 interpretation (docs/method.md, addition 1): for each target scale s, each other scale t is mapped
 onto s's shape, and ``G_s = F_s + sum_t w_st * M_ts(F_t)`` with ``w_s = softmax(a_s)``
 learned per target, so each scale learns its own mixture. G replaces F as input to the
-bottleneck; the distillation targets stay the raw teacher features.
+bottleneck; the distillation targets stay the raw teacher features. Options (config
+``model.fusion``): the own scale in the softmax (``include_self``), and mappings scaled at the
+start of training to the size of the scale they feed (``match_scale``, :meth:`match_scales`).
 """
 
 from __future__ import annotations
@@ -51,9 +53,10 @@ class ScaleMapping(nn.Module):
 class MutualMappingFusion(nn.Module):
     """``[F_1, F_2, F_3] -> [G_1, G_2, G_3]`` with the same shapes (``(B, c_i, S/2**(i+1), ...)``)."""
 
-    def __init__(self, channels: tuple[int, ...]) -> None:
+    def __init__(self, channels: tuple[int, ...], include_self: bool = False, self_logit: float = 0.0) -> None:
         super().__init__()
         self.scales = len(channels)
+        self.include_self = include_self
         self.mappings = nn.ModuleDict(
             {
                 f"{t}to{s}": ScaleMapping(channels[t], channels[s], s - t)
@@ -62,25 +65,56 @@ class MutualMappingFusion(nn.Module):
                 if t != s
             }
         )
-        # a_s: one logit per source scale; zeros start every target at an even mixture.
-        self.mix_logits = nn.Parameter(torch.zeros(self.scales, self.scales - 1))
+        # a_s: one logit per source scale; zeros start every target at an even mixture. With
+        # include_self the own scale is the first source and starts at self_logit.
+        logits = torch.zeros(self.scales, self.scales - 1 + int(include_self))
+        if include_self:
+            logits[:, 0] = self_logit
+        self.mix_logits = nn.Parameter(logits)
 
     def sources(self, s: int) -> list[int]:
-        return [t for t in range(self.scales) if t != s]
+        """The scales target ``s`` mixes, in the order of its logits (itself first with include_self)."""
+        return ([s] if self.include_self else []) + [t for t in range(self.scales) if t != s]
+
+    def borrowed(self, features: list[torch.Tensor], s: int) -> torch.Tensor:
+        """``sum_t w_st M_ts(F_t)`` over the other scales: what target ``s`` takes from them."""
+        w = torch.softmax(self.mix_logits[s], dim=0)
+        terms = [w[j] * self.mappings[f"{t}to{s}"](features[t]) for j, t in enumerate(self.sources(s)) if t != s]
+        return torch.stack(terms).sum(dim=0)
+
+    def kept(self, features: list[torch.Tensor], s: int) -> torch.Tensor:
+        """``w_ss F_s`` (``F_s`` itself unless the own scale is in the softmax)."""
+        if not self.include_self:
+            return features[s]
+        return torch.softmax(self.mix_logits[s], dim=0)[0] * features[s]
 
     def mixing_weights(self) -> torch.Tensor:
-        """``(scales, scales)`` matrix of ``w_st`` (row: target, column: source; zero diagonal)."""
+        """``(scales, scales)`` matrix of ``w_st`` (row: target, column: source; the diagonal is zero
+        unless the own scale is in the softmax)."""
         weights = torch.zeros(self.scales, self.scales, device=self.mix_logits.device)
         for s in range(self.scales):
             weights[s, self.sources(s)] = torch.softmax(self.mix_logits[s], dim=0)
         return weights
 
-    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        fused = []
+    @torch.no_grad()
+    def match_scales(self, features: list[torch.Tensor]) -> None:
+        """Scale every mapping so that its output has the RMS of the scale it is added to.
+
+        Why: a mapping ends in BatchNorm + ReLU (RMS about 0.6), the teacher's features are
+        several times larger, so a borrowed term starts at a few % of the fused map and stays
+        there (measured: 3-6 %). ``ReLU(k y) = k ReLU(y)`` for ``k > 0``, so multiplying the last
+        BatchNorm's weight and bias by ``k`` scales the output exactly.
+        """
         for s in range(self.scales):
-            w = torch.softmax(self.mix_logits[s], dim=0)
-            g = features[s]
-            for j, t in enumerate(self.sources(s)):
-                g = g + w[j] * self.mappings[f"{t}to{s}"](features[t])
-            fused.append(g)
-        return fused
+            target = features[s].float().pow(2).mean().sqrt()
+            for t in range(self.scales):
+                if t == s:
+                    continue
+                mapping = self.mappings[f"{t}to{s}"]
+                norm = mapping.body[-1][1] if mapping.levels > 0 else mapping.post[0]
+                k = target / mapping(features[t]).float().pow(2).mean().sqrt().clamp_min(1e-12)
+                norm.weight.mul_(k)
+                norm.bias.mul_(k)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [self.kept(features, s) + self.borrowed(features, s) for s in range(self.scales)]

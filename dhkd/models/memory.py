@@ -5,6 +5,9 @@ embedding of one category. This kit's interpretation (docs/method.md, addition 3
 (Gong et al., ICCV 2019): every position of the embedding is replaced by a sparse mixture of
 learned items. The items can only learn normal patterns, so an anomaly's embedding is pulled
 back to something normal and the student fails to reconstruct it: a larger anomaly score.
+Items learned from a random start stay tiny and the decoder learns around them, so the kit can
+start them at k-means centres of the category's training embeddings (``memory.init: kmeans``,
+:meth:`MemoryBank.init_from_embeddings`, called by the trainer).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
+from sklearn.cluster import KMeans
 from torch import nn
 from torch.nn import functional as F
 
@@ -43,5 +47,28 @@ class MemoryBank(nn.Module):
         return weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        readout = (self.address(z) @ self.items).permute(0, 3, 1, 2)
+        readout = self.readout(z)
         return z + readout if self.residual else readout
+
+    @torch.no_grad()
+    def init_from_embeddings(self, z: torch.Tensor, seed: int = 0) -> None:
+        """Put the items at the centres of ``items`` clusters of the embeddings ``z`` (B, C, H, W).
+
+        Why: randomly initialised items are tiny (norm about 0.6 against embeddings of norm
+        10-50) and point nowhere in particular, so the decoder learns to ignore the read-out
+        (measured: 1.8 % of the residual sum). Clustering is by direction (k-means on unit
+        vectors, matching the cosine addressing); each item is its cluster's mean embedding, so
+        a read-out reproduces a typical normal embedding with its magnitude.
+        """
+        vectors = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float().cpu()
+        if len(vectors) < len(self.items):
+            raise ValueError(f"k-means needs at least {len(self.items)} embedding vectors, got {len(vectors)}")
+        unit = F.normalize(vectors, dim=-1).numpy()
+        labels = KMeans(len(self.items), n_init=1, random_state=seed).fit(unit).labels_
+        centres = torch.stack([vectors[torch.from_numpy(labels == k)].mean(dim=0)
+                               for k in range(len(self.items))])
+        self.items.copy_(centres.to(self.items.device, self.items.dtype))
+
+    def readout(self, z: torch.Tensor) -> torch.Tensor:
+        """The weighted sum of items alone ``(B, C, H, W)``, before any residual sum (diagnostics)."""
+        return (self.address(z) @ self.items).permute(0, 3, 1, 2)
