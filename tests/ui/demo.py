@@ -79,13 +79,29 @@ def fake_run(run_dir, data_root, category: str, image_size: int, seed: int = 0, 
     maps_t = torch.from_numpy(np.stack(maps).astype(np.float32))
     predictions = Predictions(maps_t, maps_t.flatten(1).amax(1), split.masks, split.labels,
                               list(split.defect_types), [str(p) for p in split.paths])
-    save_config(load_config("smoke", [f"data.image_size={image_size}"]), run_dir / "config.yaml")
+    config = load_config("smoke", [f"data.image_size={image_size}"])
+    save_config(config, run_dir / "config.yaml")
+    _untrained_checkpoint(run_dir, config, category)
     (run_dir / "run.json").write_text(json.dumps({"data_root": str(data_root), "category": category}))
+    normal_scores = predictions.scores[predictions.labels == 0]
     (run_dir / "metrics.json").write_text(json.dumps({
         "category": category,
         "image_auroc": metrics.image_auroc(predictions.scores, predictions.labels),
         "pixel_auroc": metrics.pixel_auroc(predictions.maps, predictions.masks),
         "aupro": metrics.aupro(predictions.maps, predictions.masks),
+        "threshold": {"value": float(normal_scores.max()), "quantile": 1.0, "n_normal": int(len(normal_scores)),
+                      "how": "the highest score of the made-up maps of the good test images"},
     }))
     save_predictions(run_dir / "predictions.npz", predictions)
     return run_dir
+
+
+def _untrained_checkpoint(run_dir, config, category: str) -> None:
+    """An untrained smoke student saved as a checkpoint, so that ``dhkd.predict`` can score with the run."""
+    from dhkd.checkpoint import FORMAT_VERSION, save_checkpoint
+    from dhkd.config import to_dict
+    from dhkd.models import build_model
+
+    model = build_model(config.model, config.train.seed)
+    save_checkpoint(run_dir / "checkpoint.pt", {"format": FORMAT_VERSION, "student": model.student.state_dict(),
+                                                "config": to_dict(config), "category": category, "epoch": 0})
