@@ -554,7 +554,7 @@ def _display_path(path: Path) -> str:
 def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = print,
                  seeds: list[int] | None = None) -> list[Path]:
     """Train and evaluate every variant of :data:`VARIANTS` per category and seed; one table per
-    category with the mean and spread over the seeds (default: the profile's one seed).
+    category with the mean and spread across seeds (default: the profile's one seed).
 
     Resumable: a variant and seed whose JSON records the same stamp is skipped, and a training
     that was stopped resumes from its checkpoint. Layout under ``OUT/<data>/<profile>/ablation/``:
@@ -582,7 +582,7 @@ def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = pri
               f"{plan.profile}, teacher {plan.config.model.teacher.name}, device {plan.device}, "
               f"{plan.config.train.epochs} epochs, seeds {' '.join(map(str, seeds))}. Every variant starts from RD "
               "(all four additions off) and switches on what its name says. Numbers in percent: mean ± standard "
-              "deviation over the seeds; Δ is the variant minus RD trained with the same seed, averaged, ± the "
+              "deviation across seeds; Δ is the variant minus RD trained with the same seed, averaged, ± the "
               "standard deviation of that paired difference. *Inert additions*: those whose diagnostics "
               "(dhkd.diagnostics) say they barely act, in how many seeds.\n\n")
     atomic_write_text(root / "ablation.md", header + "\n".join(sections))

@@ -464,7 +464,7 @@ def ablation_table(results: list[dict[str, Any]], baseline: str = BASELINE_KEY) 
     n - 1 in the denominator; empty with one seed), the mean difference to the baseline variant
     (``Δ``, paired: variant minus baseline of the same seed) and that difference's standard
     deviation over seeds (``Δ std``), the spread that says whether a difference is more than
-    noise. Then the seeds, the mean training seconds, the masking probe's mean restoration
+    noise. Then which seeds ran, the mean training seconds, the masking probe's mean restoration
     (:mod:`dhkd.diagnostics`; compare each row with RD's) and the additions the diagnostics call
     inert, with how many seeds did so.
     """

@@ -103,7 +103,7 @@ display(Markdown(tables.ablation_report(out_dir)))
 #    texture?
 # 2. **Seeds.** Train the nut three times with `--set train.seed=1`, `2`, `3`
 #    (`dhkd train --data-root data/toy --category nut --profile offline --epochs 10 --out runs/seed1 --set train.seed=1`,
-#    then `dhkd evaluate --run runs/seed1 --json results/seeds/nut_1.json`, and so on): how
+#    then `dhkd evaluate --run runs/seed1 --json results/by_seed/nut_1.json`, and so on): how
 #    large is the spread of image AUROC compared with the differences in the ablation table?
 # 3. **The real thing.** On a GPU with MVTec AD,
 #    `make reproduce DATA=data/mvtec_ad PROFILE=paper` puts the kit's numbers beside the
