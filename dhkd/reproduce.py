@@ -292,12 +292,7 @@ class Plan:
 
 def parse_devices(text: str) -> list[str]:
     """``"0,1,2"`` (or ``"0 1 2"``) -> ``["0", "1", "2"]``; empty -> ``[]``."""
-    devices = [d for d in str(text).replace(",", " ").split() if d]
-    if not all(d.isdigit() for d in devices):
-        raise DhkdError(f"DEVICES must list GPU numbers, got {text!r}", "for example DEVICES=0,1,2,3")
-    if len(set(devices)) != len(devices):
-        raise DhkdError(f"DEVICES names a GPU twice: {text!r}", "list every GPU once")
-    return devices
+    return _distinct_numbers(text, "DEVICES", "GPU numbers", "a GPU", "DEVICES=0,1,2,3", "list every GPU once")
 
 
 def check_devices(devices: list[str], device: str) -> list[str]:
@@ -625,12 +620,18 @@ def _ablation_variant(plan: Plan, category: str, seed: int, key: str, index: int
 
 def parse_seeds(text: str) -> list[int]:
     """``"111 112 113"`` (or comma-separated) -> ``[111, 112, 113]``; empty -> ``[]`` (the profile's seed)."""
-    seeds = [s for s in str(text).replace(",", " ").split() if s]
-    if not all(s.isdigit() for s in seeds):
-        raise DhkdError(f"SEEDS must list whole numbers, got {text!r}", 'for example SEEDS="111 112 113"')
-    if len(set(seeds)) != len(seeds):
-        raise DhkdError(f"SEEDS names a seed twice: {text!r}", "list every seed once")
-    return [int(s) for s in seeds]
+    return [int(s) for s in _distinct_numbers(text, "SEEDS", "whole numbers", "a seed", 'SEEDS="111 112 113"',
+                                              "list every seed once")]
+
+
+def _distinct_numbers(text: str, name: str, what: str, one: str, example: str, fix_twice: str) -> list[str]:
+    """A space- or comma-separated list of distinct whole numbers, as the make variables take them."""
+    items = [item for item in str(text).replace(",", " ").split() if item]
+    if not all(item.isdigit() for item in items):
+        raise DhkdError(f"{name} must list {what}, got {text!r}", f"for example {example}")
+    if len(set(items)) != len(items):
+        raise DhkdError(f"{name} names {one} twice: {text!r}", fix_twice)
+    return items
 
 
 # ----------------------------------------------------------------------------- CLI

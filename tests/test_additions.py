@@ -11,7 +11,6 @@ from dhkd.config import MaskingConfig, load_config
 from dhkd.errors import DhkdError
 from dhkd.masking import _masks, crack_masks
 from dhkd.models import DHKD, CoordinateAttention, MemoryBank, MutualMappingFusion
-from dhkd.toy import generate_toy
 from dhkd.train import Trainer
 
 CATEGORY = "nut"
@@ -95,14 +94,6 @@ def test_the_all_shape_draws_cracks_as_well_as_blobs_and_boxes() -> None:
     covered = masks.float().mean(dim=(1, 2))
     assert float(covered.min()) > 0.08 and float(covered.max()) < 0.21  # overlapping boxes cover a little less
     assert not torch.equal(masks, mixed)
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("toy")
-    generate_toy(root, image_size=64, n_train=8, n_test_good=2, n_test_per_defect=2, categories=[CATEGORY],
-                 progress=False)
-    return root
 
 
 def _share(trainer: Trainer) -> float:

@@ -24,17 +24,8 @@ import torch
 from dhkd import cli
 from dhkd.checkpoint import load_checkpoint
 from dhkd.errors import DhkdError
-from dhkd.toy import generate_toy
 
 CATEGORY = "nut"
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("toy")
-    generate_toy(root, image_size=64, n_train=8, n_test_good=2, n_test_per_defect=2, categories=[CATEGORY],
-                 progress=False)
-    return root
 
 
 @pytest.fixture(scope="module")
