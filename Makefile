@@ -31,6 +31,8 @@ test: setup
 #   make reproduce DATA=data/mtd.yaml PROFILE=offline          a data-set file: images in any layout (data/README.md)
 # make ablation: the RD baseline, each addition alone, then all; one table per category, with the
 # mean ± std over SEEDS (default: the profile's seed). Resumable: run it again to finish what is missing.
+# VARIANTS="rd all" runs only those rows (any of: rd fusion attention memory masking all).
+# README=1 also writes the tables into the README's ablation section (a block per results folder).
 #   make ablation DATA=data/mvtec_ad CATEGORIES=bottle PROFILE=offline SEEDS="111 112 113"
 DATA       ?=
 CATEGORIES ?=
@@ -40,6 +42,7 @@ DEVICE     ?= auto
 DEVICES    ?=
 FORCE      ?=
 SEEDS      ?=
+VARIANTS   ?=
 README     ?=
 RESULTS    ?= results
 TOY_DATA   ?= data/toy
@@ -65,7 +68,7 @@ reproduce: setup
 
 ablation: setup
 	$(MAKE_DATA)
-	$(REPRODUCE) --ablation --seeds '$(SEEDS)'
+	$(REPRODUCE) --ablation --seeds '$(SEEDS)' --variants '$(VARIANTS)' $(if $(filter 1 yes true,$(README)),--readme README.md)
 
 # ---------------------------------------------------------------------------------------------
 # make bench: training, inference and metric timings (dhkd bench, from benchmarks/) as a table

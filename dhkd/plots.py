@@ -501,6 +501,30 @@ def per_defect_bars(per_defect: dict[str, dict[str, float]]) -> Figure:
     return figure
 
 
+def ablation_deltas(table: pd.DataFrame, metrics: Sequence[str] = ("Image AUROC", "Pixel AUROC", "AUPRO")) -> Figure:
+    """Each ablation variant minus RD (points, paired by seed), with ± the spread of that
+    difference as error bars: a bar whose error bar crosses zero is no measured difference.
+    ``table`` is :func:`dhkd.tables.ablation_table`'s frame; the baseline's own row (every
+    difference zero) is left out."""
+    rows = table.drop(index=[v for v in table.index if (table.loc[v, [f"Δ {m}" for m in metrics]] == 0).all()])
+    figure = Figure(figsize=(4.0 * len(metrics), 0.45 * len(rows) + 1.4), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(metrics), sharey=True))
+    y = np.arange(len(rows))
+    for ax, metric in zip(axes, metrics):
+        delta, spread = rows[f"Δ {metric}"].to_numpy(float), rows[f"Δ {metric} std"].to_numpy(float)
+        colours = [DEFECT_COLOUR if d < 0 else GOOD_COLOUR for d in delta]
+        ax.barh(y, delta, xerr=np.nan_to_num(spread), color=colours, alpha=0.85, capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title(f"Δ {metric} to RD (points)", fontsize="medium")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, rows.index)
+    axes[0].invert_yaxis()
+    seeds = sorted(set(table["Seeds"]))
+    figure.suptitle(f"mean over {'/'.join(map(str, seeds))} seed(s), bars ± std of the paired difference",
+                    fontsize="small")
+    return figure
+
+
 def map_steps(image: torch.Tensor, mask: torch.Tensor, scales: torch.Tensor, summed: torch.Tensor,
               blurred: torch.Tensor, teacher_only: torch.Tensor | None = None) -> Figure:
     """One image's anomaly map built step by step: the three scale maps (one shared range), their sum,

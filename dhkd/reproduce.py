@@ -547,9 +547,15 @@ def _display_path(path: Path) -> str:
 
 
 def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = print,
-                 seeds: list[int] | None = None) -> list[Path]:
-    """Train and evaluate every variant of :data:`VARIANTS` per category and seed; one table per
-    category with the mean and spread across seeds (default: the profile's one seed).
+                 seeds: list[int] | None = None, variants: list[str] | None = None,
+                 dry_run: bool = False, readme: Path | None = None) -> list[Path]:
+    """Train and evaluate every variant of :data:`VARIANTS` (or the ``variants`` named) per category
+    and seed; one table per category with the mean and spread across seeds (default: the profile's
+    one seed). A subset (e.g. ``rd all``) fits a short budget; the table then has only those rows.
+    ``dry_run`` says which variants would train and which are up to date, and runs nothing.
+    ``readme``: also write these tables into that README's ablation section, in a block of its
+    own per results folder (:func:`write_ablation_readme`), so tables of several data sets sit
+    side by side.
 
     Resumable: a variant and seed whose JSON records the same stamp is skipped, and a training
     that was stopped resumes from its checkpoint. Layout under ``OUT/<data>/<profile>/ablation/``:
@@ -560,29 +566,60 @@ def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = pri
     from dhkd import tables
 
     seeds = list(seeds) if seeds else [plan.config.train.seed]
+    keys = list(variants) if variants else list(VARIANTS)
     root = plan.results / "ablation"
     written, sections = [], []
+    jobs = [(seed, key) for seed in seeds for key in keys]
+    if dry_run:
+        for category in plan.categories:
+            for index, (seed, key) in enumerate(jobs, start=1):
+                _, result_path, wanted = _variant_config(plan, category, seed, key)
+                done = not force and _recorded_stamp(result_path) == wanted
+                say(f"[{index}/{len(jobs)}] {category} · seed {seed} · {VARIANTS[key][0]}: "
+                    f"{'up to date' if done else 'would train and evaluate'}")
+        return []
     for category in plan.categories:
-        results = [_ablation_variant(plan, category, seed, key, index, len(seeds) * len(VARIANTS), force, say)
-                   for index, (seed, key) in enumerate(((s, k) for s in seeds for k in VARIANTS), start=1)]
+        results = [_ablation_variant(plan, category, seed, key, index, len(jobs), force, say)
+                   for index, (seed, key) in enumerate(jobs, start=1)]
         frame = tables.ablation_table(results)
-        markdown = tables.ablation_markdown(frame)
+        markdown = (tables.ablation_markdown(frame) + tables.ablation_contrast(results)
+                    + tables.ablation_diagnostics_markdown(results))
         atomic_write_text(root / f"{category}.csv", frame.to_csv(lineterminator="\n"))
         atomic_write_text(root / f"{category}.md", f"# Ablation: {category}\n\n{markdown}\n")
         written += [root / f"{category}.csv", root / f"{category}.md"]
         sections.append(f"## {category}\n\n{markdown}\n")
         say(f"\n{category} ({plan.profile}, teacher {plan.config.model.teacher.name}, "
             f"{plan.config.train.epochs} epochs, seeds {' '.join(map(str, seeds))}):\n{markdown}\n")
-    header = (f"# Ablation\n\nMade by `make ablation` on {plan.dataset} (`{plan.data_text}`), profile "
-              f"{plan.profile}, teacher {plan.config.model.teacher.name}, device {plan.device}, "
-              f"{plan.config.train.epochs} epochs, seeds {' '.join(map(str, seeds))}. Every variant starts from RD "
-              "(all four additions off) and switches on what its name says. Numbers in percent: mean ± standard "
-              "deviation across seeds; Δ is the variant minus RD trained with the same seed, averaged, ± the "
-              "standard deviation of that paired difference. *Inert additions*: those whose diagnostics "
-              "(dhkd.diagnostics) say they barely act, in how many seeds.\n\n")
-    atomic_write_text(root / "ablation.md", header + "\n".join(sections))
+    made = (f"Made by `make ablation` on {plan.dataset} (`{plan.data_text}`), profile "
+            f"{plan.profile}, teacher {plan.config.model.teacher.name}, device {plan.device}, "
+            f"{plan.config.train.epochs} epochs, seeds {' '.join(map(str, seeds))}. Every variant starts from RD "
+            "(all four additions off) and switches on what its name says. Numbers in percent: mean ± standard "
+            "deviation across seeds; Δ is the variant minus RD trained with the same seed, averaged, ± the "
+            "standard deviation of that paired difference. *Inert additions*: those whose diagnostics "
+            "(dhkd.diagnostics) say they barely act, in how many seeds.\n\n")
+    atomic_write_text(root / "ablation.md", "# Ablation\n\n" + made + "\n".join(sections))
     written.append(root / "ablation.md")
+    if readme is not None:
+        write_ablation_readme(readme, _display_path(plan.results), made + "\n".join(
+            section.replace("## ", "#### ", 1) for section in sections))
+        say(f"wrote the ablation block for {_display_path(plan.results)} in {readme}")
     return written
+
+
+ABLATION_NEXT = "<!-- ablation:next -->"
+
+
+def write_ablation_readme(readme: Path, results: str, body: str) -> None:
+    """Replace the README block ``<!-- ablation:RESULTS:start/end -->`` with ``body``; a results
+    folder seen for the first time gets a new block just above the ``<!-- ablation:next -->`` line."""
+    start, end = f"<!-- ablation:{results}:start -->", f"<!-- ablation:{results}:end -->"
+    text = Path(readme).read_text()
+    if start not in text:
+        if ABLATION_NEXT not in text:
+            raise DhkdError(f"{readme} has no {ABLATION_NEXT} line for a new ablation block",
+                            "put that line where the ablation tables belong, or leave README empty")
+        atomic_write_text(Path(readme), text.replace(ABLATION_NEXT, f"{start}\n{end}\n{ABLATION_NEXT}", 1))
+    replace_between_markers(Path(readme), body, (start, end))
 
 
 def _ablation_variant(plan: Plan, category: str, seed: int, key: str, index: int, total: int, force: bool,
@@ -591,14 +628,9 @@ def _ablation_variant(plan: Plan, category: str, seed: int, key: str, index: int
     from dhkd.evaluate import evaluate_run
     from dhkd.train import train
 
-    title, switched_on = VARIANTS[key]
-    overrides = [f"train.epochs={int(plan.epochs)}"] if plan.epochs else []
-    overrides += [f"{SWITCHES[s]}={'true' if s in switched_on else 'false'}" for s in SWITCHES]
-    overrides += [f"train.seed={int(seed)}"]
-    config = load_config(plan.profile, overrides)
-    folder = plan.results / "ablation" / category / f"seed{seed}"
-    result_path = folder / f"{key}.json"
-    wanted = stamp(config=to_dict(config), data=str(plan.data), category=category, device=plan.device)
+    title = VARIANTS[key][0]
+    config, result_path, wanted = _variant_config(plan, category, seed, key)
+    folder = result_path.parent
     label = f"[{index}/{total}] {category} · seed {seed} · {title}"
     if not force and _recorded_stamp(result_path) == wanted:
         say(f"{label} up to date, skipped")
@@ -612,16 +644,42 @@ def _ablation_variant(plan: Plan, category: str, seed: int, key: str, index: int
         train(config, plan.data, category, run_dir, device=plan.device, resume=prepare_run_dir(run_dir, config),
               progress=False)
     result = evaluate_run(run_dir, plan.data, plan.device, progress=False)
-    result.update({"variant": title, "key": key, "seed": seed, "overrides": overrides, "stamp": wanted})
+    result.update({"variant": title, "key": key, "seed": seed, "overrides": _variant_overrides(plan, seed, key),
+                   "stamp": wanted})
     atomic_write_json(result_path, result)
     say(f"{label} … {time.perf_counter() - started:.1f} s", flush=True)
     return result
+
+
+def _variant_overrides(plan: Plan, seed: int, key: str) -> list[str]:
+    """The ``--set`` overrides that turn the profile into one ablation variant with one seed."""
+    overrides = [f"train.epochs={int(plan.epochs)}"] if plan.epochs else []
+    overrides += [f"{SWITCHES[s]}={'true' if s in VARIANTS[key][1] else 'false'}" for s in SWITCHES]
+    return overrides + [f"train.seed={int(seed)}"]
+
+
+def _variant_config(plan: Plan, category: str, seed: int, key: str) -> tuple[Config, Path, str]:
+    """One variant's configuration, where its JSON goes and the stamp that JSON must record."""
+    config = load_config(plan.profile, _variant_overrides(plan, seed, key))
+    result_path = plan.results / "ablation" / category / f"seed{seed}" / f"{key}.json"
+    return config, result_path, stamp(config=to_dict(config), data=str(plan.data), category=category,
+                                      device=plan.device)
 
 
 def parse_seeds(text: str) -> list[int]:
     """``"111 112 113"`` (or comma-separated) -> ``[111, 112, 113]``; empty -> ``[]`` (the profile's seed)."""
     return [int(s) for s in _distinct_numbers(text, "SEEDS", "whole numbers", "a seed", 'SEEDS="111 112 113"',
                                               "list every seed once")]
+
+
+def parse_variants(text: str) -> list[str]:
+    """``"rd all"`` (or comma-separated) -> ``["rd", "all"]`` in the ablation's own order; empty -> ``[]`` (all six)."""
+    items = [item for item in str(text).replace(",", " ").split() if item]
+    unknown = [item for item in items if item not in VARIANTS]
+    if unknown:
+        raise DhkdError(f"VARIANTS names {', '.join(map(repr, unknown))}, which the ablation does not have",
+                        f"choose from {' '.join(VARIANTS)}, e.g. VARIANTS=\"rd all\", or leave it empty for all of them")
+    return [key for key in VARIANTS if key in items]
 
 
 def _distinct_numbers(text: str, name: str, what: str, one: str, example: str, fix_twice: str) -> list[str]:
@@ -655,6 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
     parser.add_argument("--ablation", action="store_true", help="the ablation instead: RD, each addition, all")
     parser.add_argument("--seeds", default="", help="ablation seeds, e.g. '111 112 113'; empty: the profile's seed")
+    parser.add_argument("--variants", default="", help=f"ablation variants, e.g. 'rd all'; empty: all of {' '.join(VARIANTS)}")
     return parser
 
 
@@ -670,11 +729,9 @@ def _epochs(text: str) -> int | None:
 
 def check_ablation(plan: Plan) -> None:
     """Every variant of the ablation must be a valid run (the masking one needs two stages)."""
-    base = [f"train.epochs={int(plan.epochs)}"] if plan.epochs else []
-    for key, (title, switched_on) in VARIANTS.items():
-        overrides = base + [f"{SWITCHES[s]}={'true' if s in switched_on else 'false'}" for s in SWITCHES]
+    for key, (title, _) in VARIANTS.items():
         try:
-            check_run(load_config(plan.profile, overrides))
+            check_run(load_config(plan.profile, _variant_overrides(plan, plan.config.train.seed, key)))
         except DhkdError as error:
             raise DhkdError(f"the ablation's variant {title!r} cannot run: {error.what}", error.fix) from None
 
@@ -694,7 +751,8 @@ def main(argv: list[str] | None = None) -> int:
             if plan.devices:
                 raise DhkdError("DEVICES spreads make reproduce over GPUs; make ablation runs on one device",
                                 "leave DEVICES empty and pick the GPU with DEVICE=cuda:N")
-            run_ablation(plan, args.force, seeds=parse_seeds(args.seeds))
+            run_ablation(plan, args.force, seeds=parse_seeds(args.seeds), variants=parse_variants(args.variants),
+                         dry_run=args.dry_run, readme=args.readme)
         else:
             check_kernel()
             run(plan, force=args.force, readme=args.readme, html=not args.no_html, dry_run=args.dry_run)

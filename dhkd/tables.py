@@ -30,6 +30,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 from dhkd.data import MVTEC_CATEGORIES
@@ -530,6 +531,71 @@ def ablation_markdown(table: pd.DataFrame) -> str:
     return markdown_table(shown, signed=())
 
 
+#: The diagnostics shown per ablation variant: column -> (addition, how to read it from its record).
+DIAGNOSTIC_COLUMNS = {
+    "Fusion borrowed": ("fusion", lambda d: max(d["borrowed_share"])),
+    "Fusion weights off 0.5": ("fusion", lambda d: d["mixing_max_deviation"]),
+    "Attention spread": ("attention", lambda d: max(site["spread"] for site in d["sites"].values())),
+    "Memory read-out": ("memory", lambda d: d["readout_share"]),
+    "Memory items": ("memory", lambda d: d["effective_items"]),
+}
+
+
+def ablation_diagnostics(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per variant, the mean over seeds of each module's main diagnostic (:mod:`dhkd.diagnostics`),
+    only for the modules the variant switches on (the masking stage's restoration is a column of
+    :func:`ablation_table`). Shares are fractions; the fusion's and the attention's are the largest
+    over scales and sites, as the inert rules read them."""
+    rows: dict[str, dict[str, float]] = {}
+    for result in results:
+        diagnostics = result.get("diagnostics") or {}
+        row = rows.setdefault(result["variant"], {})
+        for column, (addition, read) in DIAGNOSTIC_COLUMNS.items():
+            entry = diagnostics.get(addition) or {}
+            try:
+                value = float(read(entry)) if entry.get("enabled") else math.nan
+            except (KeyError, TypeError, ValueError):
+                value = math.nan
+            row.setdefault(column, []).append(value)
+    means = {variant: {column: float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
+                       for column, values in ((c, np.asarray(v, float)) for c, v in row.items())}
+             for variant, row in rows.items()}
+    return pd.DataFrame.from_dict(means, orient="index").rename_axis("Variant").round(3)
+
+
+def ablation_diagnostics_markdown(results: list[dict[str, Any]]) -> str:
+    """:func:`ablation_diagnostics` as Markdown (``–`` where an addition is off), with a heading line."""
+    frame = ablation_diagnostics(results)
+    shown = frame.apply(lambda column: [_cell_2(v) if column.name != "Memory items" else
+                                        ("–" if math.isnan(v) else f"{v:.1f}") for v in column])
+    from dhkd import diagnostics
+
+    limits = (f"fusion borrowed {diagnostics.FUSION_MIN_BORROWED_SHARE}, attention spread "
+              f"{diagnostics.ATTENTION_MIN_SPREAD}, memory read-out {diagnostics.MEMORY_MIN_READOUT_SHARE} or "
+              f"{diagnostics.MEMORY_MIN_EFFECTIVE_ITEMS:g} items; masking: restoration below "
+              f"{diagnostics.MASKING_MIN_RESTORATION}, in the table above")
+    return (f"\n\n*What each module does* (mean over seeds; inert below {limits}):\n\n"
+            + markdown_table(shown, signed=()))
+
+
+def ablation_contrast(results: list[dict[str, Any]], variant: str = "all", baseline: str = "masking") -> str:
+    """A line under the ablation table: ``variant`` minus ``baseline`` of the same seed, mean ± std.
+
+    The default asks what DHKD's three TBD-2024 additions (fusion, attention, memory) add beyond
+    the KBS-2023 masking stage alone. Empty when either variant is missing.
+    """
+    keys = {result.get("key") for result in results}
+    if variant not in keys or baseline not in keys:
+        return ""
+    table = ablation_table(results, baseline=baseline)
+    titles = {result.get("key"): result["variant"] for result in results}
+    row = table.loc[titles[variant]]
+    cells = [f"{column} {_plus_minus(row[f'Δ {column}'], row[f'Δ {column} std'], signed=True)}"
+             for column in ABLATION_METRICS.values()]
+    return (f"\n\n*{titles[variant]} minus {titles[baseline]}* (paired by seed, mean ± std): "
+            + ", ".join(cells) + ".")
+
+
 def _cell_2(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:.2f}"
 
@@ -544,25 +610,26 @@ def _plus_minus(mean: float, std: float, signed: bool = False) -> str:
 def load_ablation(results_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
     """Every variant-and-seed JSON under ``results_dir/ablation`` (as ``make ablation`` writes
     them: ``<category>/seed<N>/<variant>.json``), per category."""
+    from dhkd.reproduce import VARIANTS  # here: reproduce imports this module
+
     root = Path(results_dir) / "ablation"
     found: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(root.glob("*/seed*/*.json")):
         found.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
-    return found
+    order = {key: i for i, key in enumerate(VARIANTS)}  # the table's rows in the ablation's order
+    return {category: sorted(results, key=lambda r: (order.get(r.get("key"), len(order)), r.get("seed", 0)))
+            for category, results in found.items()}
 
 
 def ablation_report(results_dir: str | Path) -> str:
     """Markdown of every category's ablation table in a results folder, for notebook 07."""
-    from dhkd.reproduce import VARIANTS  # here: reproduce imports this module
-
     found = load_ablation(results_dir)
     if not found:
         return f"No ablation results in {Path(results_dir) / 'ablation'}: run `make ablation` first."
     sections = []
     for category, results in found.items():
-        order = {key: i for i, key in enumerate(VARIANTS)}
-        results = sorted(results, key=lambda r: (order.get(r.get("key"), len(order)), r.get("seed", 0)))
-        sections.append(f"**{category}**\n\n{ablation_markdown(ablation_table(results))}")
+        sections.append(f"**{category}**\n\n{ablation_markdown(ablation_table(results))}{ablation_contrast(results)}"
+                        f"{ablation_diagnostics_markdown(results)}")
     return "\n\n".join(sections)
 
 

@@ -229,6 +229,30 @@ print("inert additions in this run: " + (", ".join(inert) if inert else "none") 
       f" (after {info['epochs_done']} epochs on {recorded['images']} training images)")
 
 # %% [markdown]
+# ## Does each addition help? The ablation
+#
+# Acting is not helping. `make ablation` trains plain RD, RD with each addition alone and all
+# of them, once per seed, and compares each with RD trained with the same seed. Below, the
+# ablation of this run's results folder, if `make ablation` wrote one there (it looks in
+# `ablation_dir`; the README shows the kit's own tables). A bar whose error bar (± the spread of
+# the paired difference over seeds) crosses zero is no measured difference, whatever its size.
+
+# %%
+from dhkd import tables
+
+ablation_dir = Path(out_dir).parent  # make reproduce's results folder: results/<data>/<profile>
+found = tables.load_ablation(ablation_dir)
+if category not in found:
+    print(f"no ablation of '{category}' under {ablation_dir / 'ablation'}; make ablation writes one, e.g.\n"
+          f"  make ablation DATA=<data> CATEGORIES={category} PROFILE={config.profile} SEEDS=\"111 112 113\"")
+else:
+    ablation = tables.ablation_table(found[category])
+    display(ablation[["Image AUROC", "Δ Image AUROC", "Δ Image AUROC std", "Pixel AUROC", "Δ Pixel AUROC",
+                      "Δ Pixel AUROC std", "Seeds", "Inert additions"]])
+    display(plots.ablation_deltas(ablation))
+    print(tables.ablation_contrast(found[category]).strip())
+
+# %% [markdown]
 # ## What to take from this
 #
 # - Compare a trained module with its own starting point, not with an empty canvas: the
