@@ -342,6 +342,33 @@ else:
 # and writes one table per category: what each part contributes *in this implementation*.
 
 # %% [markdown]
+# ### 5. Does each addition act? The diagnostics
+#
+# A module can be switched on and still do nothing: a fusion whose borrowed terms are a few
+# percent of each scale, attention maps that are nearly constant, a memory read-out the decoder
+# ignores. `dhkd.diagnostics.diagnose` measures, on a few normal images, one figure per
+# addition, and calls the addition **inert** below a documented threshold:
+#
+# | addition | figure | inert below |
+# | --- | --- | --- |
+# | fusion | borrowed share $\lVert G_s - F_s Vert / \lVert G_s Vert$ per scale; mixing weights against 0.5 | largest share `FUSION_MIN_BORROWED_SHARE` |
+# | attention | spread of $a^h a^w$ over positions (std / mean) per site | every site under `ATTENTION_MIN_SPREAD` |
+# | memory | read-out's share of the decoder input; effectively used items; mean top weight | `MEMORY_MIN_READOUT_SHARE` or `MEMORY_MIN_EFFECTIVE_ITEMS` |
+# | masking | stage-2 loss against stage 1 (training history); how much of a corruption the student undoes | restoration under `MASKING_MIN_RESTORATION` |
+#
+# Below, the untrained model: the starting point. The evaluation (notebook 04) records the same
+# figures for a trained run under `diagnostics` in its `metrics.json`; notebook 06 draws them,
+# and the ablation tables list them per variant.
+
+# %%
+from dhkd import diagnostics
+
+print({name: value for name, value in diagnostics.THRESHOLDS.items()})
+untrained_diagnostics = diagnostics.diagnose(model, config, train.images[:8].to(dev))
+display(plots.addition_diagnostics(untrained_diagnostics))
+print("inert at the start:", ", ".join(untrained_diagnostics["inert"]) or "none")
+
+# %% [markdown]
 # ## What to take from this
 #
 # - Reverse distillation detects anomalies by *failing to reconstruct* them: the student only

@@ -224,6 +224,7 @@ if recorded["masking"]["enabled"] and "restoration" in recorded["masking"]:
                     diagnosis.MASKING_MIN_RESTORATION, recorded["masking"]["inert"]))
 display(pd.DataFrame(verdict, columns=["addition", "figure", "value", "inert below", "inert"]).set_index("addition")
         .round(3))
+display(plots.addition_diagnostics(recorded))
 inert = recorded["inert"]
 print("inert additions in this run: " + (", ".join(inert) if inert else "none") +
       f" (after {info['epochs_done']} epochs on {recorded['images']} training images)")
