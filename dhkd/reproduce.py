@@ -568,7 +568,7 @@ def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = pri
     seeds = list(seeds) if seeds else [plan.config.train.seed]
     keys = list(variants) if variants else list(VARIANTS)
     root = plan.results / "ablation"
-    written, sections = [], []
+    written, sections, devices = [], [], set()
     jobs = [(seed, key) for seed in seeds for key in keys]
     if dry_run:
         for category in plan.categories:
@@ -581,6 +581,7 @@ def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = pri
     for category in plan.categories:
         results = [_ablation_variant(plan, category, seed, key, index, len(jobs), force, say)
                    for index, (seed, key) in enumerate(jobs, start=1)]
+        devices.update(str(result.get("device", plan.device)) for result in results)
         frame = tables.ablation_table(results)
         markdown = (tables.ablation_markdown(frame) + tables.ablation_contrast(results)
                     + tables.ablation_diagnostics_markdown(results))
@@ -591,8 +592,9 @@ def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = pri
         say(f"\n{category} ({plan.profile}, teacher {plan.config.model.teacher.name}, "
             f"{plan.config.train.epochs} epochs, seeds {' '.join(map(str, seeds))}):\n{markdown}\n")
     made = (f"Made by `make ablation` on {plan.dataset} (`{plan.data_text}`), profile "
-            f"{plan.profile}, teacher {plan.config.model.teacher.name}, device {plan.device}, "
-            f"{plan.config.train.epochs} epochs, seeds {' '.join(map(str, seeds))}. Every variant starts from RD "
+            f"{plan.profile}, teacher {plan.config.model.teacher.name}, device {', '.join(sorted(devices))}, "
+            f"{plan.config.data.image_size} × {plan.config.data.image_size} px, {plan.config.train.epochs} epochs, "
+            f"seeds {' '.join(map(str, seeds))}. Every variant starts from RD "
             "(all four additions off) and switches on what its name says. Numbers in percent: mean ± standard "
             "deviation across seeds; Δ is the variant minus RD trained with the same seed, averaged, ± the "
             "standard deviation of that paired difference. *Inert additions*: those whose diagnostics "
