@@ -351,7 +351,7 @@ else:
 #
 # | addition | figure | inert below |
 # | --- | --- | --- |
-# | fusion | borrowed share $\lVert G_s - F_s Vert / \lVert G_s Vert$ per scale; mixing weights against 0.5 | largest share `FUSION_MIN_BORROWED_SHARE` |
+# | fusion | borrowed share $\lVert G_s - F_s \rVert / \lVert G_s \rVert$ per scale; mixing weights against 0.5 | largest share `FUSION_MIN_BORROWED_SHARE` |
 # | attention | spread of $a^h a^w$ over positions (std / mean) per site | every site under `ATTENTION_MIN_SPREAD` |
 # | memory | read-out's share of the decoder input; effectively used items; mean top weight | `MEMORY_MIN_READOUT_SHARE` or `MEMORY_MIN_EFFECTIVE_ITEMS` |
 # | masking | stage-2 loss against stage 1 (training history); how much of a corruption the student undoes | restoration under `MASKING_MIN_RESTORATION` |

@@ -117,14 +117,22 @@ else:
 # %% [markdown]
 # ## Coordinate attention: where does it look now?
 #
-# For each of the four attention modules, the map $\frac{1}{C}\sum_c a^h_c(i)\,a^w_c(j)$ of
-# the trained model on its full range [0, 1] (top figure), then its change from the untrained
-# model on a scale centred at zero (bottom figure). Both models get the same teacher features.
+# For each attention module (`model.attention.placement` says where they sit), the map
+# $\frac{1}{C}\sum_c a^h_c(i)\,a^w_c(j)$ of the trained model on its full range [0, 1] (top
+# figure), then its change from the untrained model on a scale centred at zero (bottom figure).
+# Both models get the same teacher features.
 
 # %%
+def attention_sites(student: torch.nn.Module) -> dict[str, CoordinateAttention]:
+    """The coordinate-attention modules of a student by site; the other sites hold identities."""
+    sites = {"OCBE input": student.bottleneck.attention,
+             **{f"decoder stage {i}": m for i, m in enumerate(student.decoder.attentions, start=1)}}
+    return {name: module for name, module in sites.items() if isinstance(module, CoordinateAttention)}
+
+
 def attention_maps_of(student: torch.nn.Module, teacher_features: list[torch.Tensor]) -> list:
     """(a_h, a_w) of every coordinate-attention module for these features, from its actual input."""
-    modules = [student.bottleneck.attention, *student.decoder.attentions]
+    modules = list(attention_sites(student).values())
     inputs: dict[int, torch.Tensor] = {}
     hooks = [m.register_forward_hook(lambda _m, args, _out, i=i: inputs.__setitem__(i, args[0]))
              for i, m in enumerate(modules)]
@@ -137,10 +145,10 @@ def attention_maps_of(student: torch.nn.Module, teacher_features: list[torch.Ten
             hook.remove()
 
 
-if not isinstance(trained.student.bottleneck.attention, CoordinateAttention):
+if not attention_sites(trained.student):
     print("coordinate attention is switched off in this run (model.attention.enabled=false)")
 else:
-    names = ["OCBE input"] + [f"decoder stage {i}" for i in range(1, 4)]
+    names = list(attention_sites(trained.student))
     after = attention_maps_of(trained.student, features)
     before = attention_maps_of(untrained.student, features)
     display(plots.attention_maps(test.images[picked], after, names, titles))

@@ -125,7 +125,10 @@ def test_diagnose_a_whole_model_reports_every_addition() -> None:
     assert set(diagnostics.ADDITIONS) <= set(result)
     assert all(result[name]["enabled"] for name in diagnostics.ADDITIONS)
     assert result["fusion"]["mixing_max_deviation"] == 0.0  # untrained: uniform
-    assert len(result["attention"]["sites"]) == 4  # the bottleneck's and one per decoder stage
+    assert list(result["attention"]["sites"]) == ["bottleneck.attention"]  # placement ocbe: the OCBE input only
+    both = load_config("smoke", ["model.attention.placement=both"])
+    sites = diagnostics.diagnose(build_model(both.model, 0), both, images, [])["attention"]["sites"]
+    assert len(sites) == 4  # the bottleneck's and one per decoder stage
     rd = load_config("smoke", ["model.fusion.enabled=false", "model.attention.enabled=false",
                                "model.memory.enabled=false", "masking.enabled=false"])
     plain = diagnostics.diagnose(build_model(rd.model, 0), rd, images, [])
