@@ -51,10 +51,11 @@ MEMORY_MIN_EFFECTIVE_ITEMS = 2.0
 #: Masking is inert when the student restores less than this share of what a corruption does to
 #: the features: ``1 - (error inside - error outside) / corruption's own feature change inside``.
 #: The one-class bottleneck restores much of it without any masking, so masking must clearly
-#: exceed that. Calibrated on the 3-seed ablations (benchmarks/ablation.md): without the masking
-#: stage 0.68-0.78 (bottle, RD, 36 epochs) and 0.73-0.77 (MTD, every variant without it, 12 epochs);
-#: with it 0.90-0.95 (every seed). The ablation's RD row gives the reference for each data set.
-MASKING_MIN_RESTORATION = 0.85
+#: exceed that. Calibrated on the ablations of benchmarks/ablation.md, every seed: without the
+#: masking stage 0.68-0.78 (bottle RD, 36 epochs; MTD at 128 px, 12 epochs; MTD RD at 256 px:
+#: 0.62), with it 0.90-0.95 at 128 px and on bottle but only 0.82-0.84 on MTD at 256 px. The
+#: margin is thin; the ablation's RD row gives the reference for each data set.
+MASKING_MIN_RESTORATION = 0.80
 #: Sigmoid(0)^2: the attention product of a site whose logits are all zero.
 ATTENTION_UNTRAINED = 0.25
 #: Training images the diagnostics look at (evenly spaced over the split), and the corruption seed.
@@ -180,6 +181,30 @@ def masking_diagnostics(model: DHKD, config: Config, images: torch.Tensor, histo
 
 
 # ------------------------------------------------------------------------------ the whole model
+
+
+#: How each addition's recorded figures make it inert (the rules the functions above apply).
+INERT_RULES = {
+    "fusion": lambda d: max(d["borrowed_share"]) < FUSION_MIN_BORROWED_SHARE,
+    "attention": lambda d: all(site["spread"] < ATTENTION_MIN_SPREAD for site in d["sites"].values()),
+    "memory": lambda d: d["readout_share"] < MEMORY_MIN_READOUT_SHARE or d["effective_items"] < MEMORY_MIN_EFFECTIVE_ITEMS,
+    "masking": lambda d: bool(d["probe_resolves"]) and d["restoration"] < MASKING_MIN_RESTORATION,
+}
+
+
+def judge(record: dict[str, Any]) -> list[str]:
+    """The additions a recorded ``diagnostics`` dict (an evaluation JSON's) calls inert under the
+    thresholds of *this* code: a recalibrated threshold then applies to runs recorded before."""
+    inert = []
+    for name, rule in INERT_RULES.items():
+        entry = record.get(name) or {}
+        try:
+            if entry.get("enabled") and rule(entry):
+                inert.append(name)
+        except (KeyError, TypeError, ValueError):  # a record from before a figure existed
+            if entry.get("inert"):
+                inert.append(name)
+    return inert
 
 
 @torch.inference_mode()

@@ -493,12 +493,14 @@ def ablation_table(results: list[dict[str, Any]], baseline: str = BASELINE_KEY) 
 
 
 def _per_seed_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
+    from dhkd.diagnostics import judge  # the current thresholds, also for runs recorded earlier
+
     rows = []
     for result in results:
         diagnostics = result.get("diagnostics")
         row = {"key": result.get("key", result["variant"]), "variant": result["variant"], "seed": result.get("seed", 0),
                "Train s": float(result.get("train_seconds") or math.nan),
-               "inert": None if diagnostics is None else list(diagnostics.get("inert", [])),
+               "inert": None if diagnostics is None else judge(diagnostics),
                RESTORATION: (diagnostics or {}).get("masking", {}).get("restoration", math.nan)}
         row.update({column: 100.0 * float(result[name]) if result.get(name) is not None else math.nan
                     for name, column in ABLATION_METRICS.items()})

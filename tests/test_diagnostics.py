@@ -155,3 +155,19 @@ def test_the_diagnostics_figure_draws_every_addition_on_or_off() -> None:
                                "model.memory.enabled=false", "masking.enabled=false"])
     figure = plots.addition_diagnostics(diagnostics.diagnose(build_model(rd.model, 0), rd, images, []))
     assert not figure.axes[0].axison and figure.axes[3].get_title() == "masking: off"
+
+
+def test_judge_applies_the_current_thresholds_to_recorded_figures() -> None:
+    """A run recorded with an older masking threshold is judged by today's; off additions never are."""
+    record = {"inert": ["masking"],
+              "fusion": {"enabled": True, "borrowed_share": [0.02, 0.05, diagnostics.FUSION_MIN_BORROWED_SHARE - 0.01]},
+              "attention": {"enabled": True, "sites": {"a": {"spread": 0.01}, "b": {"spread": diagnostics.ATTENTION_MIN_SPREAD}}},
+              "memory": {"enabled": False, "readout_share": 0.0, "effective_items": 0.0},
+              "masking": {"enabled": True, "probe_resolves": True, "restoration": diagnostics.MASKING_MIN_RESTORATION + 0.01}}
+    assert diagnostics.judge(record) == ["fusion"]
+    record["masking"]["restoration"] = diagnostics.MASKING_MIN_RESTORATION - 0.01
+    record["memory"] = {"enabled": True, "readout_share": 0.5, "effective_items": 1.5}
+    assert diagnostics.judge(record) == ["fusion", "memory", "masking"]
+    record["masking"]["probe_resolves"] = False  # no verdict without a resolving probe
+    assert "masking" not in diagnostics.judge(record)
+    assert diagnostics.judge({"masking": {"enabled": True, "inert": True}}) == ["masking"]  # old record, no figures

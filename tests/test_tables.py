@@ -229,8 +229,9 @@ def _run(key: str, seed: int, image: float, pixel: float, inert: list[str] | Non
     variant = {"rd": "RD (baseline)", "memory": "+ memory bank"}[key]
     result = {"key": key, "variant": variant, "seed": seed, "image_auroc": image, "pixel_auroc": pixel,
               "aupro": 0.5, "pro_rd4ad": 0.6, "train_seconds": 10.0}
-    if inert is not None:
-        result["diagnostics"] = {"inert": inert, "masking": {"restoration": 0.7 + seed - 111}}
+    if inert is not None:  # recorded figures: the memory's read-out share makes it inert or not
+        memory = {"enabled": key == "memory", "readout_share": 0.01 if "memory" in inert else 0.3, "effective_items": 40.0}
+        result["diagnostics"] = {"inert": inert, "memory": memory, "masking": {"restoration": 0.7 + seed - 111}}
     return result
 
 
