@@ -20,7 +20,7 @@ METRICS = {"image_auroc": "image", "pixel_auroc": "pixel", "aupro": "AUPRO"}
 
 
 def per_kind(results: list[dict], variants: list[str]) -> pd.DataFrame:
-    """One row per (kind, variant): ``mean ± std`` over the seeds of each metric, and the seed count."""
+    """One row per (kind, variant): ``mean ± std`` over seeds of each metric, and how many seeds ran."""
     rows = [{"kind": kind, "variant": result["key"], "seed": result["seed"],
              **{label: 100 * figures[name] for name, label in METRICS.items()}}
             for result in results if result.get("key") in variants
