@@ -67,6 +67,14 @@ THRESHOLDS = {"fusion_min_borrowed_share": FUSION_MIN_BORROWED_SHARE, "attention
               "memory_min_effective_items": MEMORY_MIN_EFFECTIVE_ITEMS,
               "masking_min_restoration": MASKING_MIN_RESTORATION}
 ADDITIONS = ("fusion", "attention", "memory", "masking")
+#: How each addition's recorded figures make it inert: the one place the rules live, applied
+#: when a run is diagnosed and again by :func:`judge` to figures recorded earlier.
+INERT_RULES = {
+    "fusion": lambda d: max(d["borrowed_share"]) < FUSION_MIN_BORROWED_SHARE,
+    "attention": lambda d: all(site["spread"] < ATTENTION_MIN_SPREAD for site in d["sites"].values()),
+    "memory": lambda d: d["readout_share"] < MEMORY_MIN_READOUT_SHARE or d["effective_items"] < MEMORY_MIN_EFFECTIVE_ITEMS,
+    "masking": lambda d: bool(d["probe_resolves"]) and d["restoration"] < MASKING_MIN_RESTORATION,
+}
 
 
 # ------------------------------------------------------------------------------ one addition each
@@ -87,7 +95,7 @@ def fusion_diagnostics(fusion: nn.Module, features: list[torch.Tensor]) -> dict[
         "mixing_untrained": round(uniform, 4),
         "mixing_max_deviation": None if weights is None else round(float((weights[off_diagonal] - uniform).abs().max()), 4),
     }
-    result["inert"] = max(shares) < FUSION_MIN_BORROWED_SHARE
+    result["inert"] = INERT_RULES["fusion"](result)
     return result
 
 
@@ -107,7 +115,7 @@ def attention_diagnostics(sites: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Every site's figures; the addition is inert when every site is."""
     inert_sites = [name for name, site in sites.items() if site["spread"] < ATTENTION_MIN_SPREAD]
     return {"enabled": True, "sites": sites, "untrained": ATTENTION_UNTRAINED, "inert_sites": inert_sites,
-            "inert": len(inert_sites) == len(sites)}
+            "inert": INERT_RULES["attention"]({"sites": sites})}
 
 
 @torch.no_grad()
@@ -131,7 +139,7 @@ def memory_diagnostics(memory: MemoryBank, z: torch.Tensor, output: torch.Tensor
         "mean_max_weight": round(float(weights.amax(dim=1).mean()), 4),
         "entropy_ratio": round(float(entropy.mean()) / math.log(items), 4) if items > 1 else 0.0,
     }
-    result["inert"] = share < MEMORY_MIN_READOUT_SHARE or result["effective_items"] < MEMORY_MIN_EFFECTIVE_ITEMS
+    result["inert"] = INERT_RULES["memory"](result)
     return result
 
 
@@ -177,20 +185,13 @@ def masking_diagnostics(model: DHKD, config: Config, images: torch.Tensor, histo
     # corruption costs; a worse student (e.g. barely trained) has no verdict.
     result["probe_resolves"] = "restoration" in result and result["error_outside"] < result["corruption_inside"]
     judged = config.masking.enabled and result["probe_resolves"]
-    result["inert"] = result["restoration"] < MASKING_MIN_RESTORATION if judged else None
+    result["inert"] = INERT_RULES["masking"](result) if judged else None
     return result
 
 
 # ------------------------------------------------------------------------------ the whole model
 
 
-#: How each addition's recorded figures make it inert (the rules the functions above apply).
-INERT_RULES = {
-    "fusion": lambda d: max(d["borrowed_share"]) < FUSION_MIN_BORROWED_SHARE,
-    "attention": lambda d: all(site["spread"] < ATTENTION_MIN_SPREAD for site in d["sites"].values()),
-    "memory": lambda d: d["readout_share"] < MEMORY_MIN_READOUT_SHARE or d["effective_items"] < MEMORY_MIN_EFFECTIVE_ITEMS,
-    "masking": lambda d: bool(d["probe_resolves"]) and d["restoration"] < MASKING_MIN_RESTORATION,
-}
 
 
 def judge(record: dict[str, Any]) -> list[str]:

@@ -583,8 +583,7 @@ def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = pri
                    for index, (seed, key) in enumerate(jobs, start=1)]
         devices.update(str(result.get("device", plan.device)) for result in results)
         frame = tables.ablation_table(results)
-        markdown = (tables.ablation_markdown(frame) + tables.ablation_contrast(results)
-                    + tables.ablation_diagnostics_markdown(results))
+        markdown = tables.ablation_section(results)
         atomic_write_text(root / f"{category}.csv", frame.to_csv(lineterminator="\n"))
         atomic_write_text(root / f"{category}.md", f"# Ablation: {category}\n\n{markdown}\n")
         written += [root / f"{category}.csv", root / f"{category}.md"]

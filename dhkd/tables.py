@@ -30,7 +30,6 @@ import textwrap
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
 
 from dhkd.data import MVTEC_CATEGORIES
@@ -548,21 +547,19 @@ def ablation_diagnostics(results: list[dict[str, Any]]) -> pd.DataFrame:
     only for the modules the variant switches on (the masking stage's restoration is a column of
     :func:`ablation_table`). Shares are fractions; the fusion's and the attention's are the largest
     over scales and sites, as the inert rules read them."""
-    rows: dict[str, dict[str, float]] = {}
-    for result in results:
-        diagnostics = result.get("diagnostics") or {}
-        row = rows.setdefault(result["variant"], {})
-        for column, (addition, read) in DIAGNOSTIC_COLUMNS.items():
-            entry = diagnostics.get(addition) or {}
-            try:
-                value = float(read(entry)) if entry.get("enabled") else math.nan
-            except (KeyError, TypeError, ValueError):
-                value = math.nan
-            row.setdefault(column, []).append(value)
-    means = {variant: {column: float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
-                       for column, values in ((c, np.asarray(v, float)) for c, v in row.items())}
-             for variant, row in rows.items()}
-    return pd.DataFrame.from_dict(means, orient="index").rename_axis("Variant").round(3)
+    rows = [{"Variant": result["variant"], **{column: _diagnostic(result, addition, read)
+                                              for column, (addition, read) in DIAGNOSTIC_COLUMNS.items()}}
+            for result in results]
+    return pd.DataFrame(rows).groupby("Variant", sort=False).mean().round(3)  # the mean skips NaN
+
+
+def _diagnostic(result: dict[str, Any], addition: str, read) -> float:
+    """One figure of a variant's recorded diagnostics; NaN where the addition is off or unrecorded."""
+    entry = (result.get("diagnostics") or {}).get(addition) or {}
+    try:
+        return float(read(entry)) if entry.get("enabled") else math.nan
+    except (KeyError, TypeError, ValueError):
+        return math.nan
 
 
 def ablation_diagnostics_markdown(results: list[dict[str, Any]]) -> str:
@@ -578,6 +575,13 @@ def ablation_diagnostics_markdown(results: list[dict[str, Any]]) -> str:
               f"{diagnostics.MASKING_MIN_RESTORATION}, in the table above")
     return (f"\n\n*What each module does* (mean over seeds; inert below {limits}):\n\n"
             + markdown_table(shown, signed=()))
+
+
+def ablation_section(results: list[dict[str, Any]]) -> str:
+    """One category's ablation as ``make ablation`` writes it: the table, the all-minus-masking
+    line and the per-module diagnostics."""
+    return (ablation_markdown(ablation_table(results)) + ablation_contrast(results)
+            + ablation_diagnostics_markdown(results))
 
 
 def ablation_contrast(results: list[dict[str, Any]], variant: str = "all", baseline: str = "masking") -> str:
@@ -630,8 +634,7 @@ def ablation_report(results_dir: str | Path) -> str:
         return f"No ablation results in {Path(results_dir) / 'ablation'}: run `make ablation` first."
     sections = []
     for category, results in found.items():
-        sections.append(f"**{category}**\n\n{ablation_markdown(ablation_table(results))}{ablation_contrast(results)}"
-                        f"{ablation_diagnostics_markdown(results)}")
+        sections.append(f"**{category}**\n\n{ablation_section(results)}")
     return "\n\n".join(sections)
 
 
