@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
+	$(BIN)/lint-imports
 	$(PY) -m pytest -q
 
 # ---------------------------------------------------------------------------------------------
@@ -32,7 +33,7 @@ test: setup
 # make ablation: the RD baseline, each addition alone, then all; one table per category, with the
 # mean ± std over SEEDS (default: the profile's seed). Resumable: run it again to finish what is missing.
 # VARIANTS="rd all" runs only those rows (any of: rd fusion attention memory masking all).
-# README=1 also writes the tables into the README's ablation section (a block per results folder).
+# README=1 also writes the tables into docs/ablation.md (a block per results folder).
 #   make ablation DATA=data/mvtec_ad CATEGORIES=bottle PROFILE=offline SEEDS="111 112 113"
 DATA       ?=
 CATEGORIES ?=
@@ -59,7 +60,7 @@ RUN_PROFILE = $(or $(PROFILE),paper)
 RUN_EPOCHS  = $(EPOCHS)
 MAKE_DATA   = @true
 endif
-REPRODUCE = $(PY) -m dhkd.reproduce --data '$(RUN_DATA)' --categories '$(CATEGORIES)' --profile '$(RUN_PROFILE)' \
+REPRODUCE = $(BIN)/dhkd reproduce --data '$(RUN_DATA)' --categories '$(CATEGORIES)' --profile '$(RUN_PROFILE)' \
 	--epochs '$(RUN_EPOCHS)' --device '$(DEVICE)' --devices '$(DEVICES)' --out '$(RESULTS)' $(if $(filter 1 yes true,$(FORCE)),--force)
 
 reproduce: setup
@@ -68,7 +69,7 @@ reproduce: setup
 
 ablation: setup
 	$(MAKE_DATA)
-	$(REPRODUCE) --ablation --seeds '$(SEEDS)' --variants '$(VARIANTS)' $(if $(filter 1 yes true,$(README)),--readme README.md)
+	$(REPRODUCE) --ablation --seeds '$(SEEDS)' --variants '$(VARIANTS)' $(if $(filter 1 yes true,$(README)),--readme docs/ablation.md)
 
 # ---------------------------------------------------------------------------------------------
 # make bench: training, inference and metric timings (dhkd bench, from benchmarks/) as a table

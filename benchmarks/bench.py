@@ -7,7 +7,7 @@ same arguments); benchmarks/README.md says how to read the figures. What is time
   reused every stage-1 epoch).
 - ``train_epoch_s``: one stage-1 training epoch (every batch of the train split at the
   profile's batch size, the last smaller one included) through the kit's own
-  :meth:`~dhkd.train.Trainer.train_step`, after untimed warm-up steps, one per batch shape
+  :meth:`~dhkd.run.train.Trainer.train_step`, after untimed warm-up steps, one per batch shape
   (``train_warmup_s``, which holds torch.compile's compilation when ``train.compile`` is on).
   Profiles with the masking stage also get ``train_epoch_stage2_s`` (the teacher runs on the
   corrupted images every step) and ``projected_train_s`` for the whole run.
@@ -15,7 +15,7 @@ same arguments); benchmarks/README.md says how to read the figures. What is time
   inference per image in multiply-accumulates (torch's FlopCounterMode), so that times can be
   read against the work each implementation does.
 - ``infer_img_per_s_b1`` / ``infer_img_per_s_b32``: test images per second through
-  :func:`dhkd.evaluate.predict` (teacher, student, anomaly map with upsampling, sum and blur),
+  :func:`dhkd.run.evaluate.score_split` (teacher, student, anomaly map with upsampling, sum and blur),
   one image per batch (16 images on the CPU, all on CUDA) and 32 per batch (the whole test
   set), after a warm-up.
 - ``train_page_faults_per_step`` / ``train_kernel_cpu_s`` (CPU): minor page faults per
@@ -68,11 +68,12 @@ from dhkd import metrics
 from dhkd.config import Config, load_config
 from dhkd.data import CategorySplit, load_split, normalize
 from dhkd.errors import DhkdError
-from dhkd.background import Periodic
-from dhkd.evaluate import predict
+from dhkd.run.background import Periodic
+from dhkd.run.evaluate import score_split
 from dhkd.io import atomic_write_json
-from dhkd.loss import distillation_loss
-from dhkd.train import Trainer, resolve_device, stage_of, synchronize
+from dhkd.method.loss import distillation_loss
+from dhkd.run.train import Trainer, stage_of
+from dhkd.run.device import resolve_device, synchronize
 
 from benchmarks.report import format_table
 
@@ -206,7 +207,7 @@ class _LoadWatcher(Periodic):
 
 
 class KitSide:
-    """The kit as it trains and evaluates: its :class:`~dhkd.train.Trainer` step and :func:`predict`."""
+    """The kit as it trains and evaluates: its :class:`~dhkd.run.train.Trainer` step and :func:`predict`."""
 
     name = "dhkd"
 
@@ -225,7 +226,7 @@ class KitSide:
         self.trainer.train_step(indices, stage)
 
     def epoch_batches(self) -> list[torch.Tensor]:
-        """Every batch of a fresh epoch order, as :meth:`~dhkd.train.Trainer.fit` draws them."""
+        """Every batch of a fresh epoch order, as :meth:`~dhkd.run.train.Trainer.fit` draws them."""
         order = self.trainer.epoch_order()
         return [self.trainer.batch_indices(order, step) for step in range(self.trainer.batches_per_epoch())]
 
@@ -240,7 +241,7 @@ class KitSide:
         return seconds
 
     def infer(self, chunk: CategorySplit) -> Any:
-        return predict(self.model, chunk, self.predict_config, self.device, progress=False)
+        return score_split(self.model, chunk, self.predict_config, self.device, progress=False)
 
     def train_gmac(self) -> float:
         """A stage-1 step's work per image: the student's forward and backward on cached teacher features."""
@@ -370,7 +371,7 @@ def _slice(split: CategorySplit, start: int, stop: int) -> CategorySplit:
 
 
 def _concat(parts: list[Any]) -> Any:
-    """One :class:`~dhkd.evaluate.Predictions` from those of consecutive chunks."""
+    """One :class:`~dhkd.run.evaluate.Predictions` from those of consecutive chunks."""
     first = parts[0]
     return type(first)(torch.cat([p.maps for p in parts]), torch.cat([p.scores for p in parts]),
                        torch.cat([p.masks for p in parts]), torch.cat([p.labels for p in parts]),
@@ -409,8 +410,8 @@ def _bench(config: Config, device: torch.device, train_images: torch.Tensor, tes
         b1 = copy.deepcopy(config)
         b1.eval.batch_size = 1
         one = _slice(test, 0, n_b1)
-        predict(kit.model, _slice(test, 0, 1) if device.type != "cuda" else one, b1, device, progress=False)
-        seconds, _ = _seconds(lambda: predict(kit.model, one, b1, device, progress=False), device)
+        score_split(kit.model, _slice(test, 0, 1) if device.type != "cuda" else one, b1, device, progress=False)
+        seconds, _ = _seconds(lambda: score_split(kit.model, one, b1, device, progress=False), device)
         result["infer_b1_images"], result["infer_img_per_s_b1"] = n_b1, n_b1 / seconds
         for chunk in warm_chunks:
             kit.infer(chunk)
@@ -573,8 +574,23 @@ def command_line(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
-def main(args: argparse.Namespace) -> int:
-    """``dhkd bench``: run, print the table, write the JSON."""
+def build_parser() -> argparse.ArgumentParser:
+    """``dhkd bench``'s options (``dhkd bench`` hands its arguments over unparsed)."""
+    parser = argparse.ArgumentParser(prog="dhkd bench", description="Time training, inference and metrics; "
+                                     "print a table and write the figures as JSON.")
+    parser.add_argument("--profile", default="rd")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-root", type=Path)
+    parser.add_argument("--category")
+    parser.add_argument("--compare", choices=["anomalib"])
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides")
+    parser.add_argument("--json", type=Path, dest="json_path")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """``dhkd bench ARGS``: run, print the table, write the JSON."""
+    args = build_parser().parse_args(argv)
     config = load_config(args.profile, list(args.overrides))
     result = run_bench(config, args.device, args.data_root, args.category, args.compare)
     result["command"] = command_line(args)
@@ -587,6 +603,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # python -m benchmarks.bench ARGS is dhkd bench ARGS
-    from dhkd.cli import main as cli_main
-
-    sys.exit(cli_main(["bench", *sys.argv[1:]]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except DhkdError as error:
+        print(f"dhkd bench: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -68,7 +68,7 @@ if [ -z "$PY" ] || ! want_cuda "$PY"; then
     python3 -m venv "$REPO/.venv-gpu" && PY="$REPO/.venv-gpu/bin/python"
     "$PY" -m pip install --quiet torch==2.14.1 torchvision==0.29.1 && "$PY" -m pip install --quiet -e "$REPO"
 fi
-if ! "$PY" -c 'import benchmarks.bench, dhkd.toy' >/dev/null 2>&1; then
+if ! "$PY" -c 'import benchmarks.bench, dhkd.data.toy' >/dev/null 2>&1; then
     stamp "installing the kit (editable, no dependencies) and only the light imports it needs here"
     "$PY" -m pip install --quiet --no-deps -e "$REPO"
     for module_package in numpy:numpy scipy:scipy yaml:pyyaml tqdm:tqdm PIL:pillow skimage:scikit-image; do
@@ -84,7 +84,7 @@ want_cuda "$PY" || { stamp "torch sees no GPU: stopping (use DEVICE=cpu for a dr
 
 # ----------------------------------------------------------------------------- data
 stamp "toy category nut ($TOY_TRAIN training images, 256x256)"
-"$PY" -c "from dhkd.toy import generate_toy; generate_toy('$OUT/toy', n_train=$TOY_TRAIN, categories=['nut'], progress=False)"
+"$PY" -c "from dhkd.data.toy import generate_toy; generate_toy('$OUT/toy', n_train=$TOY_TRAIN, categories=['nut'], progress=False)"
 DATA_ROOT="$OUT/toy"; CATEGORY=nut
 if [ -d "$MVTEC_ROOT/bottle/train/good" ]; then DATA_ROOT=$MVTEC_ROOT; CATEGORY=bottle; fi
 stamp "training data: $DATA_ROOT/$CATEGORY"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dhkd.tables import load_ablation, markdown_table
+from dhkd.kit.tables import load_ablation, markdown_table
 
 METRICS = {"image_auroc": "image", "pixel_auroc": "pixel", "aupro": "AUPRO"}
 

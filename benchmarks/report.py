@@ -22,7 +22,7 @@ import pandas as pd
 
 from dhkd.errors import DhkdError
 from dhkd.io import replace_between_markers
-from dhkd.tables import markdown_table
+from dhkd.kit.tables import markdown_table
 
 MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
 #: What the kit aims for with ``rd`` on a CPU: an epoch in at most this share of anomalib's time.

@@ -5,7 +5,7 @@ Used for ``benchmarks/additions.md``::
     python -m benchmarks.screen_additions --data-root /tmp/mtd_mvtec --category mtd --name rd \\
         --set train.epochs=20 --set data.image_size=128 --set model.fusion.enabled=false ...
 
-Each variant trains into ``OUT/<name>`` with the kit's :class:`~dhkd.train.Trainer`, then scores
+Each variant trains into ``OUT/<name>`` with the kit's :class:`~dhkd.run.train.Trainer`, then scores
 the test split (image / pixel AUROC, AUPRO, each in %, and pixel AUROC per defect kind) and
 measures, on the clean training images the model was fitted to, what each enabled addition does:
 
@@ -31,9 +31,9 @@ import torch
 
 from dhkd.config import load_config
 from dhkd.data import load_split, normalize
-from dhkd.evaluate import compute_metrics, predict
-from dhkd.models import CoordinateAttention
-from dhkd.train import Trainer
+from dhkd.run.evaluate import compute_metrics, score_split
+from dhkd.method import CoordinateAttention
+from dhkd.run.train import Trainer
 
 
 @torch.no_grad()
@@ -88,7 +88,7 @@ def screen(args: argparse.Namespace) -> dict:
     trainer.fit()
     train_s = time.perf_counter() - started
     test = load_split(args.data_root, args.category, "test", config.data.image_size, progress=False)
-    scores = compute_metrics(predict(trainer.model, test, config, trainer.device, progress=False), config)
+    scores = compute_metrics(score_split(trainer.model, test, config, trainer.device, progress=False), config)
     record = {"name": args.name, "profile": args.profile, "category": args.category, "sets": args.overrides,
               **{key: round(100 * scores[key], 2) for key in ("image_auroc", "pixel_auroc", "aupro")},
               "per_kind_pixel_auroc": {kind: round(100 * s["pixel_auroc"], 1) for kind, s in scores["per_defect"].items()},

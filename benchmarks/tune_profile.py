@@ -4,9 +4,9 @@
         --profile offline --name cosine-30 --eval-at 10,20,30 --set train.epochs=30
     python -m benchmarks.tune_profile --out runs/tuning --table     # every variant so far, one table
 
-Each variant trains into ``OUT/<name>`` with the kit's own :class:`~dhkd.train.Trainer`; after
+Each variant trains into ``OUT/<name>`` with the kit's own :class:`~dhkd.run.train.Trainer`; after
 every epoch of ``--eval-at`` the model in training scores the test split (image AUROC, pixel
-AUROC, AUPRO, RD4AD's PRO, in %, from :func:`dhkd.evaluate.compute_metrics`), which shows
+AUROC, AUPRO, RD4AD's PRO, in %, from :func:`dhkd.run.evaluate.compute_metrics`), which shows
 whether more epochs would still pay. One JSON line per variant is appended to
 ``OUT/tuning.jsonl``. Scoring on the test split is what tuning a profile for a known data set
 means; the profile's figures on that category are then not a held-out estimate.
@@ -26,9 +26,9 @@ import pandas as pd
 
 from dhkd.config import load_config
 from dhkd.data import load_split
-from dhkd.evaluate import compute_metrics, predict
-from dhkd.tables import markdown_table
-from dhkd.train import Trainer
+from dhkd.run.evaluate import compute_metrics, score_split
+from dhkd.kit.tables import markdown_table
+from dhkd.run.train import Trainer
 
 SCORES = ("image_auroc", "pixel_auroc", "aupro", "pro_rd4ad")
 
@@ -48,7 +48,7 @@ def tune(args: argparse.Namespace) -> dict[str, Any]:
         epoch = history[-1]["epoch"]
         if epoch not in eval_at:
             return
-        metrics = compute_metrics(predict(trainer.model, test, config, trainer.device, progress=False), config)
+        metrics = compute_metrics(score_split(trainer.model, test, config, trainer.device, progress=False), config)
         row = {"epoch": epoch, "stage": history[-1]["stage"], **{key: round(100 * metrics[key], 2) for key in SCORES},
                "train_s": round(sum(h["seconds"] for h in history), 1)}
         scores.append(row)

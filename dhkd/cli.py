@@ -1,4 +1,9 @@
-"""The ``dhkd`` command: data, train, evaluate, predict, bench.
+"""The ``dhkd`` command, one argparse tree: data, train, evaluate, predict, reproduce, tables,
+settings, bench.
+
+``make reproduce`` and ``make ablation`` run ``dhkd reproduce``; each verb's options are declared
+beside the code that runs it where that code is a layer of its own (:mod:`dhkd.kit.reproduce`,
+:mod:`dhkd.kit.tables`, the benchmarks' ``benchmarks/bench.py``).
 
 Every user-fixable problem is a :class:`DhkdError`: printed as one clear message with a
 non-zero exit and no traceback (``--debug`` shows the traceback).
@@ -75,14 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's eval.batch_size)")
     predict.add_argument("--quiet", action="store_true")
 
-    bench = commands.add_parser("bench", help="time training, inference and metrics (from a checkout: benchmarks/)")
-    bench.add_argument("--profile", default="rd")
-    bench.add_argument("--device", default="auto")
-    bench.add_argument("--data-root", type=Path)
-    bench.add_argument("--category")
-    bench.add_argument("--compare", choices=["anomalib"])
-    bench.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides")
-    bench.add_argument("--json", type=Path, dest="json_path")
+    from dhkd.kit import reproduce, tables
+
+    reproduce.add_arguments(commands.add_parser(
+        "reproduce", help="run the notebooks headless per category, then the results tables (make reproduce, make ablation)"))
+    tables.add_arguments(commands.add_parser("tables", help="the results tables: rebuild, verify, or parse the paper's"))
+    settings = commands.add_parser("settings", help="every setting with its default and allowed values")
+    settings.add_argument("what", choices=["table", "help"], help="table: Markdown (docs/settings.md's); help: plain text")
+    settings.add_argument("--write", type=Path, metavar="FILE", help="write the table into FILE between its markers")
+
+    commands.add_parser("bench", add_help=False, help="time training, inference and metrics (from a checkout: benchmarks/; "
+                        "dhkd bench --help lists its options, which benchmarks/bench.py declares)")
     return parser
 
 
@@ -95,6 +103,16 @@ def run(args: argparse.Namespace) -> int:
         return _evaluate(args)
     if args.command == "predict":
         return _predict(args)
+    if args.command == "reproduce":
+        from dhkd.kit.reproduce import run_command
+
+        return run_command(args)
+    if args.command == "tables":
+        from dhkd.kit.tables import run_command
+
+        return run_command(args)
+    if args.command == "settings":
+        return _settings(args)
     if args.command == "bench":
         return _bench(args)
     raise AssertionError(args.command)
@@ -104,12 +122,12 @@ def _data(args: argparse.Namespace) -> int:
     if args.source == "folder":
         return _data_folder(args)
     if args.source == "toy":
-        from dhkd.toy import generate_toy
+        from dhkd.data.toy import generate_toy
 
         folders = generate_toy(args.out, seed=args.seed)
         print(f"toy data set with {len(folders)} categories in {args.out}: {', '.join(f.name for f in folders)}")
     else:
-        from dhkd.download import download_mvtec
+        from dhkd.data.download import download_mvtec
 
         root = download_mvtec(args.out, args.categories)
         print(f"MVTec AD is in {root}")
@@ -117,7 +135,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _data_folder(args: argparse.Namespace) -> int:
-    from dhkd.dataset_file import describe_folder
+    from dhkd.data.dataset_file import describe_folder
 
     dataset, summary = describe_folder(args.root, args.normal, args.abnormal, args.masks, args.kind, args.name,
                                        args.test_share, args.split_seed, args.out)
@@ -128,8 +146,8 @@ def _data_folder(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from dhkd.config import load_config
-    from dhkd.dataset_file import as_dataset
-    from dhkd.train import train
+    from dhkd.data.dataset_file import as_dataset
+    from dhkd.run.train import train
 
     if args.data is not None:
         data_root, category = args.data, as_dataset(args.data, args.category).name
@@ -149,7 +167,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from dhkd.inference import predict
+    from dhkd.run.predict import predict
 
     table = predict(args.run, args.inputs, args.out, threshold=args.threshold, device=args.device,
                     batch_size=args.batch_size, progress=not args.quiet)
@@ -161,7 +179,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from dhkd.evaluate import evaluate_run
+    from dhkd.run.evaluate import evaluate_run
 
     result = evaluate_run(args.run, args.data_root, args.device, args.json_path, progress=not args.quiet)
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()
@@ -169,6 +187,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     if "diagnostics" in result:
         shown["inert_additions"] = result["diagnostics"]["inert"]
     print(json.dumps(shown, indent=2))
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> int:
+    from dhkd.config import TABLE_END, TABLE_START, settings_help, settings_table
+    from dhkd.io import replace_between_markers
+
+    if args.what == "help":
+        print(settings_help())
+    elif args.write is None:
+        print(settings_table())
+    else:
+        replace_between_markers(args.write, settings_table(), (TABLE_START, TABLE_END))
+        print(f"wrote the settings table of {args.write}")
     return 0
 
 
@@ -183,15 +215,25 @@ def _bench(args: argparse.Namespace) -> int:
         sys.path.insert(0, str(checkout))
     from benchmarks.bench import main as bench_main
 
-    return bench_main(args)
+    return bench_main(args.bench_args)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments; those after ``dhkd bench`` are left for the benchmarks' own parser."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.bench_args = rest
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         return run(args)
     except DhkdError as error:
-        from dhkd.train import TrainingInterrupted
+        from dhkd.run.train import TrainingInterrupted
 
         if args.debug:
             raise

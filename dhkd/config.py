@@ -8,17 +8,15 @@ a typo or a wrong type fails at once with a message instead of silently doing no
 Every setting declares its allowed values next to its field (:func:`setting` with a
 :class:`Range`): :func:`validate` checks them when a config is loaded, :func:`check_run`
 adds the checks that depend on the run's length, and the README's settings table and
-``dhkd train --help`` are generated from the same declarations (``python -m dhkd.config table``).
+``dhkd train --help`` are generated from the same declarations (``dhkd settings table``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import math
 import re
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from typing import Any
 import yaml
 
 from dhkd.errors import DhkdError
+from dhkd.method.teacher import TEACHER_CHANNELS
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -126,7 +125,7 @@ FLAG = Range(choices=(True, False))
 COUNT = Range(low=1)
 POSITIVE = Range(low=0, low_open=True)
 FRACTION = Range(low=0, high=1)
-TEACHERS = ("wide_resnet50_2", "resnet18", "efficientnet_lite0")  # dhkd.models.teacher.TEACHER_CHANNELS (a test keeps them equal)
+TEACHERS = tuple(TEACHER_CHANNELS)  # the teachers the method can build, in its order
 
 
 @dataclass
@@ -267,6 +266,14 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     profile: str = setting("paper", Range(note="the profile's name or file"), "where this config came from")
+
+
+#: make ablation's variants (``--variants``): the RD baseline, each addition alone on top of it, then all of them.
+ABLATION_SWITCHES = {"fusion": "model.fusion.enabled", "attention": "model.attention.enabled",
+                     "memory": "model.memory.enabled", "masking": "masking.enabled"}
+ABLATION_VARIANTS = {"rd": ("RD (baseline)", ()), "fusion": ("+ fusion (MMF)", ("fusion",)),
+                     "attention": ("+ coordinate attention", ("attention",)), "memory": ("+ memory bank", ("memory",)),
+                     "masking": ("+ masking stage", ("masking",)), "all": ("all (DHKD)", tuple(ABLATION_SWITCHES))}
 
 
 # ---------------------------------------------------------------------------- the declarations
@@ -418,8 +425,6 @@ def _range_problem(s: Setting, value: Any) -> tuple[str, str] | None:
 
 def _model_problems(config: Config) -> list[tuple[str, str]]:
     """Widths that would be zero for the chosen teacher, and a blur wider than the image."""
-    from dhkd.models.teacher import TEACHER_CHANNELS
-
     problems = []
     channels = TEACHER_CHANNELS[config.model.teacher.name]
     decoder = config.model.decoder
@@ -595,6 +600,11 @@ def load_config(profile: str = "paper", overrides: list[str] | None = None) -> C
     return validate(config)
 
 
+def training_config(profile: str, epochs: int | None) -> Config:
+    """The profile's configuration with the epoch count replaced when ``epochs`` is given."""
+    return load_config(profile, [f"train.epochs={int(epochs)}"] if epochs else [])
+
+
 def apply_override(config: Config, override: str) -> None:
     """Apply one ``section.key=value``; the value is parsed as YAML and type-checked."""
     if "=" not in override:
@@ -690,34 +700,6 @@ def read_config(path: Path) -> Config:
 
 # ---------------------------------------------------------------------------- the settings table
 
-TABLE_START = "<!-- settings table: made by `python -m dhkd.config table --readme README.md` -->"
+SETTINGS_DOC = "docs/settings.md"  # where the kit keeps the generated table (a test checks it is current)
+TABLE_START = "<!-- settings table: made by `dhkd settings table --write docs/settings.md` -->"
 TABLE_END = "<!-- end of the settings table -->"
-
-
-def readme_with_table(readme: str) -> str:
-    """``readme`` with the text between the table's markers replaced by :func:`settings_table`."""
-    start, end = readme.find(TABLE_START), readme.find(TABLE_END)
-    if start < 0 or end < start:
-        raise DhkdError("the README has no settings-table markers", f"add the lines\n{TABLE_START}\n{TABLE_END}")
-    return f"{readme[:start]}{TABLE_START}\n{settings_table()}\n{readme[end:]}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dhkd.config", description="The settings and their allowed values.")
-    parser.add_argument("what", choices=["table", "help"], help="table: Markdown (the README's); help: plain text")
-    parser.add_argument("--readme", type=Path, help="write the table into this README between its markers")
-    args = parser.parse_args(argv)
-    if args.what == "help":
-        print(settings_help())
-    elif args.readme is None:
-        print(settings_table())
-    else:
-        from dhkd.io import replace_between_markers
-
-        replace_between_markers(args.readme, settings_table(), (TABLE_START, TABLE_END))
-        print(f"wrote the settings table of {args.readme}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

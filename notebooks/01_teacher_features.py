@@ -28,7 +28,7 @@
 # 1. the feature maps, coloured by their first three principal components;
 # 2. how far each position lies from the average normal feature at that place, per scale.
 #
-# The code lives in the `dhkd` package (`dhkd/models/teacher.py`, `dhkd/plots.py`); this
+# The code lives in the `dhkd` package (`dhkd/method/teacher.py`, `dhkd/notebook/plots.py`); this
 # notebook calls it and explains.
 
 # %% tags=["parameters"]
@@ -46,12 +46,12 @@ out_dir = "../runs/tutorial"  # run folders go to out_dir/<category>
 import torch
 from IPython.display import display
 
-from dhkd import plots
+from dhkd.notebook import plots
 from dhkd.config import load_config
 from dhkd.data import load_split, normalize
-from dhkd.models import Teacher
-from dhkd.reproduce import ensure_category
-from dhkd.train import resolve_device
+from dhkd.method import Teacher
+from dhkd.data.toy import ensure_category
+from dhkd.run.device import resolve_device
 
 config = load_config(profile)
 ensure_category(data_root, category)
@@ -141,14 +141,14 @@ plots.scale_gap_bars(gaps)
 #
 # The same recipe that turns reverse distillation's distances into an anomaly map (notebook
 # 04) works on these distances too: upsample the three scale maps to the image size, add them
-# and blur them ($\sigma = 4$). `dhkd.anomaly_map.anomaly_map` does exactly this when it is
+# and blur them ($\sigma = 4$). `dhkd.method.anomaly_map.anomaly_map` does exactly this when it is
 # given the normal mean in place of the student's features. Its maximum is an image score, so
 # this untrained detector already has an image AUROC, the baseline every trained model must
 # beat (notebook 04 puts this map beside the student's).
 
 # %%
 from dhkd import metrics
-from dhkd.anomaly_map import anomaly_map
+from dhkd.method.anomaly_map import anomaly_map
 
 means = [f.mean(0, keepdim=True).expand_as(t) for f, t in zip(normal, test_features)]
 teacher_only = anomaly_map(test_features, means, size, config.eval.blur_sigma)

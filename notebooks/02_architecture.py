@@ -38,7 +38,7 @@
 #
 # This notebook builds the model of the chosen profile **untrained** and runs one batch through
 # it, module by module. Nothing here needs a trained run; what the trained modules learn is
-# notebook 06. The code is `dhkd/models/` (one module per file).
+# notebook 06. The code is `dhkd/method/` (one module per file).
 
 # %% tags=["parameters"]
 # Parameters: `make reproduce` (papermill) replaces this cell's values; the defaults run
@@ -57,12 +57,14 @@ import torch
 from IPython.display import display
 from torch.nn import functional as F
 
-from dhkd import plots
+from dhkd.notebook import plots
 from dhkd.data import load_split, normalize
-from dhkd.loss import distillation_loss
-from dhkd.models import CoordinateAttention, build_model
-from dhkd.reproduce import ensure_category, training_config
-from dhkd.train import resolve_device
+from dhkd.method.loss import distillation_loss
+from dhkd.method import CoordinateAttention
+from dhkd.run.build import build_model
+from dhkd.data.toy import ensure_category
+from dhkd.config import training_config
+from dhkd.run.device import resolve_device
 
 ensure_category(data_root, category)
 dev = resolve_device(device)
@@ -84,7 +86,7 @@ print(f"batch x: {tuple(x.shape)} (images, RGB, height, width), ImageNet-normali
 # ## The forward pass, one module at a time
 #
 # The next cell is the whole student, written out step by step with the package's modules
-# (it is `Student.forward` in `dhkd/models/dhkd.py`, unrolled). Brackets in the comments
+# (it is `Student.forward` in `dhkd/method/model.py`, unrolled). Brackets in the comments
 # mark DHKD's additions; with all of them off this is RD4AD.
 
 # %%
@@ -167,7 +169,7 @@ display(pd.Series(counts, name="parameters").map("{:,}".format).to_frame())
 # %%
 by_hand = sum((1 - F.cosine_similarity(f.flatten(1), s.flatten(1), dim=1)).mean() for f, s in zip(F_teacher, S_student))
 packaged = distillation_loss(F_teacher, S_student)
-print(f"loss by hand {by_hand:.4f}, dhkd.loss.distillation_loss {packaged:.4f} (0 = perfect, at most {2 * len(F_teacher)})")
+print(f"loss by hand {by_hand:.4f}, dhkd.method.loss.distillation_loss {packaged:.4f} (0 = perfect, at most {2 * len(F_teacher)})")
 
 # %% [markdown]
 # The untrained student's features point almost anywhere, so each scale adds close to 1. A few
@@ -333,10 +335,10 @@ else:
 #
 # | addition | meant to (papers) | where | switch |
 # | --- | --- | --- | --- |
-# | mutual-mapping fusion | fuse levels inhomogeneously | `dhkd/models/fusion.py` | `model.fusion.enabled` |
-# | coordinate attention | attention inside RD | `dhkd/models/attention.py` | `model.attention.enabled` |
-# | memory bank | normalise the category's embedding | `dhkd/models/memory.py` | `model.memory.enabled` |
-# | masking stage | self-supervised masking, two stages | `dhkd/masking.py`, `dhkd/train.py` | `masking.enabled` |
+# | mutual-mapping fusion | fuse levels inhomogeneously | `dhkd/method/fusion.py` | `model.fusion.enabled` |
+# | coordinate attention | attention inside RD | `dhkd/method/attention.py` | `model.attention.enabled` |
+# | memory bank | normalise the category's embedding | `dhkd/method/memory.py` | `model.memory.enabled` |
+# | masking stage | self-supervised masking, two stages | `dhkd/method/masking.py`, `dhkd/run/train.py` | `masking.enabled` |
 #
 # `make ablation` trains the RD baseline, each addition alone on top of it, then all of them,
 # and writes one table per category: what each part contributes *in this implementation*.
@@ -346,7 +348,7 @@ else:
 #
 # A module can be switched on and still do nothing: a fusion whose borrowed terms are a few
 # percent of each scale, attention maps that are nearly constant, a memory read-out the decoder
-# ignores. `dhkd.diagnostics.diagnose` measures, on a few normal images, one figure per
+# ignores. `dhkd.run.diagnostics.diagnose` measures, on a few normal images, one figure per
 # addition, and calls the addition **inert** below a documented threshold:
 #
 # | addition | figure | inert below |
@@ -361,7 +363,7 @@ else:
 # and the ablation tables list them per variant.
 
 # %%
-from dhkd import diagnostics
+from dhkd.run import diagnostics
 
 print({name: value for name, value in diagnostics.THRESHOLDS.items()})
 untrained_diagnostics = diagnostics.diagnose(model, config, train.images[:8].to(dev))

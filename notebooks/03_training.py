@@ -36,7 +36,7 @@
 # seed 111, a constant learning rate. The `offline` profile, tuned for a short CPU budget,
 # takes batches of 8 (twice the steps in about the same time) and lets the learning rate
 # fall to 0 along half a cosine (`train.lr_schedule: cosine`), so that its last epochs
-# settle instead of jumping around at 0.005. The training loop is `dhkd/train.py`.
+# settle instead of jumping around at 0.005. The training loop is `dhkd/run/train.py`.
 
 # %% tags=["parameters"]
 # Parameters: `make reproduce` (papermill) replaces this cell's values; the defaults run
@@ -58,12 +58,15 @@ import torch
 import yaml
 from IPython.display import display
 
-from dhkd import plots
+from dhkd.notebook import plots
 from dhkd.config import to_dict
 from dhkd.data import count_images, load_split, normalize
-from dhkd.masking import corrupt
-from dhkd.reproduce import ensure_category, prepare_run_dir, training_config
-from dhkd.train import stage_of, train
+from dhkd.method.masking import corrupt
+from dhkd.run.build import masking_arguments
+from dhkd.data.toy import ensure_category
+from dhkd.run.folder import prepare_run_dir
+from dhkd.config import training_config
+from dhkd.run.train import stage_of, train
 
 ensure_category(data_root, category)
 config = training_config(profile, epochs)
@@ -91,13 +94,13 @@ plots.schedule(config, batches_per_epoch=-(-train_images // config.train.batch_s
 # %% [markdown]
 # What stage 2 feeds the bottleneck: the corruption of a few training images with the
 # profile's masking settings (`masking.shape`, `masking.fill`, `masking.ratio`), drawn by
-# `dhkd.masking.corrupt`, the function the training loop calls.
+# `dhkd.method.masking.corrupt`, the function the training loop calls.
 
 # %%
 train_split = load_split(data_root, category, "train", config.data.image_size, progress=False)
 clean = train_split.images[:4]
 generator = torch.Generator().manual_seed(config.train.seed)
-corrupted, masks = corrupt(normalize(clean), config.masking, generator)
+corrupted, masks = corrupt(normalize(clean), generator, **masking_arguments(config.masking))
 plots.corruption_examples(clean, corrupted, masks)
 
 # %% [markdown]

@@ -38,7 +38,7 @@
 # **RD4AD's PRO** (`pro_rd4ad`) is what RD4AD's released code computes instead: a PRO curve per
 # anomalous image on 200 thresholds, its FPR axis cut at 0.3 and stretched to [0, 1],
 # averaged over images. Papers that copy that code report it; the kit reports both under their
-# own names. The metrics live in `dhkd/metrics.py`, the evaluation in `dhkd/evaluate.py`.
+# own names. The metrics live in `dhkd/metrics/`, the evaluation in `dhkd/run/evaluate.py`.
 
 # %% tags=["parameters"]
 # Parameters: `make reproduce` (papermill) replaces this cell's values; the defaults run
@@ -58,12 +58,13 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from dhkd import metrics, plots
-from dhkd.anomaly_map import anomaly_map, gaussian_blur, image_scores, scale_maps
+from dhkd import metrics
+from dhkd.notebook import plots
+from dhkd.method.anomaly_map import anomaly_map, gaussian_blur, image_scores, scale_maps
 from dhkd.data import load_split, normalize
-from dhkd.evaluate import evaluate_run, load_model, load_predictions
-from dhkd.reproduce import ensure_category
-from dhkd.train import resolve_device
+from dhkd.run.evaluate import evaluate_run, load_model, load_predictions
+from dhkd.data.toy import ensure_category
+from dhkd.run.device import resolve_device
 
 ensure_category(data_root, category)
 run_dir = Path(out_dir) / category
@@ -82,9 +83,9 @@ print(f"trained run out_dir/{category}: profile {config.profile}, teacher {confi
 #
 # 1. teacher and student features of the image: `model(x)`;
 # 2. per scale, $1 - \cos$ at every position, upsampled to the image size:
-#    `dhkd.anomaly_map.scale_maps`;
+#    `dhkd.method.anomaly_map.scale_maps`;
 # 3. their sum over the scales;
-# 4. the Gaussian blur: `dhkd.anomaly_map.gaussian_blur`. Its maximum is the image score.
+# 4. the Gaussian blur: `dhkd.method.anomaly_map.gaussian_blur`. Its maximum is the image score.
 #
 # The last panel is notebook 01's detector for the same image, which had no student: the
 # distance to the mean of the normal training features, through the same steps.

@@ -38,11 +38,12 @@ from pathlib import Path
 
 from IPython.display import display
 
-from dhkd import metrics, plots
+from dhkd import metrics
+from dhkd.notebook import plots
 from dhkd.config import read_config
 from dhkd.data import load_split
-from dhkd.evaluate import load_predictions
-from dhkd.reproduce import ensure_category
+from dhkd.run.evaluate import load_predictions
+from dhkd.data.toy import ensure_category
 
 ensure_category(data_root, category)
 run_dir = Path(out_dir) / category
@@ -90,7 +91,7 @@ plots.overlay_grid(test.images, predictions, examples, threshold, columns=min(4,
 # HTML copies written by `make reproduce` they keep their last state.
 
 # %%
-from dhkd import widgets
+from dhkd.notebook import widgets
 
 display(widgets.threshold_explorer(predictions, test.images))
 display(widgets.failure_browser(predictions, test.images))
@@ -112,7 +113,7 @@ import matplotlib.pyplot as plt
 from PIL import Image
 
 import dhkd
-from dhkd.inference import output_names
+from dhkd.run.predict import output_names
 
 images = [Path(p) for p in test.paths[:: max(1, len(test.paths) // 6)]][:6]
 scored = dhkd.predict(run_dir, images, out=run_dir / "scored", progress=False)

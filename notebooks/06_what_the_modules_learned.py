@@ -17,7 +17,7 @@
 # module away from that start.
 #
 # Every comparison here is against **the exact weights training started from**: the kit
-# seeds the model before building it (`dhkd.models.build_model(config.model, seed)`), so
+# seeds the model before building it (`dhkd.method.build_model(config.model, seed)`), so
 # building it again with the run's seed gives the untrained student of this run. Maps are
 # drawn on scales that include zero change, with colourbars, and every section ends with the
 # change in numbers. A module that barely moved is said to have barely moved: a colourful
@@ -41,12 +41,14 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from dhkd import plots
+from dhkd.notebook import plots
 from dhkd.data import load_split, normalize
-from dhkd.evaluate import load_model
-from dhkd.models import CoordinateAttention, build_model
-from dhkd.reproduce import ensure_category
-from dhkd.train import read_run_info, resolve_device
+from dhkd.run.evaluate import load_model
+from dhkd.method import CoordinateAttention
+from dhkd.run.build import build_model
+from dhkd.data.toy import ensure_category
+from dhkd.run.folder import read_run_info
+from dhkd.run.device import resolve_device
 
 ensure_category(data_root, category)
 dev = resolve_device(device)
@@ -202,7 +204,7 @@ else:
 # ## The evaluation's verdict: does each addition act?
 #
 # Notebook 04's evaluation also recorded, under `diagnostics` in the run's `metrics.json`
-# (`dhkd/diagnostics.py`), one figure per addition that says whether it changes what the
+# (`dhkd/run/diagnostics.py`), one figure per addition that says whether it changes what the
 # student computes, measured on 16 training images, with the threshold below which the
 # addition counts as **inert** (acting on less than about a tenth of what it touches). Inert
 # does not mean "does not help" and active does not mean "helps": that is the ablation's
@@ -211,7 +213,7 @@ else:
 # %%
 import json
 
-from dhkd import diagnostics as diagnosis
+from dhkd.run import diagnostics as diagnosis
 
 recorded = json.loads((run_dir / "metrics.json").read_text())["diagnostics"]
 verdict = []
@@ -247,7 +249,7 @@ print("inert additions in this run: " + (", ".join(inert) if inert else "none") 
 # the paired difference over seeds) crosses zero is no measured difference, whatever its size.
 
 # %%
-from dhkd import tables
+from dhkd.kit import tables
 
 ablation_dir = Path(out_dir).parent  # make reproduce's results folder: results/<data>/<profile>
 found = tables.load_ablation(ablation_dir)

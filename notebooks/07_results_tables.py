@@ -11,14 +11,14 @@
 # %% [markdown]
 # # 07 · Results tables: the kit beside the paper
 #
-# **The published numbers** are data in the package (`dhkd/paper/*.csv`): the per-category image
+# **The published numbers** are data in the package (`dhkd/kit/paper/*.csv`): the per-category image
 # and pixel AUROC of DHKD and of RD4AD as the DHKD authors' README lists them, and the PRO
 # averages over the 15 MVTec AD categories (DHKD's from its IEEE Trans. Big Data abstract,
 # RD4AD's from its paper). Where these sources disagree, the table says so in a footnote.
 #
 # **The kit's numbers** are the per-category JSON files in `out_dir` (written by notebook 04,
 # and by `make reproduce` once a category's notebooks all succeeded). Every table here is
-# rebuilt from those files by `dhkd.tables`; `tables.verify` rebuilds them again and compares,
+# rebuilt from those files by `dhkd.kit.tables`; `tables.verify` rebuilds them again and compares,
 # so a number typed into a table by hand is caught.
 #
 # Columns: **Paper (Ours)** is DHKD's published number, **Paper RD** RD4AD's, **Kit** this
@@ -47,7 +47,7 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from dhkd import tables
+from dhkd.kit import tables
 
 results = tables.load_results(out_dir)
 print(f"{len(results)} categor{'y' if len(results) == 1 else 'ies'} in out_dir: {', '.join(r['category'] for r in results)}")
@@ -65,7 +65,7 @@ tables.results_figure(built)
 # ## The tables are data, not text
 #
 # `verify` rebuilds every CSV and Markdown file from the JSON files and reports any difference
-# (`python -m dhkd.tables verify RESULTS` does the same on the command line; the tests edit a
+# (`dhkd tables verify RESULTS` does the same on the command line; the tests edit a
 # number and check that it is caught). `make reproduce README=1` also writes the README's
 # results section from these files, between the markers `<!-- results:start -->` and
 # `<!-- results:end -->`.

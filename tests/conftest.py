@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dhkd.toy import generate_toy
+from dhkd.data.toy import generate_toy
 
 TOY_CATEGORY = "nut"
 

@@ -8,16 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from dhkd import reproduce, tables
+from dhkd.config import ABLATION_VARIANTS
+from dhkd.kit import reproduce
+from dhkd.kit import tables
 from dhkd.errors import DhkdError
-from dhkd.toy import generate_toy
+from dhkd.data.toy import generate_toy
 
 
 @pytest.mark.slow
 def test_ablation_trains_every_variant_per_seed_resumes_and_writes_one_table(tmp_path: Path, monkeypatch) -> None:
     """Two seeds; the first training is killed after its first epoch and resumes from there; a
     finished variant and seed is skipped; the table's means are the seeds' means."""
-    from dhkd.train import Trainer
+    from dhkd.run.train import Trainer
 
     data = tmp_path / "toy"
     generate_toy(data, image_size=64, n_train=4, n_test_good=2, n_test_per_defect=1, categories=["nut"], progress=False)
@@ -42,18 +44,18 @@ def test_ablation_trains_every_variant_per_seed_resumes_and_writes_one_table(tmp
     assert folder / "nut.md" in written and (folder / "ablation.md").exists()
     with open(folder / "nut.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["Variant"] for row in rows] == [title for title, _ in reproduce.VARIANTS.values()]
+    assert [row["Variant"] for row in rows] == [title for title, _ in ABLATION_VARIANTS.values()]
     per_seed = {(seed, key): json.loads((folder / "nut" / f"seed{seed}" / f"{key}.json").read_text())
-                for seed in (1, 2) for key in reproduce.VARIANTS}
+                for seed in (1, 2) for key in ABLATION_VARIANTS}
     assert all(result["seed"] == seed and "diagnostics" in result for (seed, _), result in per_seed.items())
-    for row, key in zip(rows, reproduce.VARIANTS):
+    for row, key in zip(rows, ABLATION_VARIANTS):
         values = [100 * per_seed[(seed, key)]["image_auroc"] for seed in (1, 2)]
         paired = [100 * (per_seed[(seed, key)]["image_auroc"] - per_seed[(seed, "rd")]["image_auroc"]) for seed in (1, 2)]
         assert float(row["Image AUROC"]) == pytest.approx(sum(values) / 2, abs=1e-3)
         assert float(row["Image AUROC std"]) == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5, abs=1e-3)
         assert float(row["Δ Image AUROC"]) == pytest.approx(sum(paired) / 2, abs=1e-3)
         assert row["Seeds"] == "2"
-    configs = {key: (folder / "nut" / "seed2" / "runs" / key / "config.yaml").read_text() for key in reproduce.VARIANTS}
+    configs = {key: (folder / "nut" / "seed2" / "runs" / key / "config.yaml").read_text() for key in ABLATION_VARIANTS}
     assert "fusion:\n    enabled: false" in configs["rd"] and "fusion:\n    enabled: true" in configs["fusion"]
     assert "memory:\n    enabled: false" in configs["fusion"] and "memory:\n    enabled: true" in configs["all"]
     assert "seed: 2" in configs["rd"]
@@ -74,7 +76,7 @@ def test_ablation_trains_every_variant_per_seed_resumes_and_writes_one_table(tmp
         assert [row["Variant"] for row in csv.DictReader(handle)] == ["RD (baseline)", "all (DHKD)"]
     again: list[str] = []
     reproduce.run_ablation(plan, say=lambda *a, **k: again.append(" ".join(map(str, a))), seeds=[1, 2])
-    assert sum("up to date, skipped" in line for line in again) == 2 * len(reproduce.VARIANTS) - 1
+    assert sum("up to date, skipped" in line for line in again) == 2 * len(ABLATION_VARIANTS) - 1
     assert "seeds 1 2" in (folder / "ablation.md").read_text()
     assert "nut" in tables.ablation_report(plan.results)
 
@@ -97,7 +99,7 @@ def test_variants_are_named_from_the_ablation_and_kept_in_its_order() -> None:
 def test_contrast_of_all_against_masking_is_paired_by_seed() -> None:
     """Hand-computed: all - masking per seed is +2 and +4 image points, so +3.00 ± 1.41."""
     def result(key: str, seed: int, image: float) -> dict:
-        return {"key": key, "variant": reproduce.VARIANTS[key][0], "seed": seed, "image_auroc": image,
+        return {"key": key, "variant": ABLATION_VARIANTS[key][0], "seed": seed, "image_auroc": image,
                 "pixel_auroc": 0.9, "aupro": 0.5, "pro_rd4ad": 0.5, "train_seconds": 1.0}
     results = [result("rd", 1, 0.70), result("rd", 2, 0.72), result("masking", 1, 0.74), result("masking", 2, 0.70),
                result("all", 1, 0.76), result("all", 2, 0.74)]
@@ -124,7 +126,7 @@ def test_readme_gets_one_ablation_block_per_results_folder(tmp_path: Path) -> No
 
 def test_diagnostics_table_averages_seeds_and_leaves_switched_off_modules_empty() -> None:
     def result(key: str, seed: int, borrowed: float, readout: float) -> dict:
-        return {"key": key, "variant": reproduce.VARIANTS[key][0], "seed": seed, "diagnostics": {
+        return {"key": key, "variant": ABLATION_VARIANTS[key][0], "seed": seed, "diagnostics": {
             "fusion": {"enabled": key == "all", "borrowed_share": [0.1, borrowed, 0.2], "mixing_max_deviation": 0.04},
             "attention": {"enabled": False}, "memory": {"enabled": True, "readout_share": readout, "effective_items": 40.0},
             "masking": {"enabled": False}}}

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dhkd.config import MaskingConfig, load_config
+from dhkd.config import load_config
 from dhkd.errors import DhkdError
-from dhkd.masking import _masks, crack_masks
-from dhkd.models import DHKD, CoordinateAttention, MemoryBank, MutualMappingFusion
-from dhkd.train import Trainer
+from dhkd.method.masking import crack_masks, region_masks
+from dhkd.method import CoordinateAttention, MemoryBank, MutualMappingFusion
+from dhkd.run.build import build_model
+from dhkd.run.train import Trainer
 
 CATEGORY = "nut"
 
@@ -66,14 +67,14 @@ def test_matched_scales_make_every_borrowed_term_as_large_as_its_target() -> Non
                                                               ("decoder", False, True)])
 def test_attention_placement(placement: str, in_ocbe: bool, in_decoder: bool) -> None:
     config = load_config("smoke", [f"model.attention.placement={placement}"]).model
-    student = DHKD(config).student
+    student = build_model(config, 0).student
     assert isinstance(student.bottleneck.attention, CoordinateAttention) == in_ocbe
     assert sum(isinstance(m, CoordinateAttention) for m in student.decoder.modules()) == (3 if in_decoder else 0)
 
 
 def test_unknown_attention_placement_is_a_clear_error() -> None:
     with pytest.raises(DhkdError, match="placement"):
-        DHKD(load_config("smoke", ["model.attention.placement=everywhere"]).model)
+        load_config("smoke", ["model.attention.placement=everywhere"])
 
 
 @pytest.mark.parametrize("ratio", [0.05, 0.2])
@@ -89,8 +90,8 @@ def test_crack_masks_cover_the_ratio_in_thin_bands(ratio: float) -> None:
 
 def test_the_all_shape_draws_cracks_as_well_as_blobs_and_boxes() -> None:
     generator = torch.Generator().manual_seed(0)
-    masks = _masks(32, 64, MaskingConfig(shape="all", ratio=0.2), generator, torch.device("cpu"))
-    mixed = _masks(32, 64, MaskingConfig(shape="mixed", ratio=0.2), torch.Generator().manual_seed(0), torch.device("cpu"))
+    masks = region_masks(32, 64, "all", 0.2, generator, torch.device("cpu"))
+    mixed = region_masks(32, 64, "mixed", 0.2, torch.Generator().manual_seed(0), torch.device("cpu"))
     covered = masks.float().mean(dim=(1, 2))
     assert float(covered.min()) > 0.08 and float(covered.max()) < 0.21  # overlapping boxes cover a little less
     assert not torch.equal(masks, mixed)
@@ -129,9 +130,8 @@ def test_kmeans_waits_for_its_epoch_and_unknown_inits_are_clear(toy_root: Path, 
     trainer.config.model.memory.items = 1000  # more than the 8 toy images' 32 embedding vectors
     with pytest.raises(DhkdError, match="at least 1000 embedding vectors"):
         trainer._init_from_data(epoch=1)
-    trainer.config.model.memory.init = "pca"
-    with pytest.raises(DhkdError, match="memory.init"):
-        trainer._init_from_data(epoch=0)
+    with pytest.raises(DhkdError, match="memory.init"):  # the configuration refuses it before any training
+        load_config("smoke", ["model.memory.init=pca"])
 
 
 def test_training_matches_the_fusion_scales_once_at_the_start(toy_root: Path, tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ def test_bench_data_root_needs_category(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_bench_on_a_real_layout(tmp_path: Path, one_thread: None) -> None:
     """--data-root/--category decode the real splits (here a tiny toy category)."""
-    from dhkd.toy import generate_toy
+    from dhkd.data.toy import generate_toy
 
     generate_toy(tmp_path, image_size=64, n_train=4, n_test_good=2, n_test_per_defect=1, categories=["nut"],
                  progress=False)
@@ -225,7 +225,7 @@ def test_dhkd_bench_without_the_checkout_says_what_to_do(monkeypatch: pytest.Mon
 def test_tune_profile_scores_at_the_chosen_epochs_and_tabulates(tmp_path: Path, one_thread: None) -> None:
     """The tool behind the offline profile's choices, on the smoke profile: two variants, one table."""
     from benchmarks import tune_profile
-    from dhkd.toy import generate_toy
+    from dhkd.data.toy import generate_toy
 
     generate_toy(tmp_path / "data", image_size=64, n_train=4, n_test_good=2, n_test_per_defect=1, categories=["nut"],
                  progress=False)

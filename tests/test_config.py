@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from dhkd import cli, config
+from dhkd import cli
+from dhkd import config
 from dhkd.config import Config, check_run, load_config
 from dhkd.errors import DhkdError
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+SETTINGS_DOC = Path(__file__).resolve().parents[1] / config.SETTINGS_DOC
 
 
 def leaf_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
@@ -45,22 +46,42 @@ def test_every_default_and_every_profile_is_within_its_range() -> None:
         check_run(load_config(profile))
 
 
-def test_declared_choices_are_the_ones_the_code_accepts() -> None:
-    from dhkd.loss import LOSS_KINDS
-    from dhkd.masking import FILLS, SHAPES
-    from dhkd.models.teacher import TEACHER_CHANNELS
-    from dhkd.train import LR_SCHEDULES
+def test_every_declared_choice_is_accepted_by_the_code_and_others_are_refused() -> None:
+    """The choices live in the config alone; the code must take each of them and refuse the rest."""
+    import torch
+
+    from dhkd.method.loss import distillation_loss
+    from dhkd.method.masking import corrupt
+    from dhkd.method.teacher import TEACHER_CHANNELS
+    from dhkd.run.train import learning_rate
 
     choices = {s.name: s.range.choices for s in config.settings() if s.range.choices}
     assert choices["model.teacher.name"] == tuple(TEACHER_CHANNELS)
-    assert choices["train.loss"] == LOSS_KINDS
-    assert choices["train.lr_schedule"] == LR_SCHEDULES
-    assert choices["masking.shape"] == SHAPES and choices["masking.fill"] == FILLS
+    features = [torch.rand(2, 4, 8, 8)]
+    for kind in choices["train.loss"]:
+        assert float(distillation_loss(features, features, kind)) == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ValueError):
+        distillation_loss(features, features, "elsewise")
+    images = torch.rand(2, 3, 64, 64)
+    for shape in choices["masking.shape"]:
+        for fill in choices["masking.fill"]:
+            _, masks = corrupt(images, torch.Generator().manual_seed(0), ratio=0.2, shape=shape, fill=fill)
+            assert masks.any(), (shape, fill)
+    for bad in ({"shape": "blob", "fill": "noise"}, {"shape": "rect", "fill": "paint"}):
+        with pytest.raises(ValueError):
+            corrupt(images, torch.Generator().manual_seed(0), ratio=0.2, **bad)
+    for schedule in choices["train.lr_schedule"]:
+        run = load_config("smoke", [f"train.lr_schedule={schedule}"])
+        assert 0 < learning_rate(run, 0, 0, 4) <= run.train.lr
+    run.train.lr_schedule = "stepwise"
+    with pytest.raises(ValueError):
+        learning_rate(run, 0, 0, 4)
 
 
-def test_readme_settings_table_is_generated_from_the_declarations() -> None:
-    text = README.read_text()
-    assert config.readme_with_table(text) == text, "run: python -m dhkd.config table --readme README.md"
+def test_settings_doc_table_is_generated_from_the_declarations() -> None:
+    text = SETTINGS_DOC.read_text()
+    start, end = text.index(config.TABLE_START) + len(config.TABLE_START), text.index(config.TABLE_END)
+    assert text[start:end].strip() == config.settings_table().strip(), "run: dhkd settings table --write docs/settings.md"
 
 
 def test_train_help_lists_every_setting_with_its_range(capsys) -> None:
@@ -150,7 +171,7 @@ def test_bad_setting_stops_training_before_any_data_is_read(tmp_path, capsys) ->
 
 
 def test_a_config_changed_in_code_is_checked_when_training_starts(tmp_path) -> None:
-    from dhkd.train import train
+    from dhkd.run.train import train
 
     chosen = load_config("smoke")
     chosen.train.lr = -0.1  # as a notebook might

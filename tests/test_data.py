@@ -1,4 +1,4 @@
-"""dhkd.data and dhkd.download: loading, conversion, the table of bad inputs tried, downloads.
+"""dhkd.data and dhkd.data.download: loading, conversion, the table of bad inputs tried, downloads.
 
 Everything here runs on small fake categories made in ``tmp_path``; one test uses the real
 MVTec AD bottle category and skips where it is absent.
@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from dhkd import download
+from dhkd.data import download
 from dhkd.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,

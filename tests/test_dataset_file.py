@@ -12,7 +12,8 @@ import torch
 import yaml
 from PIL import Image
 
-from dhkd import cli, dataset_file
+from dhkd import cli
+from dhkd.data import dataset_file
 from dhkd.data import binarize_mask, list_categories, load_split, validate_category
 from dhkd.errors import DhkdError
 
@@ -297,7 +298,7 @@ def test_data_folder_train_evaluate_predict(folder_set: Path, tmp_path: Path, ca
         for name in ("s0.png", "g00.png", "g09.png"):
             with Image.open(predicted / folder / name) as img:
                 assert img.size == (40, 24), (folder, name)  # the image's own size, not the model's square
-    from dhkd.evaluate import load_predictions
+    from dhkd.run.evaluate import load_predictions
 
     evaluated = load_predictions(run)
     by_path = dict(zip(evaluated.paths, evaluated.scores.tolist()))
@@ -312,7 +313,7 @@ def test_data_folder_train_evaluate_predict(folder_set: Path, tmp_path: Path, ca
 
 
 def test_predict_without_an_evaluation_says_how_to_get_a_threshold(folder_set: Path, tmp_path: Path) -> None:
-    from dhkd.inference import run_threshold
+    from dhkd.run.predict import run_threshold
 
     with pytest.raises(DhkdError, match="no recorded threshold"):
         run_threshold(tmp_path)
@@ -337,7 +338,7 @@ def test_example_mtd_file_on_the_real_data(tmp_path: Path) -> None:
 def test_pixel_metrics_leave_out_defective_images_without_a_mask() -> None:
     from dhkd import metrics
     from dhkd.config import load_config
-    from dhkd.evaluate import Predictions, compute_metrics
+    from dhkd.run.evaluate import Predictions, compute_metrics
 
     generator = torch.Generator().manual_seed(0)
     maps = torch.rand(6, 16, 16, generator=generator)

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from dhkd import diagnostics
+from dhkd.run import diagnostics
 from dhkd.config import MaskingConfig, load_config
-from dhkd.models import CoordinateAttention, MemoryBank, build_model
+from dhkd.method import CoordinateAttention, MemoryBank
+from dhkd.run.build import build_model
 
 
 class ScaledFusion(nn.Module):
@@ -145,7 +146,7 @@ def test_the_masking_probe_gives_no_verdict_on_a_student_worse_than_copying() ->
 
 
 def test_the_diagnostics_figure_draws_every_addition_on_or_off() -> None:
-    from dhkd import plots
+    from dhkd.notebook import plots
 
     config = load_config("smoke")
     images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)

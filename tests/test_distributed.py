@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch.distributed
 
-from dhkd.evaluate import evaluate_run
-from dhkd.train import Distributed
-from dhkd.toy import generate_toy
+from dhkd.run.evaluate import evaluate_run
+from dhkd.run.train import Distributed
+from dhkd.data.toy import generate_toy
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")
@@ -126,7 +126,7 @@ def _sharded_cache(rank: int, world: int, port: int, out_dir: str, results: "mp.
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     from dhkd.config import load_config
-    from dhkd.train import Trainer
+    from dhkd.run.train import Trainer
 
     images = torch.randint(0, 256, (7, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     trainer = Trainer(load_config("smoke"), ".", "bench", Path(out_dir) / f"rank{rank}", device="cpu", progress=False)

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from dhkd.config import MaskingConfig, TrainConfig, load_config
-from dhkd.masking import corrupt, donor_indices
-from dhkd.models import CoordinateAttention, Student, TEACHER_CHANNELS
+from dhkd.method.masking import corrupt, donor_indices
+from dhkd.method import CoordinateAttention, Student, TEACHER_CHANNELS
+from dhkd.run.build import build_student, masking_arguments
 
 # RD4AD's main.py: epochs 200, lr 0.005, Adam betas (0.5, 0.999), batch 16, image 256,
 # setup_seed(111), loss_fucntion (cosine of each scale flattened per image); test.py blurs
@@ -55,7 +56,7 @@ def test_mixed_precision_is_off_unless_asked_for() -> None:
 def _rd_student(**model_overrides) -> Student:
     config = load_config("rd", [f"model.{key}={value}" for key, value in model_overrides.items()])
     torch.manual_seed(0)
-    return Student(TEACHER_CHANNELS["wide_resnet50_2"], config.model)
+    return build_student(TEACHER_CHANNELS["wide_resnet50_2"], config.model)
 
 
 def _kaiming_fan_out_std(conv: nn.Conv2d) -> float:
@@ -144,13 +145,11 @@ def test_donors_are_never_the_image_itself_and_cover_the_others() -> None:
 def test_a_batch_of_one_is_filled_from_its_donor_not_itself() -> None:
     image = torch.zeros(1, 3, 32, 32)
     donor = torch.ones(1, 3, 32, 32)
-    corrupted, masks = corrupt(image, MaskingConfig(fill="image"), torch.Generator().manual_seed(0), donor)
+    corrupted, masks = corrupt(image, torch.Generator().manual_seed(0), donor, **masking_arguments(MaskingConfig(fill="image")))
     assert masks.any()
     assert torch.all(corrupted[:, :, masks[0]] == 1) and torch.all(corrupted[:, :, ~masks[0]] == 0)
 
 
 def test_a_batch_of_one_without_a_donor_is_a_clear_error() -> None:
-    from dhkd.errors import DhkdError
-
-    with pytest.raises(DhkdError, match="donor"):
-        corrupt(torch.zeros(1, 3, 32, 32), MaskingConfig(fill="image"), torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="donor"):
+        corrupt(torch.zeros(1, 3, 32, 32), torch.Generator().manual_seed(0), **masking_arguments(MaskingConfig(fill="image")))

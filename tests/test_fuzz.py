@@ -27,11 +27,12 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dhkd import cli, config
+from dhkd import cli
+from dhkd import config
 from dhkd.config import check_run, load_config
 from dhkd.data import load_split, validate_category
 from dhkd.errors import DhkdError
-from dhkd.toy import generate_toy
+from dhkd.data.toy import generate_toy
 
 settings.register_profile("fuzz-ci", deadline=None, database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,

@@ -7,11 +7,11 @@ import pytest
 import torch
 from scipy import ndimage
 
-from dhkd.anomaly_map import anomaly_map, gaussian_blur, image_scores, scale_maps
+from dhkd.method.anomaly_map import anomaly_map, gaussian_blur, image_scores, scale_maps
 from dhkd.config import MaskingConfig
-from dhkd.errors import DhkdError
-from dhkd.loss import distillation_loss, flat_cosine
-from dhkd.masking import corrupt, perlin_masks, rect_masks
+from dhkd.method.loss import distillation_loss, flat_cosine
+from dhkd.method.masking import corrupt, perlin_masks, rect_masks
+from dhkd.run.build import masking_arguments
 
 
 def features(seed: int = 0) -> list[torch.Tensor]:
@@ -54,7 +54,7 @@ def test_flatten_and_pixel_losses_differ_in_general() -> None:
 
 
 def test_unknown_loss_is_a_clear_error() -> None:
-    with pytest.raises(DhkdError, match="train.loss"):
+    with pytest.raises(ValueError, match="loss kind"):
         distillation_loss(features(), features(), "l2")
 
 
@@ -86,8 +86,8 @@ def test_masks_cover_about_the_ratio(make) -> None:
 def test_corrupt_changes_only_masked_pixels_and_is_repeatable() -> None:
     images = torch.randn(4, 3, 32, 32)
     config = MaskingConfig(ratio=0.3)
-    a, masks = corrupt(images, config, torch.Generator().manual_seed(1))
-    b, _ = corrupt(images, config, torch.Generator().manual_seed(1))
+    a, masks = corrupt(images, torch.Generator().manual_seed(1), **masking_arguments(config))
+    b, _ = corrupt(images, torch.Generator().manual_seed(1), **masking_arguments(config))
     assert torch.equal(a, b)
     unchanged = ~masks.unsqueeze(1).expand_as(images)
     assert torch.equal(a[unchanged], images[unchanged])
@@ -96,7 +96,7 @@ def test_corrupt_changes_only_masked_pixels_and_is_repeatable() -> None:
 
 def test_image_fill_copies_another_training_image() -> None:
     images = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 16, 16).clone()
-    corrupted, masks = corrupt(images, MaskingConfig(fill="image"), torch.Generator().manual_seed(0))
+    corrupted, masks = corrupt(images, torch.Generator().manual_seed(0), **masking_arguments(MaskingConfig(fill="image")))
     for i in range(4):
         values = corrupted[i, 0][masks[i]]
         assert torch.all(values == (i - 1) % 4)

@@ -24,7 +24,7 @@ from skimage import measure
 from sklearn.metrics import auc, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from dhkd import metrics
+from dhkd.metrics import curves as metrics  # the private helpers are tested too
 from dhkd.errors import DhkdError
 
 # ---------------------------------------------------------------------------- references

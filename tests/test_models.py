@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from dhkd.config import load_config
-from dhkd.models import (DHKD, TEACHER_CHANNELS, CoordinateAttention, Decoder, MemoryBank, MutualMappingFusion,
-                         OneClassBottleneck, Teacher, build_model)
+from dhkd.method import (TEACHER_CHANNELS, CoordinateAttention, Decoder, MemoryBank, MutualMappingFusion,
+                         OneClassBottleneck, Teacher)
+from dhkd.run.build import build_model
 
 
 @pytest.mark.parametrize("name", sorted(TEACHER_CHANNELS))
@@ -35,7 +36,7 @@ def test_pretrained_offline_teacher_loads_from_the_wheel() -> None:
 
 
 def test_teacher_stays_frozen_and_in_eval_mode() -> None:
-    model = DHKD(load_config("smoke").model)
+    model = build_model(load_config("smoke").model, 0)
     model.train()
     assert not model.teacher.training
     assert all(not m.training for m in model.teacher.modules())
@@ -47,7 +48,7 @@ def test_teacher_stays_frozen_and_in_eval_mode() -> None:
 
 
 def test_only_the_student_gets_gradients() -> None:
-    model = DHKD(load_config("smoke").model)
+    model = build_model(load_config("smoke").model, 0)
     teacher_features, student_features = model(torch.randn(2, 3, 64, 64))
     assert not any(f.requires_grad for f in teacher_features)
     sum(f.sum() for f in student_features).backward()
@@ -132,8 +133,8 @@ def test_memory_read_out_is_a_sparse_mixture_of_items() -> None:
 
 @pytest.mark.parametrize("switch", ["fusion", "attention", "memory"])
 def test_each_addition_switches_off_independently(switch: str) -> None:
-    on = DHKD(load_config("smoke").model)
-    off = DHKD(load_config("smoke", [f"model.{switch}.enabled=false"]).model)
+    on = build_model(load_config("smoke").model, 0)
+    off = build_model(load_config("smoke", [f"model.{switch}.enabled=false"]).model, 0)
     count = lambda m, kind: sum(isinstance(x, kind) for x in m.modules())  # noqa: E731
     kind = {"fusion": MutualMappingFusion, "attention": CoordinateAttention, "memory": MemoryBank}[switch]
     assert count(on, kind) > 0 and count(off, kind) == 0
@@ -145,16 +146,16 @@ def test_each_addition_switches_off_independently(switch: str) -> None:
 
 def test_rd_profile_is_plain_reverse_distillation() -> None:
     config = load_config("rd", ["model.teacher.weights=none"])
-    model = DHKD(config.model)
+    model = build_model(config.model, 0)
     assert model.student.fusion is None and model.student.memory is None
     assert not any(isinstance(m, CoordinateAttention) for m in model.modules())
     assert not config.masking.enabled
 
 
 def test_output_projection_follows_the_teacher() -> None:
-    effnet = DHKD(load_config("smoke").model)
+    effnet = build_model(load_config("smoke").model, 0)
     assert all(isinstance(p, torch.nn.Conv2d) for p in effnet.student.decoder.projections)
-    resnet = DHKD(load_config("smoke", ["model.teacher.name=resnet18"]).model)
+    resnet = build_model(load_config("smoke", ["model.teacher.name=resnet18"]).model, 0)
     assert all(isinstance(p, torch.nn.Identity) for p in resnet.student.decoder.projections)
 
 
@@ -163,7 +164,7 @@ def test_training_step_copies_no_weight_gradient_between_layouts(tmp_path: Path)
     channels-last too (``set_memory_format``), so no gradient is copied into another layout."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from dhkd.train import Trainer
+    from dhkd.run.train import Trainer
 
     trainer = Trainer(load_config("smoke"), ".", "bench", tmp_path / "run", device="cpu", progress=False)
     trainer.prepare(images=torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8))

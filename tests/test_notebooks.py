@@ -1,4 +1,4 @@
-"""The notebooks: committed clean, and executed headless by `python -m dhkd.reproduce` on a tiny set.
+"""The notebooks: committed clean, and executed headless by `dhkd reproduce` on a tiny set.
 
 One end-to-end run (smoke profile: 64 px, 2 epochs, untrained teacher; 8 training images of
 the toy nut) executes every notebook with papermill; the other tests reuse it. About two
@@ -19,9 +19,10 @@ import nbformat
 import pytest
 import torch
 
-from dhkd import reproduce, tables
+from dhkd.kit import reproduce
+from dhkd.kit import tables
 from dhkd.errors import DhkdError
-from dhkd.toy import generate_toy
+from dhkd.data.toy import generate_toy
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PARAMETERS = ("data_root", "category", "profile", "epochs", "device", "out_dir")
@@ -100,7 +101,7 @@ def test_notebook_is_committed_clean_with_a_parameters_cell(path: Path) -> None:
 
 def test_the_widgets_are_imported_plainly() -> None:
     source = "\n".join(c.source for c in nbformat.read(NOTEBOOKS / "05_visual_analysis.ipynb", as_version=4).cells)
-    assert "from dhkd import widgets" in source and "except ImportError" not in source
+    assert "from dhkd.notebook import widgets" in source and "except ImportError" not in source
 
 
 # ----------------------------------------------------------------------------- headless runs
@@ -108,7 +109,7 @@ def test_the_widgets_are_imported_plainly() -> None:
 
 def run_reproduce(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "dhkd.reproduce", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "dhkd.cli", "reproduce", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=900)
 
 
@@ -173,7 +174,7 @@ def test_reproduce_writes_json_tables_and_readme(tiny: dict) -> None:
     assert "| nut " in readme and readme.endswith("## Citation\n")
     with_widget_state = nbformat.read(results / "notebooks" / "nut" / "05_visual_analysis.ipynb", as_version=4)
     html = (results / "notebooks" / "nut" / "05_visual_analysis.html").read_text()
-    if "widgets" in with_widget_state.metadata:  # dhkd.widgets present: its last state is kept in the HTML
+    if "widgets" in with_widget_state.metadata:  # dhkd.notebook.widgets present: its last state is kept in the HTML
         assert "application/vnd.jupyter.widget-state+json" in html
 
 

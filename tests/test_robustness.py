@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from dhkd import cli
-from dhkd.checkpoint import load_checkpoint
+from dhkd.run.checkpoint import load_checkpoint
 from dhkd.errors import DhkdError
 
 CATEGORY = "nut"
@@ -137,7 +137,7 @@ def test_bad_category_fails_before_training_starts(toy_root, tmp_path) -> None:
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(toy_root, tmp_path, monkeypatch) -> None:
-    from dhkd import train as train_module
+    from dhkd.run import train as train_module
 
     out = tmp_path / "run"
     one_stage = ("--set", "masking.enabled=false")  # so that one epoch is a valid run
@@ -192,7 +192,7 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(toy_root, tmp_
 
 
 def test_kill_during_checkpoint_write_leaves_the_previous_file(trained_run, tmp_path, monkeypatch) -> None:
-    from dhkd import checkpoint as checkpoint_module
+    from dhkd.run import checkpoint as checkpoint_module
 
     target = copy_run(trained_run, tmp_path)
     before = (target / "checkpoint.pt").read_bytes()
@@ -210,7 +210,7 @@ def test_kill_during_checkpoint_write_leaves_the_previous_file(trained_run, tmp_
 
 def test_cosine_learning_rate_falls_from_lr_to_zero_over_the_run() -> None:
     from dhkd.config import load_config
-    from dhkd.train import learning_rate
+    from dhkd.run.train import learning_rate
 
     config = load_config("smoke", ["train.epochs=4", "train.lr=0.004", "train.lr_schedule=cosine"])
     assert learning_rate(config, 0, 0, 10) == pytest.approx(0.004)
@@ -223,7 +223,7 @@ def test_cosine_learning_rate_falls_from_lr_to_zero_over_the_run() -> None:
 
 
 def test_schedule_plot_shows_every_step_by_stage() -> None:
-    from dhkd import plots
+    from dhkd.notebook import plots
     from dhkd.config import load_config
 
     config = load_config("smoke", ["train.epochs=4", "train.lr_schedule=cosine"])  # smoke: half the epochs in stage 2
@@ -237,7 +237,7 @@ def test_schedule_plot_shows_every_step_by_stage() -> None:
 
 
 def test_evaluating_an_unfinished_run_says_so_and_records_the_epochs(toy_root, tmp_path, monkeypatch, capsys) -> None:
-    from dhkd import train as train_module
+    from dhkd.run import train as train_module
 
     real_end = train_module.Trainer._end_epoch
 
@@ -292,7 +292,7 @@ def sleeper() -> subprocess.Popen:
 def lock_of(process: subprocess.Popen, **changes) -> str:
     import socket
 
-    from dhkd.lock import _process_start
+    from dhkd.run.lock import _process_start
 
     holder = {"pid": process.pid, "host": socket.gethostname(), "process_start": _process_start(process.pid),
               "started": "2026-01-01 00:00:00 UTC", "command": "dhkd train ...", **changes}
@@ -318,7 +318,7 @@ def test_a_second_training_into_the_same_folder_refuses_naming_the_first(toy_roo
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path) -> None:
-    from dhkd.lock import FolderBusy, acquire, release
+    from dhkd.run.lock import FolderBusy, acquire, release
 
     process = sleeper()
     folder = tmp_path / "run"
@@ -343,15 +343,13 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path) -> None:
 
 
 def test_a_second_make_reproduce_on_the_same_results_refuses(toy_root, tmp_path, capsys) -> None:
-    from dhkd import reproduce
-
     results = tmp_path / "results"
     target = results / toy_root.name / "smoke"
     target.mkdir(parents=True)
     process = sleeper()
     try:
-        (target / ".dhkd.lock").write_text(lock_of(process, command="python -m dhkd.reproduce ..."))
-        code = reproduce.main(["--data", str(toy_root), "--categories", CATEGORY, "--profile", "smoke", "--out",
+        (target / ".dhkd.lock").write_text(lock_of(process, command="dhkd reproduce ..."))
+        code = cli.main(["reproduce", "--data", str(toy_root), "--categories", CATEGORY, "--profile", "smoke", "--out",
                                str(results), "--device", "cpu"])
         err = capsys.readouterr().err
         print(err)
@@ -387,7 +385,8 @@ REPRODUCE_INPUTS = [  # (what, extra arguments, fragment of the message)
 @pytest.mark.parametrize("name,extra,fragment", REPRODUCE_INPUTS, ids=[row[0] for row in REPRODUCE_INPUTS])
 def test_make_reproduce_checks_every_input_before_the_first_notebook(name, extra, fragment, toy_root, tmp_path,
                                                                       monkeypatch, capsys) -> None:
-    from dhkd import reproduce, train as train_module
+    from dhkd.kit import reproduce
+    from dhkd.run import train as train_module
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a notebook or a training started before the inputs were checked")
@@ -402,7 +401,7 @@ def test_make_reproduce_checks_every_input_before_the_first_notebook(name, extra
     flags = [a for a in extra if a == "--ablation"]
     pairs = [a for a in extra if a != "--ablation"]
     args.update({key: swap.get(value, value) for key, value in zip(pairs[::2], pairs[1::2])})
-    code = reproduce.main([part for pair in args.items() for part in pair] + flags)
+    code = cli.main(["reproduce", *[part for pair in args.items() for part in pair], *flags])
     err = capsys.readouterr().err
     print(f"{name}: {err.strip()}")
     assert code == 1 and "Traceback" not in err and "fix:" in err
@@ -422,7 +421,7 @@ def failing_fsync(code: int):
 def test_full_disk_during_a_checkpoint_keeps_the_previous_one(trained_run, tmp_path, monkeypatch) -> None:
     import errno
 
-    from dhkd import checkpoint as checkpoint_module
+    from dhkd.run import checkpoint as checkpoint_module
     from dhkd import io
 
     target = copy_run(trained_run, tmp_path)
@@ -444,7 +443,7 @@ def test_unwritable_places_name_the_path(trained_run, tmp_path, monkeypatch, cod
     import errno
 
     from dhkd import io
-    from dhkd.evaluate import load_predictions, save_predictions
+    from dhkd.run.evaluate import load_predictions, save_predictions
 
     target = copy_run(trained_run, tmp_path)
     assert cli.main(["evaluate", "--run", str(target), "--json", str(tmp_path / "m.json"), "--quiet"]) == 0
@@ -458,7 +457,8 @@ def test_unwritable_places_name_the_path(trained_run, tmp_path, monkeypatch, cod
 def test_full_disk_during_table_writes_and_training_is_one_message(toy_root, tmp_path, monkeypatch, capsys) -> None:
     import errno
 
-    from dhkd import io, tables
+    from dhkd import io
+    from dhkd.kit import tables
 
     results = tmp_path / "results"
     results.mkdir()

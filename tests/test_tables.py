@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dhkd import tables
+from dhkd import cli
+from dhkd.kit import tables
 from dhkd.data import MVTEC_CATEGORIES
 
 #: A copy of the DHKD authors' README (outside the repository; the test skips without it).
@@ -46,7 +47,7 @@ def test_paper_csvs_are_what_the_parser_makes_of_the_authors_readme() -> None:
         pytest.skip(f"no copy of the DHKD authors' README at {AUTHORS_README} (set DHKD_AUTHORS_README)")
     for key, rows in tables.parse_authors_readme(AUTHORS_README.read_text()).items():
         assert (tables.PAPER_DIR / f"{key}.csv").read_text() == tables.paper_csv_text(rows), (
-            f"dhkd/paper/{key}.csv differs from the authors' README; run python -m dhkd.tables paper --source ...")
+            f"dhkd/kit/paper/{key}.csv differs from the authors' README; run dhkd tables paper --source ...")
 
 
 def test_paper_csvs_hold_the_authors_tables() -> None:
@@ -137,7 +138,7 @@ def test_a_hand_edited_number_is_caught(results: Path, name: str) -> None:
     path.write_text(edited)
     problems = tables.verify(results)
     assert len(problems) == 1 and name.split("/")[1] in problems[0] and "expected" in problems[0]
-    assert tables.main(["verify", str(results)]) == 1
+    assert cli.main(["tables", "verify", str(results)]) == 1
 
 
 def test_a_changed_json_makes_the_tables_stale(results: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from dhkd.errors import DhkdError
-from dhkd.toy import (
+from dhkd.data.toy import (
     STAMP_NAME,
     TOY_CATEGORIES,
     TOY_DEFECTS,

@@ -117,7 +117,7 @@ def prepare_notebook(root: Path, work: Path) -> Path:
             out_dir.mkdir()
             (out_dir / category).symlink_to(Path(RUN).resolve(), target_is_directory=True)
         else:
-            from dhkd.toy import generate_toy
+            from dhkd.data.toy import generate_toy
 
             data_root, category = work / "toy", "nut"
             generate_toy(data_root, image_size=128, n_train=1, n_test_good=4, n_test_per_defect=3,

@@ -15,8 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dhkd import metrics, thresholds, widgets
-from dhkd.evaluate import Predictions
+from dhkd import metrics
+from dhkd.metrics import thresholds
+from dhkd.notebook import widgets
+from dhkd.run.evaluate import Predictions
 
 N, S = 14, 32
 
@@ -308,8 +310,9 @@ def test_failure_browser_default_thresholds_are_f1_optimal(data) -> None:
 
 def write_run(tmp_path, name: str, data_root, category: str, p: Predictions) -> object:
     from dhkd.config import load_config, save_config
-    from dhkd.evaluate import METRICS_NAME, save_predictions
-    from dhkd.train import CONFIG_NAME, RUN_INFO_NAME
+    from dhkd.run.evaluate import save_predictions
+    from dhkd.run.folder import METRICS_NAME
+    from dhkd.run.folder import CONFIG_NAME, RUN_INFO_NAME
 
     run = tmp_path / name
     run.mkdir()

@@ -1,6 +1,6 @@
 """Small, realistic-looking predictions for the browser test, made in seconds without a model.
 
-Toy nut images (:func:`dhkd.toy.make_sample`) with their exact defect masks; the "anomaly map"
+Toy nut images (:func:`dhkd.data.toy.make_sample`) with their exact defect masks; the "anomaly map"
 of an image is its blurred difference from its defect-free twin plus smooth noise, so the
 threshold explorer has something sensible to show. Or, with ``run_dir``, a real evaluated run.
 """
@@ -14,8 +14,8 @@ from scipy import ndimage
 
 def demo_predictions(n_good: int = 6, n_per_defect: int = 3, size: int = 128, seed: int = 0):
     """(Predictions, uint8 images (N, 3, S, S)) for toy nuts: good images first, then defects."""
-    from dhkd.evaluate import Predictions
-    from dhkd.toy import TOY_DEFECTS, make_sample
+    from dhkd.run.evaluate import Predictions
+    from dhkd.data.toy import TOY_DEFECTS, make_sample
 
     rng = np.random.default_rng(seed)
     items = [("good", i) for i in range(n_good)]
@@ -46,8 +46,8 @@ def run_predictions(run_dir: str):
 
     from dhkd.config import read_config
     from dhkd.data import load_split
-    from dhkd.evaluate import load_predictions
-    from dhkd.train import read_run_info
+    from dhkd.run.evaluate import load_predictions
+    from dhkd.run.folder import read_run_info
 
     info = read_run_info(run_dir)
     size = read_config(Path(run_dir) / "config.yaml").data.image_size
@@ -65,7 +65,7 @@ def fake_run(run_dir, data_root, category: str, image_size: int, seed: int = 0, 
     from dhkd import metrics
     from dhkd.config import load_config, save_config
     from dhkd.data import load_split
-    from dhkd.evaluate import Predictions, save_predictions
+    from dhkd.run.evaluate import Predictions, save_predictions
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -98,9 +98,9 @@ def fake_run(run_dir, data_root, category: str, image_size: int, seed: int = 0, 
 
 def _untrained_checkpoint(run_dir, config, category: str) -> None:
     """An untrained smoke student saved as a checkpoint, so that ``dhkd.predict`` can score with the run."""
-    from dhkd.checkpoint import FORMAT_VERSION, save_checkpoint
+    from dhkd.run.checkpoint import FORMAT_VERSION, save_checkpoint
     from dhkd.config import to_dict
-    from dhkd.models import build_model
+    from dhkd.run.build import build_model
 
     model = build_model(config.model, config.train.seed)
     save_checkpoint(run_dir / "checkpoint.pt", {"format": FORMAT_VERSION, "student": model.student.state_dict(),

@@ -127,7 +127,7 @@ def widget_notebook(path: Path, run_dir: str | None = None, demo: str = "") -> P
             else f"predictions, images = demo_predictions({demo})")
     cells = [
         nbformat.v4.new_markdown_cell("# Threshold explorer and failure browser (browser test)"),
-        nbformat.v4.new_code_cell(f"from dhkd import widgets\nfrom ui_demo import demo_predictions, run_predictions\n{load}"),
+        nbformat.v4.new_code_cell(f"from dhkd.notebook import widgets\nfrom ui_demo import demo_predictions, run_predictions\n{load}"),
         nbformat.v4.new_code_cell('explorer = widgets.threshold_explorer(predictions, images, level="image")\nexplorer'),
         nbformat.v4.new_code_cell("browser = widgets.failure_browser(predictions, images)\nbrowser"),
     ]

@@ -15,11 +15,11 @@ import numpy as np
 
 
 def measure(run_dir: str, data_root: str | None = None, steps: int = 60) -> dict[str, dict[str, float]]:
-    from dhkd import widgets
+    from dhkd.notebook import widgets
     from dhkd.config import read_config
     from dhkd.data import load_split
-    from dhkd.evaluate import load_predictions
-    from dhkd.train import read_run_info
+    from dhkd.run.evaluate import load_predictions
+    from dhkd.run.folder import read_run_info
 
     info = read_run_info(run_dir)
     size = read_config(Path(run_dir) / "config.yaml").data.image_size

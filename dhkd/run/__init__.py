@@ -1,0 +1,13 @@
+"""Runs: a configuration and a data set in, a trained, evaluated run folder out.
+
+- :mod:`dhkd.run.device`      the device, its clock, seeds, autocast and memory layout
+- :mod:`dhkd.run.folder`      the files of a run folder, by name
+- :mod:`dhkd.run.build`       configuration to the method's modules (the one place)
+- :mod:`dhkd.run.train`       the two-stage training loop
+- :mod:`dhkd.run.checkpoint`  checkpoints: saved atomically, loaded safely, checked against a config
+- :mod:`dhkd.run.lock`        one writer per run folder
+- :mod:`dhkd.run.evaluate`    a trained run's metrics on its test split (``dhkd evaluate``)
+- :mod:`dhkd.run.diagnostics` whether each addition acts in a run
+- :mod:`dhkd.run.predict`     scoring new images with a run (``dhkd predict``, :func:`dhkd.predict`)
+- :mod:`dhkd.run.background`  a periodic background task (progress of a training in another process)
+"""

@@ -1,0 +1,328 @@
+"""Evaluation of a trained run: anomaly maps for the test split, then the metrics.
+
+Maps are computed in batches on the device and kept there for the metrics; they are also
+saved (float16) as ``predictions.npz`` in the run folder so the notebooks and widgets can
+explore thresholds without running the model again.
+
+The evaluation also records ``dhkd predict``'s default threshold in metrics.json
+(:func:`normal_threshold`): it is chosen from the defect-free test images alone, so it is the
+same whether or not the test split has labelled defects.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dhkd import metrics
+from dhkd.method.anomaly_map import anomaly_map, image_scores
+from dhkd.run.checkpoint import check_compatible, load_checkpoint
+from dhkd.config import Config, read_config
+from dhkd.data import CategorySplit, load_split, normalize, validate_category
+from dhkd.data.dataset_file import DataSetFile, as_dataset, check_same_split, is_dataset_file, recorded_dataset
+from dhkd.run.diagnostics import diagnose_run
+from dhkd.errors import DhkdError
+from dhkd.io import atomic_write, atomic_write_json
+from dhkd.method import DHKD
+from dhkd.run.build import build_model
+from dhkd.run.folder import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME, RUN_INFO_NAME, read_run_info
+from dhkd.run.device import autocast, resolve_device, set_memory_format
+
+
+
+@dataclass
+class Predictions:
+    """Everything needed to score and explore one test split; tensors share one device."""
+
+    maps: torch.Tensor  # float32 (N, S, S)
+    scores: torch.Tensor  # float32 (N,)
+    masks: torch.Tensor  # bool (N, S, S)
+    labels: torch.Tensor  # int64 (N,)
+    defect_types: list[str]
+    paths: list[str]
+    has_mask: torch.Tensor | None = None  # bool (N,): False for a defective image without a mask; None: all have one
+
+    def cpu(self) -> "Predictions":
+        return Predictions(self.maps.cpu(), self.scores.cpu(), self.masks.cpu(), self.labels.cpu(),
+                           self.defect_types, self.paths, None if self.has_mask is None else self.has_mask.cpu())
+
+    def mask_known(self) -> torch.Tensor:
+        """bool (N,): images whose pixels are labelled (good ones, and defective ones with a mask)."""
+        if self.has_mask is None:
+            return torch.ones_like(self.labels, dtype=torch.bool)
+        return self.has_mask.to(self.labels.device) | (self.labels == 0)
+
+
+def load_model(run_dir: str | Path, device: str | torch.device | None = "auto") -> tuple[DHKD, Config]:
+    """The trained model of a run folder, in eval mode on ``device``."""
+    model, config, _ = _load_model(run_dir, device)
+    return model, config
+
+
+def _load_model(run_dir: str | Path, device: str | torch.device | None) -> tuple[DHKD, Config, dict[str, Any]]:
+    """:func:`load_model`, plus the checkpoint's state (for its position: epochs done)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_NAME
+    if not config_path.exists():
+        raise DhkdError(f"{run_dir} is not a dhkd run folder (no {CONFIG_NAME})", "point --run at a folder made by dhkd train --out")
+    config = read_config(config_path)
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
+    check_compatible(state, config, run_dir / CHECKPOINT_NAME)
+    model = build_model(config.model, config.train.seed)
+    model.student.load_state_dict(state["student"])
+    model = model.to(device).eval()
+    model = set_memory_format(model, config.train.channels_last)  # as in training
+    return model, config, state
+
+
+def training_progress(state: dict[str, Any], config: Config, info: dict[str, Any]) -> dict[str, Any]:
+    """``epochs_done`` (in the checkpoint that is evaluated), ``epochs`` (planned) and ``finished``."""
+    done, planned = int(state.get("epoch", 0)), int(config.train.epochs)
+    finished = done >= planned and not state.get("step") and info.get("status", "done") == "done"
+    return {"epochs_done": done, "epochs": planned, "finished": finished}
+
+
+def _unfinished_warning(run_dir: Path, progress: dict[str, Any], info: dict[str, Any]) -> str:
+    status = info.get("status", "?")
+    return (f"warning: {run_dir} did not finish its training: {progress['epochs_done']} of {progress['epochs']} epochs "
+            f"in its checkpoint (run.json status: {status}); these metrics are of that unfinished model. "
+            f"Finish it with the same dhkd train command plus --resume, then evaluate again.")
+
+
+def _run_info(run_dir: Path) -> dict[str, Any]:
+    """run.json, checked for what evaluation needs."""
+    try:
+        info = read_run_info(run_dir)
+    except ValueError:
+        info = None
+    if not isinstance(info, dict) or not isinstance(info.get("category"), str):
+        raise DhkdError(f"{run_dir / RUN_INFO_NAME} is damaged (not the JSON dhkd train writes)",
+                        "train the run again, or restore the file from a copy")
+    return info
+
+
+def _test_data_root(run_dir: Path, info: dict[str, Any], data_root: str | Path | None) -> Path:
+    """The data the run is evaluated on: ``data_root`` when given, else where it was trained;
+    data that is gone or moved is named, with how to point at its new place."""
+    category = info["category"]
+    if data_root is not None:
+        return Path(data_root)
+    if not isinstance(info.get("data_root"), str):
+        raise DhkdError(f"{run_dir / RUN_INFO_NAME} does not record the data the run was trained on",
+                        f"give it: dhkd evaluate --run {run_dir} --data-root ROOT ...")
+    root = Path(info["data_root"])
+    if not (root / category).is_dir():
+        missing = root if not root.is_dir() else root / category
+        raise DhkdError(f"the data {run_dir} was trained on is gone or moved: {missing} does not exist "
+                        f"(run.json records data_root {root}, category {category})",
+                        f"point at its new place: dhkd evaluate --run {run_dir} --data-root NEW_ROOT ... "
+                        f"(NEW_ROOT is the folder that holds {category}/)")
+    return root
+
+
+@torch.inference_mode()
+def score_split(model: DHKD, split: CategorySplit, config: Config, device: torch.device, progress: bool = True) -> Predictions:
+    """Anomaly maps and image scores of a whole split, batch by batch on ``device``."""
+    model.eval()
+    torch.backends.cudnn.benchmark = True  # one input shape per batch size: let cuDNN pick its kernels
+    images = split.images.to(device)
+    maps = []
+    batch = max(1, config.eval.batch_size)
+    for start in tqdm(range(0, len(images), batch), desc="anomaly maps", unit="batch", disable=not progress):
+        maps.append(batch_maps(model, images[start:start + batch], config, device))
+    all_maps = torch.cat(maps).float()
+    return Predictions(all_maps, image_scores(all_maps), split.masks.to(device), split.labels.to(device),
+                       list(split.defect_types), [str(p) for p in split.paths],
+                       None if split.has_mask is None else split.has_mask.to(device))
+
+
+@torch.inference_mode()
+def batch_maps(model: DHKD, images: torch.Tensor, config: Config, device: torch.device) -> torch.Tensor:
+    """uint8 images ``(B, 3, S, S)`` on ``device`` -> anomaly maps ``(B, S, S)`` (evaluation and dhkd predict alike)."""
+    x = normalize(images)
+    if config.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    teacher = model.teacher(x)  # fp32 always: the reference the student is scored against
+    with autocast(device, config.train.amp):
+        student = [feature.float() for feature in model.student(teacher)]
+    return anomaly_map(teacher, student, config.data.image_size, config.eval.blur_sigma)
+
+
+def compute_metrics(predictions: Predictions, config: Config) -> dict[str, Any]:
+    """Image AUROC, pixel AUROC, AUPRO (official) and RD4AD's PRO, plus per-defect-type scores.
+
+    Image AUROC uses every test image; the pixel metrics only the images whose pixels are
+    labelled (defective images without a mask are left out of them; NaN when none has one).
+    """
+    p = predictions
+    maps, masks = _labelled_pixels(p, torch.arange(len(p.labels), device=p.maps.device))
+    pixel = maps is not None
+    result: dict[str, Any] = {
+        "image_auroc": metrics.image_auroc(p.scores, p.labels),
+        "pixel_auroc": metrics.pixel_auroc(maps, masks) if pixel else math.nan,
+        "aupro": metrics.aupro(maps, masks, fpr_limit=config.eval.fpr_limit) if pixel else math.nan,
+        "pro_rd4ad": metrics.pro_rd4ad(maps, masks, num_thresholds=config.eval.pro_thresholds) if pixel else math.nan,
+    }
+    result["per_defect"] = per_defect_metrics(p, config)
+    return result
+
+
+def _labelled_pixels(p: Predictions, chosen: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Maps and masks of the chosen images whose pixels are labelled; (None, None) without a defective one."""
+    known = chosen[p.mask_known()[chosen]]
+    if not bool((p.labels[known] == 1).any()):
+        return None, None
+    return p.maps[known], p.masks[known]
+
+
+def per_defect_metrics(p: Predictions, config: Config) -> dict[str, dict[str, Any]]:
+    """Each defect type scored against the good test images alone."""
+    good = [i for i, kind in enumerate(p.defect_types) if kind == "good"]
+    table = {}
+    for kind in sorted(set(p.defect_types) - {"good"}):
+        chosen = torch.tensor(good + [i for i, k in enumerate(p.defect_types) if k == kind], device=p.maps.device)
+        maps, masks = _labelled_pixels(p, chosen)
+        table[kind] = {
+            "n": len(chosen) - len(good),
+            "image_auroc": metrics.image_auroc(p.scores[chosen], p.labels[chosen]) if good else float("nan"),
+            "pixel_auroc": metrics.pixel_auroc(maps, masks) if maps is not None else math.nan,
+            "aupro": metrics.aupro(maps, masks, fpr_limit=config.eval.fpr_limit) if maps is not None else math.nan,
+        }
+        if p.has_mask is not None:
+            table[kind]["without_mask"] = int((~p.mask_known()[chosen]).sum())
+    return table
+
+
+def normal_threshold(p: Predictions, quantile: float) -> dict[str, Any]:
+    """``dhkd predict``'s default threshold, from the defect-free test images only (what a factory has).
+
+    The ``quantile`` of their image scores: about that share of defect-free images stays unflagged.
+    """
+    if not 0 < quantile <= 1:
+        raise DhkdError(f"eval.threshold_quantile must be in (0, 1], got {quantile}",
+                        "e.g. --set eval.threshold_quantile=0.99 (about 1 in 100 defect-free images flagged)")
+    normal = p.scores[p.labels == 0].float()
+    if normal.numel() == 0:
+        raise DhkdError("the test split has no defect-free images to choose a threshold from",
+                        "keep some normal images for testing (test/good, or test_share in a data-set file)")
+    value = float(torch.quantile(normal, quantile))
+    return {"value": value, "quantile": quantile, "n_normal": int(normal.numel()),
+            "how": f"the {quantile:g} quantile of the image scores of the {normal.numel()} defect-free test images "
+                   "(eval.threshold_quantile)"}
+
+
+def save_predictions(path: Path, predictions: Predictions) -> None:
+    p = predictions.cpu()
+    arrays = {
+        "maps": p.maps.numpy().astype(np.float16),
+        "scores": p.scores.numpy(),
+        "masks": np.packbits(p.masks.numpy(), axis=-1),
+        "mask_width": np.array(p.masks.shape[-1]),
+        "labels": p.labels.numpy(),
+        "defect_types": np.array(p.defect_types),
+        "paths": np.array(p.paths),
+    }
+    if p.has_mask is not None:
+        arrays["has_mask"] = p.has_mask.numpy()
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npz" to the name
+            np.savez_compressed(handle, **arrays)
+
+    atomic_write(path, write, size_hint=sum(a.nbytes for a in arrays.values()))  # compressed: at most this
+
+
+def load_predictions(run_dir: str | Path) -> Predictions:
+    """The maps saved by the last evaluation of a run (float16 on disk, float32 here)."""
+    path = Path(run_dir) / PREDICTIONS_NAME
+    if not path.exists():
+        raise DhkdError(f"no {PREDICTIONS_NAME} in {run_dir}", f"evaluate first: dhkd evaluate --run {run_dir} --json OUT.json")
+    with np.load(path) as data:
+        width = int(data["mask_width"])
+        masks = np.unpackbits(data["masks"], axis=-1, count=width).astype(bool)
+        has_mask = torch.from_numpy(data["has_mask"]) if "has_mask" in data.files else None
+        return Predictions(torch.from_numpy(data["maps"].astype(np.float32)), torch.from_numpy(data["scores"]),
+                           torch.from_numpy(masks), torch.from_numpy(data["labels"]),
+                           [str(s) for s in data["defect_types"]], [str(s) for s in data["paths"]], has_mask)
+
+
+def _data_source(info: dict[str, Any], data_root: str | Path | None) -> Path | DataSetFile:
+    """Where to read the test split: the given root, else the recorded data set, else the recorded root."""
+    record = info.get("dataset")
+    if data_root is None:
+        if record is None:
+            return Path(info["data_root"])
+        dataset = recorded_dataset(record)
+    elif is_dataset_file(data_root):
+        dataset = as_dataset(data_root)
+    else:
+        return Path(data_root)
+    if record is not None:
+        check_same_split(dataset, record)
+    return dataset
+
+
+def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, device: str | None = "auto",
+                 json_path: str | Path | None = None, progress: bool = True, diagnostics: bool = True) -> dict[str, Any]:
+    """Evaluate a trained run on its category's test split; writes metrics (and maps) to disk.
+    ``diagnostics``: also record whether each addition acts (:mod:`dhkd.run.diagnostics`), from a few
+    training images.
+
+    A run trained from a data-set file is tested on the split it recorded (the file's content as
+    it was then); a changed set of images is an error rather than a silently different split.
+    """
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    info = _run_info(run_dir)
+    category = info["category"]
+    if data_root is None and info.get("dataset") is None:
+        data_root = _test_data_root(run_dir, info, None)  # a moved data root is named here
+    data_root = _data_source(info, data_root)
+    validate_category(data_root, category)
+    resolved = resolve_device(device)
+    model, config, state = _load_model(run_dir, resolved)
+    progress_of_training = training_progress(state, config, info)
+    if not progress_of_training["finished"]:
+        print(_unfinished_warning(run_dir, progress_of_training, info), file=sys.stderr, flush=True)
+    split = load_split(data_root, category, "test", config.data.image_size, progress=progress)
+    predictions = score_split(model, split, config, resolved, progress)
+    scores = compute_metrics(predictions, config)
+    result = {
+        "category": category,
+        "image_auroc": scores["image_auroc"],
+        "pixel_auroc": scores["pixel_auroc"],
+        "aupro": scores["aupro"],
+        "pro_rd4ad": scores["pro_rd4ad"],
+        "n_test": len(split),
+        "n_defective": int(split.labels.sum()),
+        "n_defective_without_mask": int((~split.mask_known()).sum()),
+        "seconds": round(time.perf_counter() - started, 3),
+        "profile": config.profile,
+        "teacher": config.model.teacher.name,
+        **progress_of_training,
+        "train_seconds": info.get("train_seconds"),
+        "device": str(resolved),
+        "data_root": str(data_root.source or data_root.root) if isinstance(data_root, DataSetFile) else str(data_root),
+        "threshold": normal_threshold(predictions, config.eval.threshold_quantile),
+        "per_defect": scores["per_defect"],
+    }
+    if isinstance(data_root, DataSetFile):
+        result["dataset"] = data_root.name
+    if diagnostics:
+        train_split = load_split(data_root, category, "train", config.data.image_size, progress=progress)
+        result["diagnostics"] = diagnose_run(model, config, train_split.images, run_dir)
+        result["seconds"] = round(time.perf_counter() - started, 3)
+    save_predictions(run_dir / PREDICTIONS_NAME, predictions)
+    atomic_write_json(run_dir / METRICS_NAME, result)
+    if json_path is not None:
+        atomic_write_json(Path(json_path), result)
+    return result

@@ -1,0 +1,151 @@
+"""``dhkd predict``: score new images with a trained run, as a factory would.
+
+For each image: its score (the maximum of its anomaly map, as in evaluation), whether it is
+flagged (score above the threshold), and three PNGs at the image's own size: the anomaly map in
+colour (jet, 0 at blue, the threshold at the middle green, twice the threshold and more at red),
+an overlay of that map on the image, and the binary mask (white where the map is above the
+threshold). ``scores.csv`` lists path, score, flagged.
+
+The default threshold is the one ``dhkd evaluate`` recorded in the run's metrics.json, chosen
+from the defect-free test images only (see :func:`dhkd.run.evaluate.normal_threshold`): a factory
+has good parts to calibrate on, rarely labelled defects.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from dhkd.method.anomaly_map import image_scores
+from dhkd.data.files import IMAGE_SUFFIXES, Item, check_item, is_ignored, open_image, raise_problems, resize_square, run_parallel, to_8bit
+from dhkd.errors import DhkdError
+from dhkd.run.evaluate import batch_maps, load_model
+from dhkd.run.folder import METRICS_NAME
+from dhkd.io import atomic_write_text
+from dhkd.run.device import resolve_device
+
+SCORES_NAME = "scores.csv"
+OUTPUT_FOLDERS = ("maps", "overlays", "masks")  # one PNG per image in each, named after the image
+
+
+def predict(run: str | Path, inputs: Sequence[str | Path] | str | Path, out: str | Path | None = None,
+            threshold: float | None = None, device: str = "auto", batch_size: int | None = None,
+            progress: bool = True) -> pd.DataFrame:
+    """Score image files and folders with the run in ``run``; write the outputs to ``out`` (if given).
+
+    Returns a table with the columns path, score, flagged; ``table.attrs`` holds the threshold,
+    how it was chosen, and the images per second (decoding and writing included, model loading not).
+    """
+    run = Path(run)
+    inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    paths = collect_images(inputs)
+    threshold, how = (float(threshold), "given") if threshold is not None else run_threshold(run)
+    _, bad = run_parallel(check_item, [Item(p, "good", None) for p in paths], "checking", progress=False)
+    raise_problems(bad, "the images to score")
+    resolved = resolve_device(device)
+    model, config = load_model(run, resolved)
+    batch = max(1, batch_size or config.eval.batch_size)
+    names = output_names(paths)
+    out = Path(out) if out is not None else None
+    if out is not None:
+        for folder in OUTPUT_FOLDERS:
+            (out / folder).mkdir(parents=True, exist_ok=True)
+    scores: list[float] = []
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=4) as pool, tqdm(total=len(paths), desc="predict", unit="img",
+                                                          disable=not progress) as bar:
+        writes = []
+        for start in range(0, len(paths), batch):
+            chunk = paths[start:start + batch]
+            originals, squares = zip(*pool.map(lambda p: _decode(p, config.data.image_size), chunk))
+            maps = batch_maps(model, torch.from_numpy(np.stack(squares)).to(resolved), config, resolved).float()
+            chunk_scores = image_scores(maps).cpu().tolist()
+            scores += chunk_scores
+            if out is not None:
+                for original, amap, name in zip(originals, maps.cpu(), names[start:start + batch]):
+                    writes.append(pool.submit(_write_outputs, out, name, original, amap, threshold))
+            bar.update(len(chunk))
+        for write in writes:
+            write.result()
+    seconds = time.perf_counter() - started
+    table = pd.DataFrame({"path": [str(p) for p in paths], "score": scores,
+                          "flagged": [score > threshold for score in scores]})
+    table.attrs.update({"threshold": threshold, "threshold_how": how, "seconds": seconds,
+                        "images_per_second": len(paths) / seconds if seconds > 0 else float("inf")})
+    if out is not None:
+        atomic_write_text(out / SCORES_NAME, table.to_csv(index=False))
+    return table
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files given, and the images in folders given (recursively, sorted); problems as one error."""
+    found: list[Path] = []
+    for given in map(Path, inputs):
+        if given.is_dir():
+            found += sorted(p for p in given.rglob("*")
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(map(_is_ignored_part, p.parts)))
+        elif given.is_file():
+            if given.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DhkdError(f"{given} is not an image (suffix {given.suffix or '(none)'!r})",
+                                f"give image files ({', '.join(IMAGE_SUFFIXES)}) or folders of them")
+            found.append(given)
+        else:
+            raise DhkdError(f"{given} does not exist", "give image files or folders of images")
+    if not found:
+        raise DhkdError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, inputs))}",
+                        "give image files or folders that hold images")
+    return list(dict.fromkeys(found))
+
+
+def _is_ignored_part(part: str) -> bool:
+    return is_ignored(Path(part))
+
+
+def run_threshold(run: Path) -> tuple[float, str]:
+    """The threshold ``dhkd evaluate`` recorded in the run, and how it was chosen."""
+    path = run / METRICS_NAME
+    recorded = json.loads(path.read_text()).get("threshold") if path.exists() else None
+    if not recorded:
+        raise DhkdError(f"the run {run} has no recorded threshold (it was not evaluated with this version)",
+                        f"evaluate it first (dhkd evaluate --run {run} --json {run}/metrics.json) or pass --threshold T")
+    return float(recorded["value"]), recorded["how"]
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """A PNG name per image: its stem, with the folders above it added where stems repeat."""
+    names = []
+    for depth in range(1, max(len(p.parts) for p in paths) + 1):
+        names = ["__".join(p.with_suffix("").parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names):
+            break
+    return [f"{name}.png" for name in names]
+
+
+def _decode(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image as 8-bit RGB at its own size (HWC) and resized to the model's square (CHW)."""
+    rgb = to_8bit(open_image(path, "image", decode=True)).convert("RGB")
+    return np.asarray(rgb), np.ascontiguousarray(resize_square(rgb, size).transpose(2, 0, 1))
+
+
+def _write_outputs(out: Path, name: str, original: np.ndarray, amap: torch.Tensor, threshold: float) -> None:
+    """Map, overlay and mask PNGs at the original image's size."""
+    from matplotlib import colormaps
+
+    height, width = original.shape[:2]
+    full = F.interpolate(amap[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
+    scale = 2 * threshold if threshold > 0 else max(float(full.max()), 1e-12)
+    colour = (colormaps["jet"](np.clip(full / scale, 0, 1))[..., :3] * 255).astype(np.uint8)
+    overlay = (0.55 * original + 0.45 * colour).round().astype(np.uint8)
+    Image.fromarray(colour).save(out / "maps" / name)
+    Image.fromarray(overlay).save(out / "overlays" / name)
+    Image.fromarray(((full > threshold) * 255).astype(np.uint8)).save(out / "masks" / name)
