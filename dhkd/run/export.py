@@ -47,9 +47,13 @@ OPSET = 17
 FORMAT = "dhkd-scoring-graph/1"
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("anomaly_map", "score")
-#: Largest absolute difference allowed between the exported map and torch eager's (float32 maps
-#: of a few units; measured differences are about 1e-6).
-MAP_TOLERANCE = 1e-4
+#: Largest absolute difference allowed between the exported map and torch eager's. Maps are float32
+#: of a few units and usually agree to about 1e-6 (rounding in another order); the exception is the
+#: memory bank's hard shrinkage, a step at the weight 1/N: where a position's weight lies within
+#: rounding of it (measured: 1 of MTD's 582 test images, a weight 1.7e-8 from the step), the item
+#: drops in or out and the map moves locally by about 1.5e-4. 1e-3 stays far below what a map PNG
+#: resolves (2 x threshold / 255) and scores, hence flags, agree to about 1e-6 (benchmarks/deploy.md).
+MAP_TOLERANCE = 1e-3
 #: The metadata keys every export carries (values are strings; JSON where structured).
 METADATA_KEYS = ("dhkd.format", "dhkd.kit_version", "dhkd.input", "dhkd.outputs", "dhkd.threshold",
                  "dhkd.batch_size", "dhkd.check", "dhkd.config")
