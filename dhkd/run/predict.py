@@ -56,6 +56,7 @@ def predict(run: str | Path | None, inputs: Sequence[str | Path] | str | Path, o
     run = Path(run) if run is not None else None
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     paths = collect_images(inputs)
+    given = (float(threshold), "given") if threshold is not None else run_threshold(run) if run is not None else None
     _, bad = run_parallel(check_item, [Item(p, "good", None) for p in paths], "checking", progress=False)
     raise_problems(bad, "the images to score")
     if engine == "onnxruntime":
@@ -68,12 +69,7 @@ def predict(run: str | Path | None, inputs: Sequence[str | Path] | str | Path, o
         size, default_batch = config.data.image_size, config.eval.batch_size
         score_batch = lambda squares: batch_maps(torch_model, torch.from_numpy(squares).to(resolved), config,  # noqa: E731
                                                  resolved).float()
-    if threshold is not None:
-        threshold, how = float(threshold), "given"
-    elif run is not None:
-        threshold, how = run_threshold(run)
-    else:
-        threshold, how = file_threshold(scorer)
+    threshold, how = given if given is not None else file_threshold(scorer)
     batch = max(1, batch_size or default_batch)
     names = output_names(paths)
     out = Path(out) if out is not None else None
