@@ -16,6 +16,7 @@ The package is laid out one concept per module:
 - :mod:`dhkd.run.train`       the two-stage training loop and checkpoints
 - :mod:`dhkd.run.evaluate`    evaluation of a trained run
 - :mod:`dhkd.run.predict`   ``dhkd predict`` / :func:`dhkd.predict`: scoring new images
+- :mod:`dhkd.run.export`    ``dhkd export``: a run as one ONNX file (scored by :mod:`dhkd.run.onnx_scoring`)
 - :mod:`dhkd.metrics.thresholds`  confusion counts, F1, IoU at a threshold (for the widgets)
 - :mod:`dhkd.notebook.widgets`     threshold explorer, failure browser, run comparison
 - :mod:`dhkd.notebook.plots`       the notebooks' figures

@@ -1,5 +1,5 @@
-"""The ``dhkd`` command, one argparse tree: data, train, evaluate, predict, reproduce, tables,
-settings, bench.
+"""The ``dhkd`` command, one argparse tree: data, train, evaluate, predict, export, reproduce,
+tables, settings, bench.
 
 ``make reproduce`` and ``make ablation`` run ``dhkd reproduce``; each verb's options are declared
 beside the code that runs it where that code is a layer of its own (:mod:`dhkd.kit.reproduce`,
@@ -72,13 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true")
 
     predict = commands.add_parser("predict", help="score images with a trained run: scores.csv, maps, overlays, masks")
-    predict.add_argument("--run", required=True, type=Path)
+    predict.add_argument("--run", type=Path, help="a trained run folder (or give --model)")
+    predict.add_argument("--model", type=Path, metavar="FILE.onnx",
+                         help="an exported run (dhkd export): scored with onnxruntime, no run folder needed")
+    predict.add_argument("--engine", choices=["torch", "onnxruntime"],
+                         help="torch (default): eager, from the run's checkpoint; onnxruntime: the run's export (RUN/model.onnx, "
+                              "made on first use) or --model")
     predict.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders of images")
     predict.add_argument("--out", required=True, type=Path)
     predict.add_argument("--threshold", type=float, help="flag images scoring above it (default: the run's, from its evaluation)")
     predict.add_argument("--device", default="auto")
     predict.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's eval.batch_size)")
     predict.add_argument("--quiet", action="store_true")
+
+    export = commands.add_parser("export", help="a trained run as one ONNX file: image in, anomaly map and score out")
+    export.add_argument("--run", required=True, type=Path)
+    export.add_argument("--out", required=True, type=Path, metavar="FILE.onnx")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
 
     from dhkd.kit import reproduce, tables
 
@@ -103,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         return _evaluate(args)
     if args.command == "predict":
         return _predict(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "reproduce":
         from dhkd.kit.reproduce import run_command
 
@@ -169,12 +181,31 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from dhkd.run.predict import predict
 
+    if args.run is None and args.model is None:
+        raise DhkdError("dhkd predict needs --run RUN or --model FILE.onnx", "give the run folder, or an exported file")
+    if args.model is not None and args.engine == "torch":
+        raise DhkdError("--model FILE.onnx is scored with onnxruntime, not --engine torch",
+                        "drop --engine torch, or give --run RUN instead of --model")
     table = predict(args.run, args.inputs, args.out, threshold=args.threshold, device=args.device,
-                    batch_size=args.batch_size, progress=not args.quiet)
+                    batch_size=args.batch_size, progress=not args.quiet, engine=args.engine or "torch", model=args.model)
     flagged = int(table["flagged"].sum())
-    print(f"{len(table)} images scored, {flagged} flagged (threshold {table.attrs['threshold']:.4f}: "
-          f"{table.attrs['threshold_how']}); {table.attrs['images_per_second']:.1f} images/s; "
-          f"scores, maps, overlays and masks in {args.out}")
+    print(f"{len(table)} images scored ({table.attrs['engine']}), {flagged} flagged (threshold "
+          f"{table.attrs['threshold']:.4f}: {table.attrs['threshold_how']}); {table.attrs['images_per_second']:.1f} "
+          f"images/s; scores, maps, overlays and masks in {args.out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dhkd.run.export import export_run
+
+    done = export_run(args.run, args.out, opset=args.opset)
+    check = done["check"]
+    agreed = (f"maps within {check['max_map_difference']:.2g} of torch eager on {check['images']} check images"
+              if check["checked"] else f"not checked against torch eager ({check['why']})")
+    threshold = (f"threshold {done['threshold']['value']:.4f} recorded" if done["threshold"] is not None
+                 else "no threshold recorded (the run is not evaluated: dhkd predict --model needs --threshold)")
+    print(f"wrote {done['path']} ({done['bytes'] / 2**20:.1f} MiB, opset {done['opset']}, {done['teacher']} teacher, "
+          f"uint8 RGB input (batch, 3, {done['image_size']}, {done['image_size']})); {agreed}; {threshold}")
     return 0
 
 

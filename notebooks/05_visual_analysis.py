@@ -129,6 +129,65 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## Deploy: one ONNX file for the inspection PC
+#
+# The PC at the line rarely has the training stack, often no GPU. `dhkd export` (here
+# `export_run`, the same as `dhkd export --run RUN --out FILE.onnx`) writes the whole scoring
+# path as one ONNX file: normalisation, teacher, the additions this run has on, student, the
+# three $1 - \cos$ maps, upsampling, sum, blur and maximum. Its input is uint8 RGB images of
+# the run's size, any batch size; its metadata holds that size, the normalisation, the recorded
+# threshold and how it was chosen, the kit version and the run's configuration. The export is
+# checked with `onnx.checker` and against torch eager before the file is written.
+
+# %%
+import json
+
+from dhkd.run.export import export_run
+
+exported = export_run(run_dir, run_dir / "scored" / "model.onnx")
+print(f"{exported['path']}: {exported['bytes'] / 2**20:.1f} MiB, opset {exported['opset']}, "
+      f"maps within {exported['check']['max_map_difference']:.1g} of torch eager on its check images")
+
+# %% [markdown]
+# On the inspection PC only `onnxruntime`, numpy and an image reader are needed: resize the image
+# to the size the file states (PIL's bilinear filter, as the kit does), hand it over as uint8,
+# read back the map and the score. Here one defective test image is scored that way and compared
+# with the map the kit computes in torch (`dhkd predict --engine onnxruntime` or
+# `dhkd.predict(..., engine="onnxruntime")` do the same for whole folders, with the same outputs
+# as torch).
+
+# %%
+import numpy as np
+import onnxruntime
+import torch
+
+from dhkd.run.evaluate import batch_maps, load_model
+
+session = onnxruntime.InferenceSession(exported["path"], providers=["CPUExecutionProvider"])
+about = session.get_modelmeta().custom_metadata_map
+size = json.loads(about["dhkd.input"])["image_size"]
+recorded = json.loads(about["dhkd.threshold"])
+path = test.paths[int(predictions.labels.argmax())]  # the first defective test image
+pixels = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR))
+onnx_map, onnx_score = session.run(None, {"images": pixels.transpose(2, 0, 1)[None].copy()})
+
+model, _ = load_model(run_dir, "cpu")
+with torch.inference_mode():
+    torch_map = batch_maps(model, torch.from_numpy(pixels.transpose(2, 0, 1).copy())[None], config, torch.device("cpu"))
+difference = float(np.abs(onnx_map - torch_map.numpy()).max())
+print(f"{Path(path).name}: score {onnx_score[0]:.4f} with onnxruntime, {float(torch_map.max()):.4f} with torch; "
+      f"largest map difference {difference:.1g}; flagged: {bool(onnx_score[0] > recorded['value'])} "
+      f"(threshold {recorded['value']:.4f})")
+fig, axes = plt.subplots(1, 3, figsize=(8, 2.8))
+for ax, shown, title in zip(axes, [pixels, onnx_map[0], np.abs(onnx_map[0] - torch_map[0].numpy())],
+                            ["image", "onnxruntime map", "|onnxruntime - torch|"]):
+    ax.imshow(shown, cmap=None if shown.ndim == 3 else "jet")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
 # ## What to take from this
 #
 # - One colour range for the whole test set makes maps comparable between images: a good
@@ -138,6 +197,9 @@ plt.show()
 #   alarms.
 # - The F1-optimal threshold is chosen on the test labels; it shows how separable the scores
 #   are, not how a deployed detector would do.
+# - A run deploys as one ONNX file that needs only onnxruntime to score and carries its own
+#   input size, normalisation and threshold; its maps match the kit's within 1e-3
+#   (`dhkd.run.export.MAP_TOLERANCE`; benchmarks/deploy.md has the measured differences).
 #
 # ## Try this
 #

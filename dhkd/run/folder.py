@@ -8,6 +8,7 @@
     RUN/checkpoint.pt    model, optimiser, position and RNG state (resumable)
     RUN/metrics.json     dhkd evaluate's metrics, diagnostics and recorded threshold
     RUN/predictions.npz  the test images' anomaly maps and scores
+    RUN/model.onnx       the scoring graph for onnxruntime (dhkd export; made by dhkd predict --engine onnxruntime)
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ HISTORY_NAME = "history.csv"
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 PREDICTIONS_NAME = "predictions.npz"
-RUN_FILES = (CHECKPOINT_NAME, HISTORY_NAME, RUN_INFO_NAME, CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME)
+ONNX_NAME = "model.onnx"
+RUN_FILES = (CHECKPOINT_NAME, HISTORY_NAME, RUN_INFO_NAME, CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME, ONNX_NAME)
 
 
 def read_run_info(run_dir: str | Path) -> dict[str, Any]:

@@ -33,28 +33,44 @@ from dhkd.run.evaluate import batch_maps, load_model
 from dhkd.run.folder import METRICS_NAME
 from dhkd.io import atomic_write_text
 from dhkd.run.device import resolve_device
+from dhkd.run.onnx_scoring import OnnxScorer, check_engine, open_onnx, run_onnx
 
 SCORES_NAME = "scores.csv"
 OUTPUT_FOLDERS = ("maps", "overlays", "masks")  # one PNG per image in each, named after the image
 
 
-def predict(run: str | Path, inputs: Sequence[str | Path] | str | Path, out: str | Path | None = None,
+def predict(run: str | Path | None, inputs: Sequence[str | Path] | str | Path, out: str | Path | None = None,
             threshold: float | None = None, device: str = "auto", batch_size: int | None = None,
-            progress: bool = True) -> pd.DataFrame:
+            progress: bool = True, engine: str = "torch", model: str | Path | None = None) -> pd.DataFrame:
     """Score image files and folders with the run in ``run``; write the outputs to ``out`` (if given).
 
-    Returns a table with the columns path, score, flagged; ``table.attrs`` holds the threshold,
-    how it was chosen, and the images per second (decoding and writing included, model loading not).
+    ``engine``: torch (eager, the run's checkpoint) or onnxruntime (the run's ``dhkd export``, made
+    on first use as ``RUN/model.onnx``; or the file ``model``, which needs no run folder and brings
+    its recorded threshold). Returns a table with the columns path, score, flagged; ``table.attrs``
+    holds the threshold, how it was chosen, the engine, and the images per second (decoding and
+    writing included, model loading not).
     """
-    run = Path(run)
+    engine = check_engine("onnxruntime" if model is not None else engine)
+    if run is None and model is None:
+        raise DhkdError("nothing to score with: no run and no model file", "give --run RUN, or --model FILE.onnx")
+    run = Path(run) if run is not None else None
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     paths = collect_images(inputs)
-    threshold, how = (float(threshold), "given") if threshold is not None else run_threshold(run)
+    given = (float(threshold), "given") if threshold is not None else run_threshold(run) if run is not None else None
     _, bad = run_parallel(check_item, [Item(p, "good", None) for p in paths], "checking", progress=False)
     raise_problems(bad, "the images to score")
-    resolved = resolve_device(device)
-    model, config = load_model(run, resolved)
-    batch = max(1, batch_size or config.eval.batch_size)
+    if engine == "onnxruntime":
+        scorer = open_onnx(model if model is not None else run_onnx(run, progress), device)
+        size, default_batch = scorer.image_size, scorer.batch_size
+        score_batch = lambda squares: torch.from_numpy(scorer.maps(squares)[0])  # noqa: E731
+    else:
+        resolved = resolve_device(device)
+        torch_model, config = load_model(run, resolved)
+        size, default_batch = config.data.image_size, config.eval.batch_size
+        score_batch = lambda squares: batch_maps(torch_model, torch.from_numpy(squares).to(resolved), config,  # noqa: E731
+                                                 resolved).float()
+    threshold, how = given if given is not None else file_threshold(scorer)
+    batch = max(1, batch_size or default_batch)
     names = output_names(paths)
     out = Path(out) if out is not None else None
     if out is not None:
@@ -67,8 +83,8 @@ def predict(run: str | Path, inputs: Sequence[str | Path] | str | Path, out: str
         writes = []
         for start in range(0, len(paths), batch):
             chunk = paths[start:start + batch]
-            originals, squares = zip(*pool.map(lambda p: _decode(p, config.data.image_size), chunk))
-            maps = batch_maps(model, torch.from_numpy(np.stack(squares)).to(resolved), config, resolved).float()
+            originals, squares = zip(*pool.map(lambda p: _decode(p, size), chunk))
+            maps = score_batch(np.stack(squares))
             chunk_scores = image_scores(maps).cpu().tolist()
             scores += chunk_scores
             if out is not None:
@@ -80,7 +96,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path] | str | Path, out: str
     seconds = time.perf_counter() - started
     table = pd.DataFrame({"path": [str(p) for p in paths], "score": scores,
                           "flagged": [score > threshold for score in scores]})
-    table.attrs.update({"threshold": threshold, "threshold_how": how, "seconds": seconds,
+    table.attrs.update({"threshold": threshold, "threshold_how": how, "engine": engine, "seconds": seconds,
                         "images_per_second": len(paths) / seconds if seconds > 0 else float("inf")})
     if out is not None:
         atomic_write_text(out / SCORES_NAME, table.to_csv(index=False))
@@ -119,6 +135,14 @@ def run_threshold(run: Path) -> tuple[float, str]:
         raise DhkdError(f"the run {run} has no recorded threshold (it was not evaluated with this version)",
                         f"evaluate it first (dhkd evaluate --run {run} --json {run}/metrics.json) or pass --threshold T")
     return float(recorded["value"]), recorded["how"]
+
+
+def file_threshold(scorer: OnnxScorer) -> tuple[float, str]:
+    """The threshold an exported file recorded, and how it was chosen."""
+    if scorer.threshold is None:
+        raise DhkdError(f"{scorer.path} records no threshold (its run was not evaluated before dhkd export)",
+                        "pass --threshold T, or evaluate the run and export it again")
+    return float(scorer.threshold["value"]), scorer.threshold["how"]
 
 
 def output_names(paths: Sequence[Path]) -> list[str]:
