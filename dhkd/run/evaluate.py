@@ -33,7 +33,8 @@ from dhkd.errors import DhkdError
 from dhkd.io import atomic_write, atomic_write_json
 from dhkd.method import DHKD
 from dhkd.run.build import build_model
-from dhkd.run.folder import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME, RUN_INFO_NAME, read_run_info
+from dhkd.run.folder import (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME, RUN_INFO_NAME,
+                             no_checkpoint_error, read_run_info, stopped_before_checkpoint)
 from dhkd.run.device import autocast, resolve_device, set_memory_format
 
 
@@ -71,9 +72,11 @@ def _load_model(run_dir: str | Path, device: str | torch.device | None) -> tuple
     """:func:`load_model`, plus the checkpoint's state (for its position: epochs done)."""
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_NAME
+    if stopped_before_checkpoint(run_dir):
+        raise no_checkpoint_error(run_dir, "evaluate")
     if not config_path.exists():
         raise DhkdError(f"{run_dir} is not a dhkd run folder (no {CONFIG_NAME})", "point --run at a folder made by dhkd train --out")
-    config = read_config(config_path)
+    config = read_config(config_path)  # checked as a new run's config, before any model is built
     device = device if isinstance(device, torch.device) else resolve_device(device)
     state = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
     check_compatible(state, config, run_dir / CHECKPOINT_NAME)

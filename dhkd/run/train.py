@@ -33,7 +33,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dhkd.run.checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from dhkd.run.folder import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, RUN_INFO_NAME
+from dhkd.run.folder import (CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, RUN_INFO_NAME, no_checkpoint_error,
+                             prepare_run_dir, start_run_dir, stopped_before_checkpoint)
 from dhkd.config import Config, check_run, save_config, to_dict
 from dhkd.data import load_split, normalize, validate_category
 from dhkd.data.dataset_file import DataSetFile, as_dataset, is_dataset_file, split_record
@@ -420,10 +421,13 @@ class Trainer:
             raise DhkdError(f"{self.out_dir} already holds a run (checkpoint.pt)",
                             "add --resume to continue it, or choose another --out folder")
         if self.dist.main:
+            start_run_dir(self.out_dir)
             save_config(self.config, self.out_dir / CONFIG_NAME)
         return Position()
 
     def _resume(self) -> Position:
+        if stopped_before_checkpoint(self.out_dir):
+            raise no_checkpoint_error(self.out_dir, "resume")
         state = load_checkpoint(self.checkpoint_path, map_location=self.device)
         check_compatible(state, self.config, self.checkpoint_path)
         self.student.load_state_dict(state["student"])
@@ -501,14 +505,20 @@ class Trainer:
 
 
 def train(config: Config, data_root: str | Path, category: str, out_dir: str | Path, device: str | None = "auto",
-          resume: bool = False, progress: bool = True) -> Path:
+          resume: bool | str = False, progress: bool = True) -> Path:
     """Train DHKD on one category; the run folder gets config, checkpoint, history and run info.
 
     The config is checked first (before any data is read); the run folder is locked while
-    training (by rank 0 under torchrun), so a second training into it refuses to start."""
+    training (by rank 0 under torchrun), so a second training into it refuses to start.
+    ``resume="auto"``: resume a run of this exact configuration found in ``out_dir``, and move
+    one of another configuration aside first (:func:`~dhkd.run.folder.prepare_run_dir`, under the lock)."""
     check_run(config)
     lock = folder_lock(out_dir, "run folder") if int(os.environ.get("RANK", "0")) == 0 else nullcontext()
     with lock:
+        if resume == "auto":
+            resume = prepare_run_dir(out_dir, config)
+            if resume and progress:
+                print(f"resuming the run in {Path(out_dir).name} from its checkpoint")
         trainer = Trainer(config, data_root, category, out_dir, device, progress)
         try:
             return trainer.fit(resume=resume)
