@@ -235,6 +235,9 @@ class TrainConfig:
     seed: int = setting(111, Range(low=0, high=2**32 - 1), "seed of the weights and the data order")
     loss: str = setting("flatten", Range(choices=("flatten", "pixel")), "flatten (official RD4AD) or pixel (the paper's text)")
     cache_teacher_features: bool = setting(True, FLAG, "reuse clean-image features across epochs")
+    stream: str = setting("auto", Range(choices=("auto", "off", "on")),
+                          "decode the training images from disk per batch: auto when the images and the feature "
+                          "cache would not fit in memory (dhkd train says so), off: refuse then, on: always")
     amp: bool = setting(False, FLAG, "bf16 autocast of the student on CUDA (ignored on the CPU); off = fp32 as RD4AD")
     channels_last: bool = setting(True, FLAG, "NHWC tensors, on CUDA and on the CPU (cuDNN and oneDNN are faster so)")
     compile: bool = setting(False, FLAG, "torch.compile the student")

@@ -204,6 +204,19 @@ def read_item(item: Item, size: int) -> tuple[np.ndarray, np.ndarray | None]:
     return image, mask
 
 
+def read_mask(item: Item, size: int) -> np.ndarray:
+    """Decode one item's mask alone (HW bool at ``size``), checked against its image's size."""
+    assert item.mask is not None
+    mask_img = open_image(item.mask, "mask", decode=True)
+    image = open_image(item.path, "image", decode=False)
+    if mask_img.size != image.size:
+        raise BadFile(size_problem(item, image.size, mask_img.size))
+    try:
+        return resize_square(Image.fromarray(mask_levels(mask_img)), size) > 127
+    except (ValueError, OSError, TypeError) as error:
+        raise BadFile(unsupported(item.mask, mask_img, error)) from None
+
+
 def unsupported(path: Path | None, img: Image.Image, error: Exception) -> Problem:
     return Problem(f"cannot convert {path} (PIL mode {img.mode}) to 8-bit: {error}", "save it as an 8-bit RGB or greyscale PNG")
 
