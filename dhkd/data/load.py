@@ -131,7 +131,9 @@ class StreamedImages:
         """Start decoding ``self[key]`` now; the next ``self[key]`` waits only for what is left."""
         indices = self._indices(key)
         if indices not in self._pending:
-            self._pending = {indices: [self._pool.submit(self._one, i) for i in indices]}
+            self._pending[indices] = [self._pool.submit(self._one, i) for i in indices]
+            while len(self._pending) > 2:  # the batch being used and the next one
+                self._pending.pop(next(iter(self._pending)))
 
     def __getitem__(self, key: Any) -> torch.Tensor:
         indices = self._indices(key)
