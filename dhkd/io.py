@@ -87,12 +87,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Temporary files of ``path`` left by writers that were killed (their PID no longer runs)."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[^.]+\.tmp")
+def remove_stale_temporaries(path: Path, any_name: bool = False) -> list[Path]:
+    """Temporary files of ``path`` (with ``any_name``: of any file in the folder ``path``) left by
+    writers that were killed (their PID no longer runs)."""
+    folder = Path(path) if any_name else Path(path).parent
+    name = r".+" if any_name else re.escape(Path(path).name)
+    pattern = re.compile(rf"\.{name}\.(\d+)\.[^.]+\.tmp")
     removed = []
     try:
-        candidates = list(path.parent.iterdir())
+        candidates = list(folder.iterdir())
     except OSError:
         return removed
     for candidate in candidates:
@@ -106,14 +109,18 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     return removed
 
 
-def atomic_write(path: Path, write: Callable[[Path], None], size_hint: int | None = None) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None], size_hint: int | None = None,
+                 clean: bool = True) -> None:
     """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename.
 
-    ``size_hint``: about how many bytes the file takes (said when the disk is full)."""
+    ``size_hint``: about how many bytes the file takes (said when the disk is full). ``clean``:
+    first remove the temporaries of ``path`` that killed writers left (a writer of many files in
+    one folder passes False and calls :func:`remove_stale_temporaries` once for the folder)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(path)
+        if clean:
+            remove_stale_temporaries(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise write_error(path, error, size_hint) from None

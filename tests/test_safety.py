@@ -459,3 +459,17 @@ def test_a_jpeg_is_checked_without_a_full_decode(tmp_path) -> None:
     (tmp_path / "cut.jpg").write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(BadFile, match="truncated"):
         open_image(tmp_path / "cut.jpg", "image", decode=False)
+
+
+def test_streamed_images_are_the_loaded_images(toy_root) -> None:
+    from dhkd.data import load_split, stream_split
+
+    loaded, streamed = (load(toy_root, CATEGORY, "test", 64, progress=False) for load in (load_split, stream_split))
+    assert torch.equal(loaded.masks, streamed.masks) and torch.equal(loaded.labels, streamed.labels)
+    assert len(streamed) == len(loaded)
+    order = torch.randperm(len(loaded))
+    streamed.images.prefetch(order[:3])
+    streamed.images.prefetch(order[3:])
+    assert torch.equal(streamed.images[order[:3]], loaded.images[order[:3]])  # the older prefetch is kept
+    assert torch.equal(streamed.images[order[3:]], loaded.images[order[3:]])
+    assert torch.equal(streamed.images[1:4], loaded.images[1:4])

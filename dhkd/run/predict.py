@@ -32,7 +32,7 @@ from dhkd.data.files import IMAGE_SUFFIXES, Item, check_item, is_ignored, open_i
 from dhkd.errors import DhkdError
 from dhkd.run.evaluate import batch_maps, load_model
 from dhkd.run.folder import METRICS_NAME
-from dhkd.io import atomic_write, atomic_write_text, inside, plain_name
+from dhkd.io import atomic_write, atomic_write_text, inside, plain_name, remove_stale_temporaries
 from dhkd.run.device import resolve_device
 
 SCORES_NAME = "scores.csv"
@@ -61,6 +61,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path] | str | Path, out: str
     if out is not None:
         for folder in OUTPUT_FOLDERS:
             (out / folder).mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(out / folder, any_name=True)  # once per folder, not per image
     scores: list[float] = []
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=4) as pool, tqdm(total=len(paths), desc="predict", unit="img",
@@ -168,4 +169,4 @@ def _write_outputs(out: Path, name: str, original: np.ndarray, amap: torch.Tenso
     overlay = (0.55 * original + 0.45 * colour).round().astype(np.uint8)
     for folder, pixels in (("maps", colour), ("overlays", overlay), ("masks", ((full > threshold) * 255).astype(np.uint8))):
         target = inside(out / folder / name, out, "predict output")
-        atomic_write(target, lambda tmp, pixels=pixels: Image.fromarray(pixels).save(tmp, format="PNG"))
+        atomic_write(target, lambda tmp, pixels=pixels: Image.fromarray(pixels).save(tmp, format="PNG"), clean=False)
