@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,8 @@ from dhkd.config import load_config
 from dhkd.data import load_split, normalize
 from dhkd.run.evaluate import compute_metrics, score_split
 from dhkd.method import CoordinateAttention
+from dhkd.io import plain_name
+from dhkd.run.folder import move_aside
 from dhkd.run.train import Trainer
 
 
@@ -81,8 +82,8 @@ def diagnostics(trainer: Trainer, count: int = 64) -> dict:
 
 def screen(args: argparse.Namespace) -> dict:
     config = load_config(args.profile, args.overrides)
-    run_dir = Path(args.out) / args.name
-    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir = Path(args.out) / plain_name(args.name, "--name", "give a plain name, e.g. --name cosine-30")
+    move_aside(run_dir)  # an earlier run of this name goes to run_dir/.replaced-<time>/, never deleted
     started = time.perf_counter()
     trainer = Trainer(config, args.data_root, args.category, run_dir, device=args.device, progress=False)
     trainer.fit()

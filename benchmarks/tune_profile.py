@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,8 @@ from dhkd.config import load_config
 from dhkd.data import load_split
 from dhkd.run.evaluate import compute_metrics, score_split
 from dhkd.kit.tables import markdown_table
+from dhkd.io import plain_name
+from dhkd.run.folder import move_aside
 from dhkd.run.train import Trainer
 
 SCORES = ("image_auroc", "pixel_auroc", "aupro", "pro_rd4ad")
@@ -38,8 +39,8 @@ def tune(args: argparse.Namespace) -> dict[str, Any]:
     config = load_config(args.profile, args.overrides)
     eval_at = {int(e) for e in args.eval_at.split(",") if e} or {config.train.epochs}
     test = load_split(args.data_root, args.category, "test", config.data.image_size, progress=False)
-    run_dir = Path(args.out) / args.name
-    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir = Path(args.out) / plain_name(args.name, "--name", "give a plain name, e.g. --name cosine-30")
+    move_aside(run_dir)  # an earlier run of this name goes to run_dir/.replaced-<time>/, never deleted
     started = time.perf_counter()
     trainer = Trainer(config, args.data_root, args.category, run_dir, device=args.device, progress=False)
     scores: list[dict[str, Any]] = []

@@ -235,6 +235,9 @@ class TrainConfig:
     seed: int = setting(111, Range(low=0, high=2**32 - 1), "seed of the weights and the data order")
     loss: str = setting("flatten", Range(choices=("flatten", "pixel")), "flatten (official RD4AD) or pixel (the paper's text)")
     cache_teacher_features: bool = setting(True, FLAG, "reuse clean-image features across epochs")
+    stream: str = setting("auto", Range(choices=("auto", "off", "on")),
+                          "decode the training images from disk per batch: auto when the images and the feature "
+                          "cache would not fit in memory (dhkd train says so), off: refuse then, on: always")
     amp: bool = setting(False, FLAG, "bf16 autocast of the student on CUDA (ignored on the CPU); off = fp32 as RD4AD")
     channels_last: bool = setting(True, FLAG, "NHWC tensors, on CUDA and on the CPU (cuDNN and oneDNN are faster so)")
     compile: bool = setting(False, FLAG, "torch.compile the student")
@@ -243,7 +246,7 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    image_size: int = setting(256, Range(low=64, multiple_of=32), "images are resized to this square size")
+    image_size: int = setting(256, Range(low=64, high=1024, multiple_of=32), "images are resized to this square size")
 
 
 @dataclass
@@ -359,6 +362,13 @@ def validate(config: Config) -> Config:
             problem = _range_problem(s, value)
             if problem:
                 problems.append(problem)
+    from dhkd.io import plain_name_problem
+
+    problem = plain_name_problem(config.profile)
+    if problem:
+        problems.append((f"profile: {config.profile!r} is not a plain name ({problem}); it names the results "
+                         "folder (RESULTS/<data>/<profile>), which must stay inside RESULTS",
+                         "write a plain name (e.g. profile: my_profile), or leave the key out: the file's name is used"))
     if not problems:
         problems += _model_problems(config)
     _raise_all(problems)
@@ -693,9 +703,14 @@ def save_config(config: Config, path: Path) -> None:
 
 
 def read_config(path: Path) -> Config:
-    """Read a resolved config written by :func:`save_config`."""
+    """Read a resolved config written by :func:`save_config`, checked exactly as a new run's
+    (:func:`check_run`: types, ranges, combinations), so a foreign or edited run folder is
+    refused before any model is built from it."""
     tree = read_yaml(path, "run config")
-    return from_dict(Config, tree)
+    try:
+        return check_run(from_dict(Config, tree))
+    except DhkdError as error:
+        raise DhkdError(f"run config {path}: {error.what}", error.fix) from None
 
 
 # ---------------------------------------------------------------------------- the settings table

@@ -3,6 +3,13 @@
 A kill at any moment leaves either the previous good file or the new one, never half of one.
 A full disk or an unwritable folder leaves the previous file as well, and ends in a
 :class:`DhkdError` naming the path and, for a full disk, how much space the file needed.
+The new file gets the replaced file's mode, or the umask's for a new one (never mkstemp's 0600).
+A temporary file is named after its path and its writer's PID (``.NAME.PID.XXXX.tmp``): one left
+by a killed writer is removed by the next write of that path, once that PID no longer runs.
+
+:func:`plain_name` and :func:`inside` are the checks that keep every write under the folder the
+user gave: a name from a file or the command line is one plain path part, and a joined path
+stays under its folder.
 """
 
 from __future__ import annotations
@@ -10,8 +17,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,18 +30,103 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 NOT_ALLOWED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-def atomic_write(path: Path, write: Callable[[Path], None], size_hint: int | None = None) -> None:
+_umask_guard = threading.Lock()
+def plain_name_problem(name: object) -> str | None:
+    """Why ``name`` is not one plain path part (None when it is): a name that becomes a folder
+    may hold no ``/`` or ``\\``, may not be empty, ``.``/``..`` or start with a dot."""
+    if not isinstance(name, str) or not name.strip():
+        return "it is empty"
+    if "/" in name or "\\" in name or "\0" in name:
+        return "it holds a path separator"
+    if name.startswith("."):
+        return "it starts with a dot"
+    if name != name.strip() or len(name) > 100:
+        return "it has spaces around it or is over 100 characters"
+    return None
+
+
+def plain_name(name: str, what: str, fix: str) -> str:
+    """``name`` when it is one plain path part (:func:`plain_name_problem`), else a :class:`DhkdError`."""
+    problem = plain_name_problem(name)
+    if problem:
+        raise DhkdError(f"{what} {name!r} is not a plain name ({problem}): it becomes a folder name, "
+                        "which must stay inside the output folder", fix)
+    return name
+
+
+def inside(path: Path, folder: Path, what: str = "output") -> Path:
+    """``path`` when it lies under ``folder`` (after resolving ``..`` and links), else a :class:`DhkdError`."""
+    resolved, base = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    if resolved != base and base not in resolved.parents:
+        raise DhkdError(f"refused to write the {what} {path}: it is outside the folder {folder}",
+                        "this is a bug in the kit or a planted link; please report it")
+    return Path(path)
+
+
+def current_umask() -> int:
+    with _umask_guard:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _new_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777  # the replaced file's
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path, any_name: bool = False) -> list[Path]:
+    """Temporary files of ``path`` (with ``any_name``: of any file in the folder ``path``) left by
+    writers that were killed (their PID no longer runs)."""
+    folder = Path(path) if any_name else Path(path).parent
+    name = r".+" if any_name else re.escape(Path(path).name)
+    pattern = re.compile(rf"\.{name}\.(\d+)\.[^.]+\.tmp")
+    removed = []
+    try:
+        candidates = list(folder.iterdir())
+    except OSError:
+        return removed
+    for candidate in candidates:
+        match = pattern.fullmatch(candidate.name)
+        if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+            try:
+                candidate.unlink()
+                removed.append(candidate)
+            except OSError:
+                pass
+    return removed
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], size_hint: int | None = None,
+                 clean: bool = True) -> None:
     """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename.
 
-    ``size_hint``: about how many bytes the file takes (said when the disk is full)."""
+    ``size_hint``: about how many bytes the file takes (said when the disk is full). ``clean``:
+    first remove the temporaries of ``path`` that killed writers left (a writer of many files in
+    one folder passes False and calls :func:`remove_stale_temporaries` once for the folder)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        if clean:
+            remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise write_error(path, error, size_hint) from None
     os.close(fd)
     try:
+        os.chmod(tmp, _new_mode(path))
         write(Path(tmp))
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())

@@ -64,7 +64,6 @@ from dhkd.data import count_images, load_split, normalize
 from dhkd.method.masking import corrupt
 from dhkd.run.build import masking_arguments
 from dhkd.data.toy import ensure_category
-from dhkd.run.folder import prepare_run_dir
 from dhkd.config import training_config
 from dhkd.run.train import stage_of, train
 
@@ -113,11 +112,10 @@ plots.corruption_examples(clean, corrupted, masks)
 
 # %%
 run_dir = Path(out_dir) / category
-resume = prepare_run_dir(run_dir, config)
-if resume:
-    print(f"resuming the run in out_dir/{category} from its checkpoint")
 with plots.live_loss(run_dir, config.train.epochs):
-    train(config, data_root, category, run_dir, device=device, resume=resume, progress=False)
+    # resume="auto": continue a run of this configuration found there; one of another
+    # configuration is moved aside (run_dir/.replaced-<time>/), under the run's lock
+    train(config, data_root, category, run_dir, device=device, resume="auto", progress=False)
 history = pd.read_csv(run_dir / "history.csv")
 print(f"{len(history)} epochs, {history['seconds'].sum():.0f} s of training; loss {history['loss'].iloc[0]:.4f} "
       f"after the first epoch, {history['loss'].iloc[-1]:.4f} after the last")

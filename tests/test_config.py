@@ -121,7 +121,7 @@ OUT_OF_RANGE = [  # (override, fragments of the message)
     ("model.bottleneck_blocks=0", ["model.bottleneck_blocks=0", "model.bottleneck_blocks=1"]),
     ("model.bottleneck_width=0", ["model.bottleneck_width=0.0", "> 0"]),
     ("data.image_size=100", ["data.image_size=100", "a multiple of 32", "nearest valid value: data.image_size=96"]),
-    ("data.image_size=8", ["data.image_size=8", "≥ 64", "nearest valid value: data.image_size=64"]),
+    ("data.image_size=8", ["data.image_size=8", "64 ≤ x ≤ 1024", "nearest valid value: data.image_size=64"]),
     ("eval.blur_sigma=-1", ["eval.blur_sigma=-1.0", "≥ 0", "nearest valid value: eval.blur_sigma=0.0"]),
     ("eval.blur_sigma=40", ["eval.blur_sigma=40.0", "whole 64-pixel image", "eval.blur_sigma=16"]),
     ("eval.fpr_limit=0", ["eval.fpr_limit=0.0", "0 < x ≤ 1"]),

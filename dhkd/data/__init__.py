@@ -12,11 +12,11 @@ The names below are the public interface; import them from ``dhkd.data``.
 """
 
 from dhkd.data.files import IMAGE_SUFFIXES, binarize_mask, mask_levels
-from dhkd.data.load import count_images, find_category, list_categories, load_split, validate_category
+from dhkd.data.load import StreamedImages, count_images, find_category, list_categories, load_split, stream_split, validate_category
 from dhkd.data.mvtec import EXPECTED_LAYOUT, GET_DATA, MVTEC_CATEGORIES
 from dhkd.data.split import IMAGENET_MEAN, IMAGENET_STD, CategorySplit, denormalize, normalize
 from dhkd.data.load import MVTecDataset
 
 __all__ = ["IMAGE_SUFFIXES", "binarize_mask", "mask_levels", "count_images", "find_category", "list_categories",
-           "load_split", "validate_category", "EXPECTED_LAYOUT", "GET_DATA", "MVTEC_CATEGORIES", "IMAGENET_MEAN",
+           "load_split", "stream_split", "StreamedImages", "validate_category", "EXPECTED_LAYOUT", "GET_DATA", "MVTEC_CATEGORIES", "IMAGENET_MEAN",
            "IMAGENET_STD", "CategorySplit", "denormalize", "normalize", "MVTecDataset"]

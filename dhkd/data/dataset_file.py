@@ -43,6 +43,7 @@ import yaml
 
 from dhkd.data.files import IMAGE_SUFFIXES, Item, Problem, check_item, is_ignored, raise_problems, run_parallel
 from dhkd.errors import DhkdError
+from dhkd.io import plain_name_problem
 
 DATASET_SUFFIXES = (".yaml", ".yml")
 KEYS = ("name", "root", "normal", "abnormal", "masks", "kind", "test_share", "split_seed")
@@ -156,8 +157,9 @@ def from_dict(content: Any, base: Path, source: Path | None = None) -> DataSetFi
     if missing:
         raise DhkdError(f"{where} lacks {', '.join(missing)}", f"add {' and '.join(missing)}; a data-set file looks like\n{EXAMPLE}")
     name = _text(content["name"], "name", where)
-    if "/" in name or "\\" in name or name in (".", ".."):
-        raise DhkdError(f"{where}: name {name!r} is not a plain name", "use a short name such as mtd (it names folders)")
+    if plain_name_problem(name):
+        raise DhkdError(f"{where}: name {name!r} is not a plain name ({plain_name_problem(name)})",
+                        "use a short name such as mtd (it names folders)")
     root = Path(_text(content["root"], "root", where)).expanduser()
     root = _absolute(root if root.is_absolute() else base / root)
     share = content.get("test_share", 0.2)
@@ -177,6 +179,10 @@ def from_dict(content: Any, base: Path, source: Path | None = None) -> DataSetFi
     for key in ("masks", "kind"):
         if getattr(dataset, key):
             _check_template(getattr(dataset, key), key, where)
+    if dataset.masks and (PurePosixPath(dataset.masks).is_absolute() or ".." in PurePosixPath(dataset.masks).parts
+                          or "\\" in dataset.masks):
+        raise DhkdError(f"{where}: the masks template {dataset.masks!r} leaves the root folder",
+                        "write the template relative to root, e.g. {dir}/{stem}_mask.png (as the globs are)")
     return dataset
 
 

@@ -61,7 +61,7 @@ def download_mvtec(
         out: the data root; category folders are written as ``out/<category>``.
         categories: only these (folder names, e.g. ``["bottle"]``); all 15 by default.
         keep_archive: keep the 4.9 GB archive after unpacking (to unpack more categories
-            later without downloading again).
+            later without downloading again). An archive placed in ``out`` by hand is always kept.
         progress: show progress bars.
 
     Returns:
@@ -79,7 +79,8 @@ def download_mvtec(
         raise DhkdError(f"cannot create {out}: {error.strerror}", "choose an output folder you can write to") from None
 
     archive = out / ARCHIVE_NAME
-    if archive.exists():
+    placed_by_hand = archive.exists()
+    if placed_by_hand:  # the user's file: checked, used, and kept whatever keep_archive says
         _verify(archive, MVTEC_SHA256, progress, placed_by_hand=True)
     else:
         part = archive.with_name(archive.name + ".part")
@@ -87,8 +88,8 @@ def download_mvtec(
         _verify(part, MVTEC_SHA256, progress, placed_by_hand=False)
         os.replace(part, archive)
     extract_categories(archive, out, missing, progress=progress)
-    if not keep_archive:
-        archive.unlink()
+    if not keep_archive and not placed_by_hand:
+        archive.unlink()  # the archive this call downloaded; one placed by hand is the user's
     return out
 
 

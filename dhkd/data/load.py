@@ -14,13 +14,15 @@ data-set file (YAML, :mod:`dhkd.data.dataset_file`) or a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
+import numpy as np
 import torch
 
 from dhkd.data import dataset_file
-from dhkd.data.files import Item, Problem, check_item, raise_problems, read_item, run_parallel
+from dhkd.data.files import BadFile, Item, Problem, check_item, raise_problems, read_item, read_mask, run_parallel
 from dhkd.data.mvtec import mvtec_categories, mvtec_category_folder, scan_split
 from dhkd.data.split import CategorySplit, normalize
 from dhkd.errors import DhkdError
@@ -83,6 +85,96 @@ def count_images(root: str | Path, category: str, split: Literal["train", "test"
     return len(items)
 
 
+class StreamedImages:
+    """A split's images decoded from disk per batch: indexed like the uint8 ``(N, 3, S, S)`` tensor
+    :func:`load_split` holds (``images[indices]``, ``images[a:b]``), without holding them.
+
+    :meth:`prefetch` starts decoding a batch in background threads, so the next batch is ready
+    when the current step ends. Decoding problems end in one :class:`DhkdError`, as in loading.
+    """
+
+    def __init__(self, items: Sequence[Item], image_size: int, device: torch.device | str = "cpu",
+                 workers: int | None = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.items = list(items)
+        self.image_size = image_size
+        self.device = torch.device(device)
+        self.shape = (len(self.items), 3, image_size, image_size)
+        self.dtype = torch.uint8
+        self._pool = ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1))
+        self._pending: dict[tuple[int, ...], Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def to(self, device: torch.device | str) -> "StreamedImages":
+        self.device = torch.device(device)
+        return self
+
+    def _indices(self, key: Any) -> tuple[int, ...]:
+        if isinstance(key, slice):
+            return tuple(range(*key.indices(len(self))))
+        if isinstance(key, torch.Tensor):
+            return tuple(int(i) for i in key.reshape(-1).tolist())
+        if isinstance(key, int):
+            raise TypeError("index StreamedImages with a tensor, a list or a slice of indices")
+        return tuple(int(i) for i in key)
+
+    def _one(self, index: int) -> Any:
+        try:
+            return read_item(Item(self.items[index].path, self.items[index].defect_type, None), self.image_size)[0]
+        except BadFile as error:
+            return error.problem
+
+    def prefetch(self, key: Any) -> None:
+        """Start decoding ``self[key]`` now; the next ``self[key]`` waits only for what is left."""
+        indices = self._indices(key)
+        if indices not in self._pending:
+            self._pending[indices] = [self._pool.submit(self._one, i) for i in indices]
+            while len(self._pending) > 2:  # the batch being used and the next one
+                self._pending.pop(next(iter(self._pending)))
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        indices = self._indices(key)
+        futures = self._pending.pop(indices, None) or [self._pool.submit(self._one, i) for i in indices]
+        decoded = [future.result() for future in futures]
+        problems = [d for d in decoded if isinstance(d, Problem)]
+        raise_problems(problems, "the images (decoded per batch)")
+        if not decoded:
+            return torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8, device=self.device)
+        return torch.from_numpy(np.stack(decoded)).to(self.device)
+
+
+def stream_split(root: str | Path, category: str, split: Literal["train", "test"], image_size: int = 256,
+                 progress: bool = True) -> CategorySplit:
+    """:func:`load_split` without holding the images: ``images`` is a :class:`StreamedImages` that
+    decodes a batch when it is indexed; only the masks (defective images' alone) are decoded now.
+    Holds about ``S * S`` bytes per image (the masks) instead of ``4 * S * S``."""
+    check_split_name(split)
+    _check_size(image_size)
+    items, problems, context = items_of(root, category, [split])
+    raise_problems(problems, context)
+    with_masks = [item for item in items if item.mask is not None]
+    decoded, problems = run_parallel(lambda item: read_mask(item, image_size), with_masks, f"{category}/{split} masks",
+                                     progress)
+    raise_problems(problems, context)
+    n, s = len(items), image_size
+    masks = torch.zeros((n, s, s), dtype=torch.bool)
+    positions = {id(item): i for i, item in enumerate(items)}
+    for item, mask in zip(with_masks, decoded):
+        masks[positions[id(item)]] = torch.from_numpy(mask)
+    labels = torch.tensor([int(item.defect_type != "good") for item in items], dtype=torch.int64)
+    has_mask = torch.tensor([item.mask is not None for item in items], dtype=torch.bool)
+    return CategorySplit(StreamedImages(items, image_size), masks, labels, [item.defect_type for item in items],  # type: ignore[arg-type]
+                         [item.path for item in items], has_mask)
+
+
+def _check_size(image_size: Any) -> None:
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise DhkdError(f"image size must be a positive whole number, got {image_size!r}", "e.g. 256")
+
+
 def load_split(
     root: str | Path,
     category: str,
@@ -93,11 +185,11 @@ def load_split(
     """Decode one split of one category into memory (see the module docstring for the layout).
 
     The layout is checked first, then every file is decoded; either step raises one
-    :class:`DhkdError` listing all the problems it found.
+    :class:`DhkdError` listing all the problems it found. :func:`stream_split` is the same split
+    decoded per batch instead.
     """
     check_split_name(split)
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-        raise DhkdError(f"image size must be a positive whole number, got {image_size!r}", "e.g. 256")
+    _check_size(image_size)
     items, problems, context = items_of(root, category, [split])
     raise_problems(problems, context)
 

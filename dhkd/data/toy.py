@@ -736,8 +736,10 @@ def _write_category(folder: Path, params: dict) -> int:
             _save_png(folder / "ground_truth" / defect / f"{i:03d}_mask.png", sample.mask.astype(np.uint8) * 255)
             count += 1
     atomic_write_text(folder / STAMP_NAME, json.dumps(params, indent=2) + "\n")  # last: marks completion
-    os.chmod(folder / STAMP_NAME, 0o644)  # atomic writes are private by default; this is data
     return count
+
+
+README_FIRST_LINE = "dhkd toy data set\n"  # a README.txt that starts otherwise is the user's: kept
 
 
 def _readme(out: Path) -> str:
@@ -748,7 +750,7 @@ def _readme(out: Path) -> str:
         except (OSError, ValueError):
             continue
     lines = [
-        "dhkd toy data set",
+        README_FIRST_LINE.rstrip("\n"),
         "=================",
         "",
         "A small synthetic anomaly-detection data set in MVTec AD's folder layout, made by",
@@ -891,9 +893,10 @@ def generate_toy(
         current = path.read_text()
     except OSError:
         current = None
-    if current != readme:
+    if current is not None and current != readme and not current.startswith(README_FIRST_LINE):
+        print(f"toy data: kept {path}, which the toy generator did not write", file=sys.stderr, flush=True)
+    elif current != readme:
         atomic_write_text(path, readme)
-        os.chmod(path, 0o644)
     return folders
 
 

@@ -18,7 +18,7 @@ resolved configuration, the data root, the category, the device and the notebook
 to date categories are skipped (``--force`` runs them again), so an interrupted run, started
 again, finishes only what is missing; an interrupted training resumes from its checkpoint.
 
-The notebooks import two helpers from here: :func:`ensure_category` and :func:`prepare_run_dir`.
+FORCE moves each earlier run aside (``RUN/.replaced-<time>/``, under its lock) rather than deleting it.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from dhkd.config import ABLATION_SWITCHES, ABLATION_VARIANTS, Config, check_run,
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write_json, atomic_write_text, replace_between_markers
 from dhkd.run.lock import acquire, release
-from dhkd.run.folder import HISTORY_NAME, METRICS_NAME, prepare_run_dir
+from dhkd.run.folder import HISTORY_NAME, METRICS_NAME, move_aside
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: dhkd/kit/reproduce.py -> .
 NOTEBOOKS = REPO / "notebooks"
@@ -398,7 +398,9 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
             say(f"[{index}/{n}] {category} · up to date, skipped")
             return
         if force and not dry_run:
-            shutil.rmtree(plan.runs / category, ignore_errors=True)
+            moved = move_aside(plan.runs / category)  # under the run's lock; never deleted
+            if moved is not None:
+                say(f"[{index}/{n}] {category} · FORCE: the earlier run moved aside to {_display_path(moved)}")
         category_started = time.perf_counter()
         for name in PER_CATEGORY:
             watch = plan.runs / category / HISTORY_NAME if name == PER_CATEGORY[0] else None
@@ -588,11 +590,13 @@ def _ablation_variant(plan: Plan, category: str, seed: int, key: str, index: int
         return json.loads(result_path.read_text())
     run_dir = folder / "runs" / key
     if force:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        moved = move_aside(run_dir)
+        if moved is not None:
+            say(f"{label}: the earlier run moved aside to {_display_path(moved)}")
     say(f"{label} …", flush=True)
     started = time.perf_counter()
     with HistoryWatcher(run_dir / HISTORY_NAME, config.train.epochs):
-        train(config, plan.data, category, run_dir, device=plan.device, resume=prepare_run_dir(run_dir, config),
+        train(config, plan.data, category, run_dir, device=plan.device, resume="auto",
               progress=False)
     result = evaluate_run(run_dir, plan.data, plan.device, progress=False)
     result.update({"variant": title, "key": key, "seed": seed, "overrides": _variant_overrides(plan, seed, key),

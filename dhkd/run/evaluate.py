@@ -26,14 +26,15 @@ from dhkd import metrics
 from dhkd.method.anomaly_map import anomaly_map, image_scores
 from dhkd.run.checkpoint import check_compatible, load_checkpoint
 from dhkd.config import Config, read_config
-from dhkd.data import CategorySplit, load_split, normalize, validate_category
+from dhkd.data import CategorySplit, StreamedImages, normalize, stream_split, validate_category
 from dhkd.data.dataset_file import DataSetFile, as_dataset, check_same_split, is_dataset_file, recorded_dataset
 from dhkd.run.diagnostics import diagnose_run
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write, atomic_write_json
 from dhkd.method import DHKD
 from dhkd.run.build import build_model
-from dhkd.run.folder import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME, RUN_INFO_NAME, read_run_info
+from dhkd.run.folder import (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME, RUN_INFO_NAME,
+                             no_checkpoint_error, read_run_info, stopped_before_checkpoint)
 from dhkd.run.device import autocast, resolve_device, set_memory_format
 
 
@@ -71,9 +72,11 @@ def _load_model(run_dir: str | Path, device: str | torch.device | None) -> tuple
     """:func:`load_model`, plus the checkpoint's state (for its position: epochs done)."""
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_NAME
+    if stopped_before_checkpoint(run_dir):
+        raise no_checkpoint_error(run_dir, "evaluate")
     if not config_path.exists():
         raise DhkdError(f"{run_dir} is not a dhkd run folder (no {CONFIG_NAME})", "point --run at a folder made by dhkd train --out")
-    config = read_config(config_path)
+    config = read_config(config_path)  # checked as a new run's config, before any model is built
     device = device if isinstance(device, torch.device) else resolve_device(device)
     state = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
     check_compatible(state, config, run_dir / CHECKPOINT_NAME)
@@ -134,10 +137,12 @@ def score_split(model: DHKD, split: CategorySplit, config: Config, device: torch
     """Anomaly maps and image scores of a whole split, batch by batch on ``device``."""
     model.eval()
     torch.backends.cudnn.benchmark = True  # one input shape per batch size: let cuDNN pick its kernels
-    images = split.images.to(device)
+    images = split.images.to(device)  # a tensor, or StreamedImages decoding each batch (the next one prefetched)
     maps = []
     batch = max(1, config.eval.batch_size)
     for start in tqdm(range(0, len(images), batch), desc="anomaly maps", unit="batch", disable=not progress):
+        if isinstance(images, StreamedImages) and start + batch < len(images):
+            images.prefetch(slice(start + batch, start + 2 * batch))
         maps.append(batch_maps(model, images[start:start + batch], config, device))
     all_maps = torch.cat(maps).float()
     return Predictions(all_maps, image_scores(all_maps), split.masks.to(device), split.labels.to(device),
@@ -293,7 +298,8 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, devic
     progress_of_training = training_progress(state, config, info)
     if not progress_of_training["finished"]:
         print(_unfinished_warning(run_dir, progress_of_training, info), file=sys.stderr, flush=True)
-    split = load_split(data_root, category, "test", config.data.image_size, progress=progress)
+    # the test images are decoded per batch (only their masks are held); the maps are kept for the metrics
+    split = stream_split(data_root, category, "test", config.data.image_size, progress=progress)
     predictions = score_split(model, split, config, resolved, progress)
     scores = compute_metrics(predictions, config)
     result = {
@@ -318,8 +324,8 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, devic
     if isinstance(data_root, DataSetFile):
         result["dataset"] = data_root.name
     if diagnostics:
-        train_split = load_split(data_root, category, "train", config.data.image_size, progress=progress)
-        result["diagnostics"] = diagnose_run(model, config, train_split.images, run_dir)
+        train_images = stream_split(data_root, category, "train", config.data.image_size, progress=False).images
+        result["diagnostics"] = diagnose_run(model, config, train_images, run_dir)  # decodes only the images it uses
         result["seconds"] = round(time.perf_counter() - started, 3)
     save_predictions(run_dir / PREDICTIONS_NAME, predictions)
     atomic_write_json(run_dir / METRICS_NAME, result)

@@ -2,6 +2,7 @@
 
 ::
 
+    RUN/.dhkd-run        written first when dhkd train starts the folder: the files below are the kit's
     RUN/config.yaml      the whole configuration (dhkd.config)
     RUN/run.json         what was trained on, where, how long; the data-set split
     RUN/history.csv      one row per epoch: stage, loss, learning rate, seconds
@@ -9,17 +10,28 @@
     RUN/metrics.json     dhkd evaluate's metrics, diagnostics and recorded threshold
     RUN/predictions.npz  the test images' anomaly maps and scores
     RUN/model.onnx       the scoring graph for onnxruntime (dhkd export; made by dhkd predict --engine onnxruntime)
+    RUN/.replaced-<time>/  an earlier run that a new one replaced, moved aside (never deleted)
+
+The kit never deletes a run: one of another configuration, or one ``make reproduce FORCE=1``
+runs again, is moved aside under the run's lock. It never overwrites a file of these names
+that it cannot show it wrote (no ``.dhkd-run`` marker and no dhkd checkpoint next to it).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from dhkd.config import Config, read_config, to_dict
 from dhkd.errors import DhkdError
+from dhkd.io import atomic_write_json
+from dhkd.run.lock import LOCK_NAME, folder_lock, holds
 
+MARKER_NAME = ".dhkd-run"
 CONFIG_NAME = "config.yaml"
 RUN_INFO_NAME = "run.json"
 HISTORY_NAME = "history.csv"
@@ -28,13 +40,72 @@ METRICS_NAME = "metrics.json"
 PREDICTIONS_NAME = "predictions.npz"
 ONNX_NAME = "model.onnx"
 RUN_FILES = (CHECKPOINT_NAME, HISTORY_NAME, RUN_INFO_NAME, CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME, ONNX_NAME)
+REPLACED_PREFIX = ".replaced-"
+
+
+def stopped_before_checkpoint(run_dir: str | Path) -> bool:
+    """Whether ``dhkd train`` started this folder but was killed before it wrote a checkpoint."""
+    run_dir = Path(run_dir)
+    return (run_dir / MARKER_NAME).exists() and not (run_dir / CHECKPOINT_NAME).exists()
+
+
+def no_checkpoint_error(run_dir: str | Path, action: str) -> DhkdError:
+    """The error for a run folder whose training stopped before its first checkpoint."""
+    return DhkdError(f"the training in {run_dir} stopped before its first checkpoint (it was killed during its "
+                     f"first epoch): there is nothing to {action}",
+                     f"start it again: the same dhkd train command with --out {run_dir}, without --resume")
 
 
 def read_run_info(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / RUN_INFO_NAME
     if not path.exists():
+        if stopped_before_checkpoint(run_dir):
+            raise no_checkpoint_error(run_dir, "evaluate")
         raise DhkdError(f"{run_dir} is not a dhkd run folder (no {RUN_INFO_NAME})", "point --run at a folder made by dhkd train --out")
     return json.loads(path.read_text())
+
+
+def foreign_files(run_dir: str | Path) -> list[str]:
+    """Files of the kit's names in ``run_dir`` that the kit cannot show it wrote."""
+    run_dir = Path(run_dir)
+    if (run_dir / MARKER_NAME).exists() or (run_dir / CHECKPOINT_NAME).exists():
+        return []  # a checkpoint is checked as a dhkd one when it is loaded
+    return [name for name in RUN_FILES if (run_dir / name).exists()]
+
+
+def start_run_dir(run_dir: str | Path) -> None:
+    """Claim ``run_dir`` for a new training (under its lock): refuse files of the kit's names it did
+    not write, then write the marker that says the folder's run files are the kit's."""
+    run_dir = Path(run_dir)
+    foreign = foreign_files(run_dir)
+    if foreign:
+        raise DhkdError(f"{run_dir} already holds {', '.join(foreign)}, not written by dhkd train (no {MARKER_NAME} "
+                        f"marker, no checkpoint): they are left as they are",
+                        "choose an empty --out folder, or move those files away first")
+    atomic_write_json(run_dir / MARKER_NAME, {"made_by": "dhkd train", "files": list(RUN_FILES)})
+
+
+def move_aside(run_dir: str | Path) -> Path | None:
+    """Move the run in ``run_dir`` (everything but the lock and earlier replaced runs) into
+    ``run_dir/.replaced-<UTC time>/``; returns that folder (None when there was nothing to move).
+    Takes the run's lock unless this process holds it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return None
+    with nullcontext() if holds(run_dir) else folder_lock(run_dir):
+        entries = [p for p in run_dir.iterdir() if p.name != LOCK_NAME and not p.name.startswith(REPLACED_PREFIX)]
+        if not entries:
+            return None
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        target = run_dir / f"{REPLACED_PREFIX}{stamp}"
+        n = 1
+        while target.exists():
+            n += 1
+            target = run_dir / f"{REPLACED_PREFIX}{stamp}-{n}"
+        target.mkdir()
+        for entry in entries:
+            os.replace(entry, target / entry.name)  # same file system: a rename, nothing copied or lost
+        return target
 
 
 def prepare_run_dir(run_dir: str | Path, config: Config) -> bool:
@@ -42,20 +113,24 @@ def prepare_run_dir(run_dir: str | Path, config: Config) -> bool:
 
     True when the folder holds a checkpoint of exactly this configuration: training then
     continues where it stopped (or finds it finished and returns at once). A run of another
-    configuration there is removed first, so a changed profile or epoch count never mixes
-    with an old checkpoint.
+    configuration there is moved aside (``.replaced-<time>/``) first, so a changed profile or
+    epoch count never mixes with an old checkpoint; a run whose config.yaml cannot be read (another
+    kit version, an edit) is refused and left as it is. Takes the run's lock unless this process
+    holds it (``train(..., resume="auto")`` calls this under the lock).
     """
     run_dir = Path(run_dir)
-    checkpoint = run_dir / CHECKPOINT_NAME
-    if not checkpoint.exists():
+    if not (run_dir / CHECKPOINT_NAME).exists():
         return False
-    try:
-        same = to_dict(read_config(run_dir / CONFIG_NAME)) == to_dict(config)
-    except (OSError, DhkdError, TypeError, ValueError):
-        same = False
-    if same:
-        return True
-    for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-    print(f"removed an earlier run of another configuration from the run folder {run_dir.name}")
+    with nullcontext() if holds(run_dir) else folder_lock(run_dir):
+        try:
+            same = to_dict(read_config(run_dir / CONFIG_NAME)) == to_dict(config)
+        except DhkdError as error:
+            raise DhkdError(f"the run folder {run_dir} holds a checkpoint whose {CONFIG_NAME} cannot be read "
+                            f"({error.what.splitlines()[0]}); the run is left as it is",
+                            f"train into another folder, or move {run_dir} away yourself") from None
+        if same:
+            return True
+        moved = move_aside(run_dir)
+    print(f"moved an earlier run of another configuration aside, to {run_dir.name}/{moved.name if moved else '?'} "
+          f"(delete that folder when you no longer need it)")
     return False

@@ -14,6 +14,7 @@ has good parts to calibrate on, rarely labelled defects.
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +32,7 @@ from dhkd.data.files import IMAGE_SUFFIXES, Item, check_item, is_ignored, open_i
 from dhkd.errors import DhkdError
 from dhkd.run.evaluate import batch_maps, load_model
 from dhkd.run.folder import METRICS_NAME
-from dhkd.io import atomic_write_text
+from dhkd.io import atomic_write, atomic_write_text, inside, plain_name, remove_stale_temporaries
 from dhkd.run.device import resolve_device
 from dhkd.run.onnx_scoring import OnnxScorer, check_engine, open_onnx, run_onnx
 
@@ -76,6 +77,7 @@ def predict(run: str | Path | None, inputs: Sequence[str | Path] | str | Path, o
     if out is not None:
         for folder in OUTPUT_FOLDERS:
             (out / folder).mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(out / folder, any_name=True)  # once per folder, not per image
     scores: list[float] = []
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=4) as pool, tqdm(total=len(paths), desc="predict", unit="img",
@@ -146,13 +148,32 @@ def file_threshold(scorer: OnnxScorer) -> tuple[float, str]:
 
 
 def output_names(paths: Sequence[Path]) -> list[str]:
-    """A PNG name per image: its stem, with the folders above it added where stems repeat."""
-    names = []
-    for depth in range(1, max(len(p.parts) for p in paths) + 1):
-        names = ["__".join(p.with_suffix("").parts[-depth:]) for p in paths]
-        if len(set(names)) == len(names):
+    """A PNG name per image, unique and one plain file name (never a path): its stem, with the
+    folders above it added (``a__x``) where stems repeat, its suffix (``x_jpg``) where only that
+    differs, and a number where names still collide (also on a case-insensitive disk)."""
+    if not paths:
+        return []
+    parts = [list(Path(os.path.abspath(p)).parts[1:]) for p in paths]  # no root: never absolute
+    suffixes = [Path(p).suffix.lstrip(".").lower() for p in paths]
+    names = [Path(p[-1]).stem for p in parts]  # when nothing below tells them apart: numbered
+    tries = [(depth, with_suffix) for with_suffix in (False, True) for depth in range(1, max(map(len, parts)) + 1)]
+    for depth, with_suffix in tries:
+        candidates = ["__".join(p[-depth:-1] + [Path(p[-1]).stem + (f"_{suffix}" if with_suffix and suffix else "")])
+                      for p, suffix in zip(parts, suffixes)]
+        if len({n.lower() for n in candidates}) == len(candidates):
+            names = candidates
             break
-    return [f"{name}.png" for name in names]
+    used: set[str] = set()
+    unique = []
+    for name in names:
+        name = name.lstrip(".") or "image"  # no hidden files
+        candidate, n = name, 1
+        while candidate.lower() in used:
+            n += 1
+            candidate = f"{name}-{n}"
+        used.add(candidate.lower())
+        unique.append(plain_name(f"{candidate}.png", "an output name", "rename the image"))
+    return unique
 
 
 def _decode(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +191,6 @@ def _write_outputs(out: Path, name: str, original: np.ndarray, amap: torch.Tenso
     scale = 2 * threshold if threshold > 0 else max(float(full.max()), 1e-12)
     colour = (colormaps["jet"](np.clip(full / scale, 0, 1))[..., :3] * 255).astype(np.uint8)
     overlay = (0.55 * original + 0.45 * colour).round().astype(np.uint8)
-    Image.fromarray(colour).save(out / "maps" / name)
-    Image.fromarray(overlay).save(out / "overlays" / name)
-    Image.fromarray(((full > threshold) * 255).astype(np.uint8)).save(out / "masks" / name)
+    for folder, pixels in (("maps", colour), ("overlays", overlay), ("masks", ((full > threshold) * 255).astype(np.uint8))):
+        target = inside(out / folder / name, out, "predict output")
+        atomic_write(target, lambda tmp, pixels=pixels: Image.fromarray(pixels).save(tmp, format="PNG"), clean=False)

@@ -7,7 +7,10 @@ teacher's features of a corrupted image and asks for the clean image's features.
 What makes it fast: the training images are decoded once into one uint8 tensor on the
 device; the teacher's features of the clean images never change, so they are computed once
 and reused every epoch (the teacher only runs per step on stage-2 corruptions); tensors are
-channels-last. Everything runs in fp32 as in RD4AD; ``train.amp`` runs the student (never the
+channels-last. What makes it scale: before anything is decoded, :func:`dhkd.run.budget.plan_data`
+estimates what that would hold; a data set larger than memory is decoded from disk per batch
+(the next batch prefetched in threads) with the teacher run per batch, or refused with the
+estimate under ``train.stream=off``. Everything runs in fp32 as in RD4AD; ``train.amp`` runs the student (never the
 teacher, whose features are the targets) in bf16 autocast on CUDA.
 
 What makes it safe: every epoch ends in an atomic checkpoint (model, optimiser, config,
@@ -22,6 +25,7 @@ import io
 import math
 import os
 import signal
+import sys
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -33,15 +37,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dhkd.run.checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from dhkd.run.folder import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, RUN_INFO_NAME
+from dhkd.run.folder import (CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, RUN_INFO_NAME, no_checkpoint_error,
+                             prepare_run_dir, start_run_dir, stopped_before_checkpoint)
 from dhkd.config import Config, check_run, save_config, to_dict
-from dhkd.data import load_split, normalize, validate_category
+from dhkd.data import StreamedImages, count_images, load_split, normalize, stream_split, validate_category
 from dhkd.data.dataset_file import DataSetFile, as_dataset, is_dataset_file, split_record
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write_json, atomic_write_text
 from dhkd.run.lock import folder_lock
 from dhkd.method.loss import distillation_loss
 from dhkd.method.masking import corrupt, donor_indices
+from dhkd.run.budget import DataPlan, feature_bytes, image_bytes, plan_data
 from dhkd.run.build import build_model, masking_arguments
 from dhkd.run.device import autocast, resolve_device, seed_everything, set_memory_format, synchronize
 
@@ -238,11 +244,23 @@ class Trainer:
             self.forward_student = torch.compile(self.forward_student)
         self.generator = torch.Generator(device=self.device).manual_seed(self.config.train.seed)
         if images is None:
-            images = load_split(self.data_root, self.category, "train", self.config.data.image_size,
-                                progress=self.progress).images
-        self.images = images.to(self.device)  # uint8, decoded once
+            n = count_images(self.data_root, self.category, "train")
+            self.data_plan = plan_data(self.config, n, self.device)  # before anything is decoded
+            if self.data_plan.note and self.dist.main:
+                print(self.data_plan.note, file=sys.stderr, flush=True)
+            if self.data_plan.stream:
+                images = stream_split(self.data_root, self.category, "train", self.config.data.image_size,
+                                      progress=False).images
+            else:
+                images = load_split(self.data_root, self.category, "train", self.config.data.image_size,
+                                    progress=self.progress).images
+        else:  # a tool's own images, held as given; the feature cache as configured
+            n = len(images)
+            self.data_plan = DataPlan(n, isinstance(images, StreamedImages), self.config.train.cache_teacher_features,
+                                      n * image_bytes(self.config), n * feature_bytes(self.config), None)
+        self.images = images.to(self.device)  # uint8 on the device, decoded once (or per batch when streamed)
         started = time.perf_counter()
-        self.cache = self.teacher_cache() if self.config.train.cache_teacher_features else None
+        self.cache = self.teacher_cache() if self.data_plan.cache else None
         synchronize(self.device)
         self.teacher_cache_seconds = time.perf_counter() - started
 
@@ -328,6 +346,8 @@ class Trainer:
                 while position.step < batches:
                     for group in self.optimizer.param_groups:
                         group["lr"] = learning_rate(self.config, position.epoch, position.step, batches)
+                    if isinstance(self.images, StreamedImages) and position.step + 1 < batches:
+                        self.images.prefetch(self.batch_indices(position.permutation, position.step + 1))
                     epoch_loss += self.train_step(self.batch_indices(position.permutation, position.step), stage)
                     position.step += 1
                     # one tiny all-reduce per step with several processes: a signal that reached one
@@ -364,7 +384,7 @@ class Trainer:
 
     def _clean_features(self, indices: torch.Tensor) -> list[torch.Tensor]:
         indices = indices.to(self.device)
-        return [level[indices] for level in self.cache] if self.cache is not None else self._teacher(self.images[indices])
+        return [level[indices] for level in self.cache] if self.cache is not None else self.teacher_features(normalize(self.images[indices]))
 
     @contextmanager
     def _batch_statistics(self) -> Iterator[None]:
@@ -420,10 +440,13 @@ class Trainer:
             raise DhkdError(f"{self.out_dir} already holds a run (checkpoint.pt)",
                             "add --resume to continue it, or choose another --out folder")
         if self.dist.main:
+            start_run_dir(self.out_dir)
             save_config(self.config, self.out_dir / CONFIG_NAME)
         return Position()
 
     def _resume(self) -> Position:
+        if stopped_before_checkpoint(self.out_dir):
+            raise no_checkpoint_error(self.out_dir, "resume")
         state = load_checkpoint(self.checkpoint_path, map_location=self.device)
         check_compatible(state, self.config, self.checkpoint_path)
         self.student.load_state_dict(state["student"])
@@ -497,18 +520,25 @@ class Trainer:
             "train_seconds": round(sum(row["seconds"] for row in position.history), 3),
             "train_images": len(self.images),
             "teacher_cache_seconds": round(self.teacher_cache_seconds, 3),
+            "data_plan": self.data_plan.record(),
         })
 
 
 def train(config: Config, data_root: str | Path, category: str, out_dir: str | Path, device: str | None = "auto",
-          resume: bool = False, progress: bool = True) -> Path:
+          resume: bool | str = False, progress: bool = True) -> Path:
     """Train DHKD on one category; the run folder gets config, checkpoint, history and run info.
 
     The config is checked first (before any data is read); the run folder is locked while
-    training (by rank 0 under torchrun), so a second training into it refuses to start."""
+    training (by rank 0 under torchrun), so a second training into it refuses to start.
+    ``resume="auto"``: resume a run of this exact configuration found in ``out_dir``, and move
+    one of another configuration aside first (:func:`~dhkd.run.folder.prepare_run_dir`, under the lock)."""
     check_run(config)
     lock = folder_lock(out_dir, "run folder") if int(os.environ.get("RANK", "0")) == 0 else nullcontext()
     with lock:
+        if resume == "auto":
+            resume = prepare_run_dir(out_dir, config)
+            if resume:
+                print(f"resuming the run in {Path(out_dir).name} from its checkpoint")
         trainer = Trainer(config, data_root, category, out_dir, device, progress)
         try:
             return trainer.fit(resume=resume)

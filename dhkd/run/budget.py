@@ -1,0 +1,134 @@
+"""What a training will hold in memory, estimated before it starts, and where its images live.
+
+Training keeps by default every decoded training image (``3 S²`` bytes) and the teacher's
+features of each (``4 (c₁ S²/16 + c₂ S²/64 + c₃ S²/256)`` bytes: 7.3 MB for the WRN50 teacher at
+256 px, so 20,000 images would need 147 GB) on the device. :func:`plan_data` compares that with
+the memory available there (a share of it: :data:`DATA_SHARE`; the model and its activations need
+the rest) and, by ``train.stream``:
+
+* ``auto``: everything in memory when it fits; else the images in memory and the teacher run per
+  batch; else the images decoded from disk per batch as well (prefetched in threads).
+* ``off``: in memory, or a :class:`DhkdError` with the estimate and the settings that fix it.
+* ``on``: decoded per batch always (the feature cache kept only when it alone fits).
+
+The cache only saves the teacher's forward pass: with or without it a step sees the same
+features of the same images, so these choices change the speed, not the method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dhkd.config import Config
+from dhkd.errors import DhkdError
+from dhkd.method.teacher import TEACHER_CHANNELS
+
+DATA_SHARE = 0.5  # of the available memory, for the training data (images and cached features)
+STRIDES = (4, 8, 16)  # the teachers' feature levels
+
+
+def image_bytes(config: Config) -> int:
+    """One decoded training image: uint8, 3 x S x S."""
+    return 3 * config.data.image_size ** 2
+
+
+def feature_bytes(config: Config) -> int:
+    """The teacher's float32 features of one image, all three levels."""
+    size = config.data.image_size
+    return 4 * sum(c * (size // s) ** 2 for c, s in zip(TEACHER_CHANNELS[config.model.teacher.name], STRIDES))
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for this process on ``device`` (CUDA: free device memory; CPU: MemAvailable,
+    bounded by a cgroup limit), or None when it cannot be told."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type != "cpu":
+        return None
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            if limit != "max" and int(limit) < 1 << 60:
+                room = int(limit) - int(Path(usage_file).read_text().strip())
+                available = room if available is None else min(available, room)
+            break
+        except (OSError, ValueError):
+            continue
+    return available
+
+
+def gigabytes(n: int | float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+
+
+@dataclass
+class DataPlan:
+    """Where the training data lives, and the estimate it was chosen from."""
+
+    images: int
+    stream: bool  # decode per batch from disk
+    cache: bool  # the teacher's features of the clean images kept across epochs
+    image_bytes: int  # all images, decoded
+    cache_bytes: int  # the whole feature cache
+    available: int | None
+    note: str = ""  # one line when the plan differs from what the settings asked
+
+    @property
+    def held_bytes(self) -> int:
+        return (0 if self.stream else self.image_bytes) + (self.cache_bytes if self.cache else 0)
+
+    def record(self) -> dict[str, object]:
+        """For run.json."""
+        return {"images": self.images, "stream": self.stream, "teacher_cache": self.cache,
+                "held_bytes": self.held_bytes, "images_bytes": self.image_bytes, "cache_bytes": self.cache_bytes,
+                "available_bytes": self.available}
+
+
+def plan_data(config: Config, images: int, device: torch.device, available: int | None = None) -> DataPlan:
+    """Choose in-memory or streamed training data for ``images`` training images (see the module
+    docstring); ``available`` overrides the memory measured on ``device``."""
+    available = available_bytes(device) if available is None else available
+    all_images, cache = images * image_bytes(config), images * feature_bytes(config)
+    wants_cache = config.train.cache_teacher_features
+    budget = None if available is None else DATA_SHARE * available
+    fits = (lambda n: True) if budget is None else (lambda n: n <= budget)
+    mode = config.train.stream
+    where = (f"{images} training images at {config.data.image_size} px hold {gigabytes(all_images)} decoded"
+             + (f" and {gigabytes(cache)} of {config.model.teacher.name} features (train.cache_teacher_features)"
+                if wants_cache else "")
+             + (f"; {gigabytes(available)} are available on {device} (the data may use {DATA_SHARE:.0%})"
+                if available is not None else ""))
+    plan = DataPlan(images, False, wants_cache, all_images, cache, available)
+    if mode == "on":
+        plan.stream, plan.cache = True, wants_cache and fits(cache)
+        if wants_cache and not plan.cache:
+            plan.note = f"{where}: the teacher runs per batch (its cache would not fit)"
+        return plan
+    if fits(all_images + (cache if wants_cache else 0)):
+        return plan
+    if mode == "off":
+        raise DhkdError(f"the training data does not fit in memory: {where}",
+                        "decode it from disk per batch: --set train.stream=on (or auto)"
+                        + (", or keep only the images (without the feature cache): "
+                           "--set train.cache_teacher_features=false" if wants_cache and fits(all_images) else "")
+                        + "; or train on a smaller image size (data.image_size) or on another device")
+    if wants_cache and fits(all_images):
+        plan.cache = False
+        plan.note = f"{where}: the images stay in memory, the teacher runs per batch (train.stream=auto)"
+        return plan
+    plan.stream, plan.cache = True, False
+    plan.note = f"{where}: decoding the images from disk per batch, the teacher per batch (train.stream=auto)"
+    return plan
