@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dhkd.run.checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from dhkd.run.folder import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, RUN_INFO_NAME
+from dhkd.run.folder import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, RUN_INFO_NAME, START_NAME
 from dhkd.config import Config, check_run, save_config, to_dict
 from dhkd.data import load_split, normalize, validate_category
 from dhkd.data.dataset_file import DataSetFile, as_dataset, is_dataset_file, split_record
@@ -319,6 +319,8 @@ class Trainer:
                 stage = stage_of(position.epoch, self.config)
                 if position.step == 0:
                     self._init_from_data(position.epoch)
+                    if position.epoch == 0:
+                        self._save_start()
                 if position.permutation is None:
                     position.permutation = self.epoch_order()
                 batches = self.batches_per_epoch()
@@ -361,6 +363,15 @@ class Trainer:
                 self.student.fusion.match_scales(self._clean_features(torch.arange(min(64, len(self.images)))))
         if memory.enabled and memory.init == "kmeans" and epoch == memory.init_epoch:
             self._init_memory()
+
+    def _save_start(self) -> None:
+        """``start.pt``: the student as the first optimiser step finds it, so that notebooks and
+        tools compare a trained run with its true starting point, not with a freshly built model
+        (which lacks the data-driven starts). With ``model.memory.init_epoch > 0`` the items in
+        it are still the random ones: k-means runs later."""
+        if self.dist.main:
+            save_checkpoint(self.out_dir / START_NAME, {"student": self.student.state_dict(), "config": to_dict(self.config),
+                                                        "category": self.category, "epoch": 0, "step": 0})
 
     def _clean_features(self, indices: torch.Tensor) -> list[torch.Tensor]:
         indices = indices.to(self.device)
