@@ -246,6 +246,12 @@ class Trainer:
         synchronize(self.device)
         self.teacher_cache_seconds = time.perf_counter() - started
 
+    def start(self) -> nn.Module:
+        """The data-driven starts of epoch 0 (fusion scale matching, memory k-means; what
+        ``start.pt`` keeps), after :meth:`prepare`: the model the first optimiser step sees."""
+        self._init_from_data(0)
+        return self.model
+
     def teacher_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The frozen teacher's features of normalised images, without gradients, in the student's layout."""
         if self.config.train.channels_last:
