@@ -178,6 +178,7 @@ print(f"{len(history)} epochs, {history['seconds'].sum():.0f} s of training; los
 # | `checkpoint.pt` | student and optimiser state, RNG state, position (written atomically after every epoch and on interruption) |
 # | `history.csv` | per epoch: stage, loss, seconds, images per second |
 # | `run.json` | status (training, interrupted, done), epochs done, device, data root |
+# | `start.pt` | the student as the first optimiser step found it (after the fusion's scale matching and the memory's k-means): notebook 06's baseline |
 #
 # The command-line equivalent of this notebook, and how to continue an interrupted run:
 #
