@@ -40,9 +40,13 @@ profile = "offline"           # paper | rd | offline | smoke | path/to/profile.y
 epochs = 3                    # None: the profile's own epoch count
 device = "auto"               # auto | cpu | cuda | cuda:N
 out_dir = "../runs/tutorial"  # run folders go to out_dir/<category>
+solutions = False             # True: also run the exercises' solution cells
 
 # %%
 # %matplotlib inline
+from pathlib import Path
+
+import pandas as pd
 import torch
 from IPython.display import display
 
@@ -78,14 +82,10 @@ train = load_split(data_root, category, "train", size, progress=False)
 test = load_split(data_root, category, "test", size, progress=False)
 
 
-@torch.inference_mode()
-def teacher_features(images, batch=8):
-    # uint8 images -> the teacher's three feature maps, computed in batches, kept on the CPU
-    parts = [teacher(normalize(images[i:i + batch].to(dev))) for i in range(0, len(images), batch)]
-    return [torch.cat([p[s] for p in parts]).float().cpu() for s in range(3)]
+from dhkd.run.evaluate import teacher_features  # uint8 images -> the three feature maps, in batches, on the CPU
 
 
-normal = teacher_features(train.images[:32])
+normal = teacher_features(teacher, train.images[:32])
 for s, f in enumerate(normal, start=1):
     print(f"scale {s}: {tuple(f.shape[1:])}, stride {size // f.shape[-1]}")
 
@@ -103,7 +103,7 @@ for s, f in enumerate(normal, start=1):
 kinds = sorted(set(test.defect_types) - {"good"})
 picked = [test.defect_types.index("good")] + [test.defect_types.index(k) for k in kinds[:3]]
 titles = [test.defect_types[i] for i in picked]
-examples = teacher_features(test.images[picked])
+examples = teacher_features(teacher, test.images[picked])
 plots.feature_pca_grid(test.images[picked], examples, titles, fit_on=normal, masks=test.masks[picked])
 
 # %% [markdown]
@@ -121,7 +121,7 @@ plots.feature_pca_grid(test.images[picked], examples, titles, fit_on=normal, mas
 # the pose and the texture of each image instead of blurring them.
 
 # %%
-test_features = teacher_features(test.images)
+test_features = teacher_features(teacher, test.images)
 distances = plots.distance_to_normal(normal, test_features)
 plots.distance_maps(test.images[picked], [d[picked] for d in distances], test.masks[picked], titles)
 
@@ -140,18 +140,21 @@ plots.scale_gap_bars(gaps)
 # ## A detector with no training: the teacher-only map
 #
 # The same recipe that turns reverse distillation's distances into an anomaly map (notebook
-# 04) works on these distances too: upsample the three scale maps to the image size, add them
-# and blur them ($\sigma = 4$). `dhkd.method.anomaly_map.anomaly_map` does exactly this when it is
-# given the normal mean in place of the student's features. Its maximum is an image score, so
-# this untrained detector already has an image AUROC, the baseline every trained model must
-# beat (notebook 04 puts this map beside the student's).
+# 04 writes it out by hand) works on these distances too: upsample the three scale maps to
+# the image size, add them and blur them ($\sigma = 4$):
+# `dhkd.method.anomaly_map.teacher_only_map`, the one function the kit uses for this detector
+# (notebook 04 draws it beside the student's). Its maximum is an image score.
+#
+# How good is a score? **Image AUROC** (defined properly in notebook 04) is the share of
+# (defective, good) pairs of test images in which the defective one scores higher: 100 % is a
+# perfect ranking, 50 % a coin toss. **Pixel AUROC** asks the same of pixels, with the masks as
+# labels. This untrained detector is the baseline every trained model must beat.
 
 # %%
 from dhkd import metrics
-from dhkd.method.anomaly_map import anomaly_map
+from dhkd.method.anomaly_map import mean_features, teacher_only_map
 
-means = [f.mean(0, keepdim=True).expand_as(t) for f, t in zip(normal, test_features)]
-teacher_only = anomaly_map(test_features, means, size, config.eval.blur_sigma)
+teacher_only = teacher_only_map(test_features, mean_features(normal), size, config.eval.blur_sigma)
 scores = teacher_only.flatten(1).amax(1)
 print(f"teacher-only detector on {len(test)} test images: image AUROC "
       f"{100 * metrics.image_auroc(scores, test.labels):.1f} %, pixel AUROC "
@@ -167,18 +170,58 @@ print(f"teacher-only detector on {len(test)} test images: image AUROC "
 #   other (pose, texture shifts): the per-position mean smears them. Reverse distillation
 #   instead learns to rebuild each image's own normal features (notebook 02).
 #
+# ## Questionnaire
+#
+# 1. *Why is the teacher frozen?* Its features are the targets; a teacher that learned on
+#    normal images could learn to map everything onto normal features.
+# 2. *Which scale sees the larger window?* The coarsest (stride 16): each position summarises a
+#    larger part of the image.
+# 3. *What is the cosine gap?* The mean distance to normal inside the defects minus outside,
+#    per scale.
+# 4. *Why is the per-position mean a weak reference?* Normal images differ in pose and texture;
+#    their mean smears them, so normal variation looks anomalous too.
+#
 # ## Try this
 #
-# 1. **Another category.** Set `category = "brick"` (a toy texture; the toy set has `brick`,
-#    `grass`, `gravel` and `nut`, a missing one is generated) and run the notebook again. Which scale has the largest cosine gap on a texture,
-#    and how does the teacher-only AUROC compare with the nut's?
-# 2. **Fewer normal images.** In the cell that computes `normal`, use `train.images[:4]`
-#    instead of `[:32]`. How much do the distance maps of the *good* image brighten, and what
-#    happens to the teacher-only AUROC?
-# 3. **An untrained teacher.** Set `profile = "smoke"` (random teacher weights, 64 px images).
-#    The PCA colours lose their structure and the gaps shrink: the ImageNet weights are what
-#    makes the teacher useful.
+# Each exercise has a solution cell below (collapsed; it runs when `solutions = True`).
 #
+# 1. **Another category.** Run the detector on the toy `brick` (a texture; `grass`, `gravel`
+#    and `nut` are the others, a missing one is generated). *What you should see:* the gaps
+#    and the teacher-only AUROC change with the category: on a regular texture the per-position
+#    mean is a better reference than on an object whose pose varies.
+# 2. **Fewer normal images.** Use `train.images[:4]` as the normal reference instead of `[:32]`.
+#    *What you should see:* the good image's distance maps brighten (a noisier mean) and the
+#    teacher-only AUROC moves, usually down.
+# 3. **An untrained teacher, one change only.** Build the teacher with `weights="none"` at the
+#    same image size. *What you should see:* the gaps shrink and the teacher-only AUROC falls
+#    towards 50 %: the ImageNet weights are what make the teacher useful. (The `smoke`
+#    profile changes the weights *and* the image size; this isolates the weights.)
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solutions 1-3: the teacher-only detector under each change, one change at a time.
+if solutions:
+    def detector(teacher_, normal_images, split):
+        reference = mean_features(teacher_features(teacher_, normal_images))
+        maps = teacher_only_map(teacher_features(teacher_, split.images), reference, size, config.eval.blur_sigma)
+        distances_ = plots.distance_to_normal(teacher_features(teacher_, normal_images), teacher_features(teacher_, split.images))
+        bad = [i for i, label in enumerate(split.labels.tolist()) if label == 1]
+        gap = plots.scale_gaps([d[bad] for d in distances_], split.masks[bad])
+        return {"image AUROC": 100 * metrics.image_auroc(maps.flatten(1).amax(1), split.labels),
+                "pixel AUROC": 100 * metrics.pixel_auroc(maps, split.masks), **{f"gap, scale {k}": v for k, v in gap["gap"].items()}}
+
+    from dhkd.data.toy import TOY_CATEGORIES
+
+    rows = {f"{category}, 32 normal images": detector(teacher, train.images[:32], test)}
+    if category in TOY_CATEGORIES or (Path(data_root) / "brick").is_dir():  # toy data: brick is generated if missing
+        ensure_category(data_root, "brick")
+        brick_train = load_split(data_root, "brick", "train", size, progress=False)
+        rows["brick, 32 normal images"] = detector(teacher, brick_train.images[:32],
+                                                   load_split(data_root, "brick", "test", size, progress=False))
+    rows[f"{category}, 4 normal images"] = detector(teacher, train.images[:4], test)
+    rows[f"{category}, untrained teacher"] = detector(Teacher(config.model.teacher.name, "none").to(dev), train.images[:32], test)
+    display(pd.DataFrame(rows).T.round(3))
+
+# %% [markdown]
 # ---
 # [02 · The architecture: reverse distillation and DHKD's student](02_architecture.ipynb) →
 

@@ -36,9 +36,13 @@
 # bottleneck, coordinate attention on the bottleneck's input, a memory bank on
 # $z$) plus a second training stage on masked images (notebook 03).
 #
-# This notebook builds the model of the chosen profile **untrained** and runs one batch through
-# it, module by module. Nothing here needs a trained run; what the trained modules learn is
-# notebook 06. The code is `dhkd/method/` (one module per file).
+# This notebook builds the model of the chosen profile **as training starts it** and runs one
+# batch through it, module by module. That start is not only random weights: before its
+# first update, training rescales the fusion's mappings to the scale each one feeds and puts
+# the memory items at k-means centres of the training embeddings (`Trainer.start`; a run keeps
+# the result as `start.pt`, notebook 06 compares against it). Nothing here needs a trained
+# run. The code is `dhkd/method/` (one module per file); every formula below is also written
+# by hand and checked against it.
 
 # %% tags=["parameters"]
 # Parameters: `make reproduce` (papermill) replaces this cell's values; the defaults run
@@ -49,9 +53,13 @@ profile = "offline"           # paper | rd | offline | smoke | path/to/profile.y
 epochs = 3                    # None: the profile's own epoch count
 device = "auto"               # auto | cpu | cuda | cuda:N
 out_dir = "../runs/tutorial"  # run folders go to out_dir/<category>
+solutions = False             # True: also run the exercises' solution cells
 
 # %%
 # %matplotlib inline
+import copy
+import tempfile
+
 import pandas as pd
 import torch
 from IPython.display import display
@@ -61,15 +69,22 @@ from dhkd.notebook import plots
 from dhkd.data import load_split, normalize
 from dhkd.method.loss import distillation_loss
 from dhkd.method import CoordinateAttention
+from dhkd.run import diagnostics
 from dhkd.run.build import build_model
 from dhkd.data.toy import ensure_category
 from dhkd.config import training_config
 from dhkd.run.device import resolve_device
+from dhkd.run.train import Trainer
 
 ensure_category(data_root, category)
 dev = resolve_device(device)
 config = training_config(profile, epochs)
-model = build_model(config.model, config.train.seed).to(dev).eval()  # the weights training starts from
+# The model as training's first step finds it: built (seeded), then the data-driven starts.
+# The trainer writes nothing: its folder is a fresh temporary one.
+trainer = Trainer(config, data_root, category, tempfile.mkdtemp(prefix="dhkd-02-"), device=device, progress=False)
+trainer.prepare()
+model = trainer.start().eval()
+start_state = copy.deepcopy(model.student.state_dict())
 teacher, student = model.teacher, model.student
 switches = {name: getattr(config.model, name).enabled for name in ("fusion", "attention", "memory")}
 print(f"profile {config.profile}: teacher {teacher.name}, images {config.data.image_size} px, additions {switches}")
@@ -169,6 +184,7 @@ display(pd.Series(counts, name="parameters").map("{:,}".format).to_frame())
 # %%
 by_hand = sum((1 - F.cosine_similarity(f.flatten(1), s.flatten(1), dim=1)).mean() for f, s in zip(F_teacher, S_student))
 packaged = distillation_loss(F_teacher, S_student)
+assert config.train.loss != "flatten" or torch.isclose(by_hand, packaged, atol=1e-6)
 print(f"loss by hand {by_hand:.4f}, dhkd.method.loss.distillation_loss {packaged:.4f} (0 = perfect, at most {2 * len(F_teacher)})")
 
 # %% [markdown]
@@ -189,9 +205,8 @@ for step in range(5):
     optimizer.step()
     losses.append(loss.item())
 print("loss before each of five Adam steps: " + " → ".join(f"{value:.3f}" for value in losses))
-student.eval()
-model = build_model(config.model, config.train.seed).to(dev).eval()  # back to the untrained weights
-teacher, student = model.teacher, model.student
+student.load_state_dict(start_state)  # back to the starting weights
+_ = student.eval()
 
 # %% [markdown]
 # ## DHKD's three additions
@@ -267,25 +282,44 @@ else:
 if not config.model.attention.enabled:
     print("coordinate attention is switched off in this profile (model.attention.enabled=false)")
 else:
-    with torch.inference_mode():
-        G = student.fusion(F_teacher) if student.fusion else F_teacher
-        joined = torch.cat([student.bottleneck.down1(G[0]), student.bottleneck.down2(G[1]), G[2]], dim=1)
-        sites, h = [("OCBE input", student.bottleneck.attention, joined)], student.embed(F_teacher)
-        for number, (stage, attention) in enumerate(zip(student.decoder.stages, student.decoder.attentions), start=1):
-            h = stage(h)
-            sites.append((f"decoder stage {number}", attention, h))
-            h = attention(h)
-        # model.attention.placement decides which sites hold a module (the others are identities)
-        sites = [(name, module, x) for name, module, x in sites if isinstance(module, CoordinateAttention)]
-        attentions = [module.attention(x) for _, module, x in sites]
-    names = [name for name, _, _ in sites]
+    sites = diagnostics.attention_maps(student, F_teacher)  # per site (module name): its input, (a_h, a_w), figures
+    names = [diagnostics.site_title(name) for name in sites]
     print(f"placement '{config.model.attention.placement}': attention at {', '.join(names)}")
-    for name, (a_h, a_w) in zip(names, attentions):
-        combined = (a_h * a_w).mean(1)
-        print(f"{name:16s} a_h {tuple(a_h.shape[1:])}, a_w {tuple(a_w.shape[1:])}: mean_c a_h·a_w between "
-              f"{combined.min():.3f} and {combined.max():.3f}")
-    display(plots.attention_maps(train.images[:2], [(a_h[:2], a_w[:2]) for a_h, a_w in attentions], names,
-                                 ["normal", "normal"]))
+    for name, site in zip(names, sites.values()):
+        (a_h, a_w), figures = site["attention"], site["figures"]
+        print(f"{name:16s} a_h {tuple(a_h.shape[1:])}, a_w {tuple(a_w.shape[1:])}: a_h·a_w has mean {figures['mean']:.3f} "
+              f"and spread over positions {figures['spread']:.4f} (std / mean; the verdict's measure, "
+              f"inert below {diagnostics.ATTENTION_MIN_SPREAD})")
+    display(plots.attention_maps(train.images[:2], [(s["attention"][0][:2], s["attention"][1][:2]) for s in sites.values()],
+                                 names, ["normal", "normal"], spreads=[s["figures"]["spread"] for s in sites.values()]))
+
+# %% [markdown]
+# **Coordinate attention by hand**, on the OCBE's input: the two poolings, the shared
+# 1 × 1 convolution, BatchNorm (eval: running statistics), h-swish
+# $\delta(u) = u\,\operatorname{ReLU6}(u + 3)/6$, the two sigmoids and the product, using only
+# the module's weights, against the module's own forward.
+
+# %%
+ca = student.bottleneck.attention
+if isinstance(ca, CoordinateAttention):
+    with torch.inference_mode():
+        u = joined                                                       # (B, C, H, W)
+        H, W = u.shape[-2:]
+        z_h, z_w = u.mean(dim=3), u.mean(dim=2)                          # (B, C, H), (B, C, W)
+        conv, bn = ca.squeeze[0], ca.squeeze[1]
+        f = torch.einsum("mc,bcl->bml", conv.weight[:, :, 0, 0], torch.cat([z_h, z_w], dim=2)) + conv.bias[:, None]
+        f = (f - bn.running_mean[:, None]) / torch.sqrt(bn.running_var[:, None] + bn.eps) * bn.weight[:, None] + bn.bias[:, None]
+        f = f * torch.clamp(f + 3, 0, 6) / 6                             # h-swish
+        f_h, f_w = f[..., :H], f[..., H:]
+        a_h = torch.sigmoid(torch.einsum("cm,bml->bcl", ca.to_h.weight[:, :, 0, 0], f_h) + ca.to_h.bias[:, None])
+        a_w = torch.sigmoid(torch.einsum("cm,bml->bcl", ca.to_w.weight[:, :, 0, 0], f_w) + ca.to_w.bias[:, None])
+        y = u * a_h[..., :, None] * a_w[..., None, :]                    # y_c(i, j) = x_c(i, j) a^h_c(i) a^w_c(j)
+        difference = float((y - ca(u)).abs().max())
+    assert difference < 1e-5
+    print(f"coordinate attention by hand = dhkd.method.CoordinateAttention on {tuple(u.shape[1:])}: "
+          f"m = {conv.weight.shape[0]} squeezed channels, largest difference {difference:.1e}")
+else:
+    print("no attention on the OCBE input in this profile")
 
 # %% [markdown]
 # ### 3. The single-category memory bank, on the embedding
@@ -303,10 +337,13 @@ else:
 # >
 # > renormalises $\hat w$ to sum to one and reads out $\hat z_p = \sum_i \hat w_{p,i}\, m_i$.
 # > The decoder receives $\hat z$ (or $z + \hat z$ with `model.memory.residual: true`, the
-# > `offline` profile's choice). Trained on normal images only, the items hold normal
-# > patterns, so an anomaly's embedding is pulled towards something normal and the student
-# > fails to rebuild the anomaly: the anomaly map lights up. The temperature $\tau$ (0.05) is
-# > the kit's addition: without it a softmax over cosines in $[-1, 1]$ is almost uniform.
+# > profiles' choice). Trained on normal images only, the items hold normal patterns. With
+# > $\hat z$ alone, an anomaly's embedding would be replaced by normal items; with the
+# > residual read-out the profiles use, **$z$ reaches the decoder unchanged** and the bank only
+# > adds a normal pattern to it, so it cannot remove an anomaly by itself (notebook 06 measures
+# > the read-out's share of the decoder input). The temperature $\tau$ (0.05) is the kit's
+# > addition: without it a softmax over cosines in $[-1, 1]$ is almost uniform. The training
+# > start puts the items at k-means centres of the normal embeddings.
 
 # %%
 if student.memory is None:
@@ -323,6 +360,27 @@ else:
     display(plots.memory_item_maps(train.images[:2], addressing[:2], ["normal", "normal"]))
 
 # %% [markdown]
+# **The addressing by hand**: cosine similarities, the tempered softmax, MemAE's shrinkage, the
+# renormalisation and the read-out, against `MemoryBank.address` and the bank's forward.
+
+# %%
+bank = student.memory
+if bank is not None:
+    with torch.inference_mode():
+        q = z.permute(0, 2, 3, 1)                                            # (B, h, w, C): one query per position
+        cos = (q / q.norm(dim=-1, keepdim=True)) @ (bank.items / bank.items.norm(dim=-1, keepdim=True)).T
+        w = torch.softmax(cos / bank.temperature, dim=-1)                    # w_{p,i}
+        lam = bank.threshold                                                 # 1 / N
+        w_hat = torch.relu(w - lam) * w / ((w - lam).abs() + 1e-12)          # hard shrinkage
+        w_hat = w_hat / w_hat.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        z_hat = (w_hat @ bank.items).permute(0, 3, 1, 2)                     # sum_i w_hat_{p,i} m_i
+        decoder_input = z + z_hat if bank.residual else z_hat
+        assert torch.allclose(w_hat, bank.address(z), atol=1e-6) and torch.allclose(decoder_input, bank(z), atol=1e-5)
+    share = float((decoder_input - z).norm() / decoder_input.norm()) if bank.residual else 1.0
+    print(f"addressing and read-out by hand = dhkd.method.MemoryBank (λ = 1/{len(bank.items)}, τ = {bank.temperature}); "
+          f"residual {bank.residual}: the read-out is {100 * share:.0f} % of the decoder input's norm")
+
+# %% [markdown]
 # ### 4. The second training stage (notebook 03)
 #
 # > **The papers' words.** The KBS 2023 paper's title: *two-stage reverse knowledge distillation
@@ -330,8 +388,9 @@ else:
 #
 # > **The kit's interpretation.** Stage 1 is plain reverse distillation; stage 2 (the last
 # > `masking.stage2_fraction` of the epochs) feeds the bottleneck the teacher's features of a
-# > masked image $\tilde x$ and asks for the clean image's features, $S(T(\tilde x)) \approx T(x)$:
-# > the student is trained to *undo* defects instead of copying them.
+# > masked image $\tilde x$ and asks for the clean image's features: the same loss with the
+# > corrupted input, $\mathcal{L}\big(T(x), S(T(\tilde x))\big)$ (notebook 03 writes one such step
+# > by hand). The student is trained to *undo* defects instead of copying them.
 #
 # | addition | meant to (papers) | where | switch |
 # | --- | --- | --- | --- |
@@ -358,13 +417,11 @@ else:
 # | memory | read-out's share of the decoder input; effectively used items; mean top weight | `MEMORY_MIN_READOUT_SHARE` or `MEMORY_MIN_EFFECTIVE_ITEMS` |
 # | masking | stage-2 loss against stage 1 (training history); how much of a corruption the student undoes | restoration under `MASKING_MIN_RESTORATION` |
 #
-# Below, the untrained model: the starting point. The evaluation (notebook 04) records the same
+# Below, the model as training starts it. The evaluation (notebook 04) records the same
 # figures for a trained run under `diagnostics` in its `metrics.json`; notebook 06 draws them,
 # and the ablation tables list them per variant.
 
 # %%
-from dhkd.run import diagnostics
-
 print({name: value for name, value in diagnostics.THRESHOLDS.items()})
 untrained_diagnostics = diagnostics.diagnose(model, config, train.images[:8].to(dev))
 display(plots.addition_diagnostics(untrained_diagnostics))
@@ -378,24 +435,71 @@ print("inert at the start:", ", ".join(untrained_diagnostics["inert"]) or "none"
 #   and rebuilds them with a decoder that mirrors the teacher.
 # - The loss and the anomaly map are the same quantity, $1 - \cos(F_s, S_s)$: flattened per
 #   image for training, per position for the map.
-# - DHKD's additions are small modules around that core: fusion before the bottleneck,
-#   attention on its input, a memory bank on $z$. Untrained, the
+# - DHKD's additions are small modules around that core, each a few lines by hand: fusion
+#   before the bottleneck, coordinate attention on its input, a memory bank on $z$ (with the
+#   profiles' residual read-out, $z$ itself still reaches the decoder). At the start the
 #   fusion mixes evenly (0.5), the attention scales by about a quarter everywhere and the
-#   memory reads many items weakly; notebook 06 shows how far training moves them.
+#   memory items sit at k-means centres; notebook 06 shows how far training moves them.
+#
+# ## Questionnaire
+#
+# 1. *Why can the student not simply copy the teacher?* It sees the features only through the
+#    bottleneck embedding $z$, several times smaller than what it must rebuild.
+# 2. *What does the untrained attention do?* Both sigmoids sit near 0.5, so it scales its input
+#    by about 0.25, nearly evenly.
+# 3. *With `residual: true`, what does the decoder receive?* $z + \hat z$: the embedding itself
+#    plus the memory's read-out.
+# 4. *Why the temperature in the addressing?* Cosines lie in $[-1, 1]$; without dividing by
+#    $\tau$ the softmax over 50 items is nearly uniform.
 #
 # ## Try this
 #
-# 1. **RD4AD alone.** In the first code cell, before `build_model`, add
-#    `config.model.fusion.enabled = config.model.attention.enabled = config.model.memory.enabled = False`
-#    and run the notebook again. The shapes table loses the fused and read-out rows: which
-#    parameter counts change, and does the squeeze factor?
-# 2. **Fewer memory items.** Add `config.model.memory.items = 10` instead. How many items does
-#    a position read now, and how large is the top weight? (MemAE's shrinkage drops every
-#    weight below $1/N$, so fewer items means a higher bar.)
-# 3. **A softer memory.** Run the memory cell again after `student.memory.temperature = 0.5`:
-#    the addressing turns almost uniform. What does the read-out then tell the decoder about
-#    each position, and why does the `offline` profile's residual mode ($z + \hat z$) still work?
+# Each exercise has a solution cell below (collapsed; it runs when `solutions = True`).
 #
+# 1. **RD4AD alone.** Build the model with `fusion`, `attention` and `memory` off.
+#    *What you should see:* the fusion and memory parameters drop to zero, the OCBE loses its
+#    attention's few thousand, and the squeeze factor stays the same ($z$'s shape does not change).
+# 2. **Fewer memory items.** Build a bank of 10 items. *What you should see:* the shrinkage bar
+#    $1/N$ rises to 0.1, so a position keeps fewer, larger weights.
+# 3. **A softer memory.** Address with $\tau = 0.5$. *What you should see:* the weights turn
+#    almost uniform (the top weight falls towards $1/N$) and the read-out tends to the items'
+#    mean, the same for every position; the residual mode still passes $z$ through.
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 1: RD4AD's student beside this profile's, built (no training needed to count).
+if solutions:
+    rd_config = copy.deepcopy(config)
+    rd_config.model.fusion.enabled = rd_config.model.attention.enabled = rd_config.model.memory.enabled = False
+    rd = build_model(rd_config.model, config.train.seed).to(dev).eval()
+    count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0
+    display(pd.DataFrame({"this profile": {name: count(getattr(student, name)) for name in ("fusion", "bottleneck", "memory", "decoder")},
+                          "RD4AD": {name: count(getattr(rd.student, name)) for name in ("fusion", "bottleneck", "memory", "decoder")}}))
+    with torch.inference_mode():
+        print(f"z: {tuple(student.bottleneck_embedding(F_teacher).shape[1:])} here, "
+              f"{tuple(rd.student.bottleneck_embedding(F_teacher).shape[1:])} in RD4AD")
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solutions 2 and 3: the same embedding z addressed by other banks (copies; the model is untouched).
+if solutions and student.memory is not None:
+    from dhkd.method import MemoryBank
+
+    with torch.no_grad():
+        z = student.bottleneck_embedding(F_teacher)
+    fewer = MemoryBank(z.shape[1], items=10, residual=student.memory.residual).to(dev)
+    fewer.init_from_embeddings(z, seed=config.train.seed)  # k-means, as training starts a bank
+    softer = copy.deepcopy(student.memory)
+    softer.temperature = 0.5
+    banks = {"this bank": student.memory, "10 items": fewer, "τ = 0.5": softer}
+    with torch.inference_mode():
+        rows = {}
+        for name, b in banks.items():
+            w = b.address(z)
+            rows[name] = {"items": len(b.items), "1/N": 1 / len(b.items), "items read per position": float((w > 0).sum(-1).float().mean()),
+                          "top weight": float(w.max(-1).values.mean()),
+                          "read-out spread over positions": float(b.readout(z).std(dim=(2, 3)).mean())}
+    display(pd.DataFrame(rows).T.round(3))
+
+# %% [markdown]
 # ---
 # ← [01 · What the frozen teacher sees](01_teacher_features.ipynb) ·
 # [03 · Training: two stages, live loss, checkpoints](03_training.ipynb) →

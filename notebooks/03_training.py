@@ -28,9 +28,14 @@
 # > **The kit's interpretation.** Stage 1 is plain reverse distillation on clean images. Stage 2, the last
 # `masking.stage2_fraction` of the epochs, shows the bottleneck the teacher's features of a
 # *corrupted* image $\tilde x$ (Perlin-noise or rectangular regions filled with another
-# normal image's content or with noise) and asks for the clean image's features:
-# $S(T(\tilde x)) \approx T(x)$. No external data is needed. The student thus learns to
-# *undo* anomalies rather than copy them.
+# normal image's content or with noise) and asks for the clean image's features, with the
+# same loss: a stage-2 step minimises
+#
+# $$\mathcal{L}_2 = \sum_{s=1}^{3} \frac{1}{B}\sum_{b=1}^{B} \Big(1 - \cos\big(\operatorname{vec} F_s(x_b),\
+# \operatorname{vec} S_s\big(T(\tilde x_b)\big)\big)\Big), \qquad \tilde x_b = (1 - m_b) \odot x_b + m_b \odot d_b,$$
+#
+# with $m_b$ the corruption mask and $d_b$ the fill (another training image, or noise). No
+# external data is needed. The student thus learns to *undo* anomalies rather than copy them.
 #
 # Settings (RD4AD's): Adam over the student only, lr 0.005, betas (0.5, 0.999), batch 16,
 # seed 111, a constant learning rate. The `offline` profile, tuned for a short CPU budget,
@@ -47,6 +52,7 @@ profile = "offline"           # paper | rd | offline | smoke | path/to/profile.y
 epochs = 3                    # None: the profile's own epoch count
 device = "auto"               # auto | cpu | cuda | cuda:N
 out_dir = "../runs/tutorial"  # run folders go to out_dir/<category>
+solutions = False             # True: also run the exercises' solution cells
 
 # %%
 # %matplotlib inline
@@ -103,6 +109,45 @@ corrupted, masks = corrupt(normalize(clean), generator, **masking_arguments(conf
 plots.corruption_examples(clean, corrupted, masks)
 
 # %% [markdown]
+# ## One stage-2 step, written by hand
+#
+# The formula above in a few lines, on the first batch of the training images, against the
+# loss `Trainer.train_step` returns for the same batch and the same random draws (the step's
+# generator state is saved and restored, so both draw the same donors and masks). The
+# trainer trains in a temporary folder: the run below is not touched.
+
+# %%
+import tempfile
+
+from torch.nn import functional as F
+
+from dhkd.method.masking import donor_indices
+from dhkd.run.train import Trainer
+
+trainer = Trainer(config, data_root, category, tempfile.mkdtemp(prefix="dhkd-03-"), device=device, progress=False)
+trainer.prepare()
+trainer.start()
+trainer.student.train()                          # as in training: BatchNorm on the batch's statistics
+indices = torch.arange(min(config.train.batch_size, len(trainer.images)), device=trainer.device)
+state = trainer.generator.get_state()
+with torch.no_grad():
+    x = normalize(trainer.images[indices])
+    targets = trainer.teacher_features(x)                                            # F_s(x): the clean targets
+    donors = None if config.masking.fill == "noise" else \
+        normalize(trainer.images[donor_indices(indices, len(trainer.images), trainer.generator)])
+    x_tilde, m = corrupt(x, trainer.generator, donors, **masking_arguments(config.masking))
+    outputs = trainer.student(trainer.teacher_features(x_tilde))                     # S_s(T(x~))
+    if config.train.loss == "flatten":
+        by_hand = sum((1 - F.cosine_similarity(f.flatten(1), o.flatten(1), dim=1)).mean() for f, o in zip(targets, outputs))
+    else:  # the paper's text: a cosine per position, averaged over positions
+        by_hand = sum((1 - F.cosine_similarity(f, o, dim=1)).mean() for f, o in zip(targets, outputs))
+trainer.generator.set_state(state)
+packaged = trainer.train_step(indices, stage=2)
+assert torch.isclose(by_hand.float(), packaged.float(), atol=1e-5), (float(by_hand), float(packaged))
+print(f"stage-2 loss by hand {float(by_hand):.5f} = Trainer.train_step {float(packaged):.5f} "
+      f"({len(indices)} images, {100 * float(m.float().mean()):.1f} % of their pixels corrupted)")
+
+# %% [markdown]
 # ## Train
 #
 # The figure below is redrawn after every epoch from the run's `history.csv` (loss per epoch,
@@ -131,6 +176,7 @@ print(f"{len(history)} epochs, {history['seconds'].sum():.0f} s of training; los
 # | `checkpoint.pt` | student and optimiser state, RNG state, position (written atomically after every epoch and on interruption) |
 # | `history.csv` | per epoch: stage, loss, seconds, images per second |
 # | `run.json` | status (training, interrupted, done), epochs done, device, data root |
+# | `start.pt` | the student as the first optimiser step found it (after the fusion's scale matching and the memory's k-means): notebook 06's baseline |
 #
 # The command-line equivalent of this notebook, and how to continue an interrupted run:
 #
@@ -157,26 +203,93 @@ display(history.round(4).tail(10))
 #
 # - The student learns from normal images only; the loss is the same cosine distance the
 #   anomaly map uses, flattened per image and scale.
-# - Stage 2 trains the student to rebuild *clean* features from *masked* inputs, so that at
-#   test time it rebuilds the normal version of a defective image instead of the defect.
+# - Stage 2 is the same loss with a corrupted input and the clean targets, $\mathcal{L}\big(T(x),
+#   S(T(\tilde x))\big)$: the student learns to rebuild *clean* features from *masked*
+#   inputs, so that at test time it rebuilds the normal version of a defective image. In the
+#   kit's three-seed ablation on MTD this stage carries the measured gain over RD (notebook 06).
 # - A falling loss says the student rebuilds normal features better; it does not say that
 #   defects are found. Only the evaluation (notebook 04) says that.
-# - Everything about a run, including where to resume, lives in its folder.
+# - Everything about a run, including where to resume and the weights it started from
+#   (`start.pt`), lives in its folder.
+#
+# ## Questionnaire
+#
+# 1. *What is the target of a stage-2 step?* The teacher's features of the **clean** image; the
+#    student sees the teacher's features of the corrupted one.
+# 2. *Why does the loss jump when stage 2 begins?* The inputs become harder: part of each image
+#    must be rebuilt from what normal images look like, not copied.
+# 3. *What does `--resume` restore?* Student, optimiser, position in the epoch and the random
+#    generators, so the same batches and corruptions follow.
+# 4. *Why does a different configuration need another `out_dir`?* A run folder holds one
+#    configuration; training another one into it removes the earlier run first.
 #
 # ## Try this
 #
-# 1. **Switch the masking stage off.** Set `profile = "offline"`, `epochs = 3`, and in the
-#    configuration cell add `config.masking.enabled = False` after `training_config(...)`
-#    (the command line: `dhkd train ... --set masking.enabled=false`). Train into another
-#    folder (`out_dir = "../runs/no_masking"`), then run notebook 04 on both folders: how do
-#    image AUROC and AUPRO change? (Three epochs on the toy set are noisy: run two seeds,
-#    `config.train.seed = 1`, before drawing a conclusion.)
-# 2. **Interrupt and resume.** Press the interrupt button during the second epoch, look at
-#    `run.json` (status `interrupted`), then run the training cell again: it continues from
-#    the saved position and the loss curve joins up.
-# 3. **More of stage 2.** Set `config.masking.stage2_fraction = 0.5` and look at the schedule
-#    and the loss curve: does the loss jump when the inputs become masked, and does it recover?
+# Each exercise has a solution cell below (collapsed; it runs when `solutions = True`). They
+# train into folders of their own next to `out_dir`, never into the tutorial run.
 #
+# 1. **Switch the masking stage off.** Train the same configuration with
+#    `config.masking.enabled = False` (`dhkd train ... --set masking.enabled=false`) into
+#    another folder and evaluate both. *What you should see:* one stage only, a loss curve
+#    without the jump; on the toy set and a few epochs the metrics differ by noise-sized
+#    amounts (the ablation needs several seeds to tell them apart, notebook 06).
+# 2. **Interrupt and resume.** Stop a training after its first epoch, look at `run.json`, then
+#    resume. *What you should see:* status `interrupted`, then `done` with every epoch in
+#    `history.csv` and the same final loss as an uninterrupted run.
+# 3. **More of stage 2.** Set `config.masking.stage2_fraction = 0.5`. *What you should see:* the
+#    schedule's stage-2 share doubles and the loss jumps where the inputs become masked.
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 1: the same configuration without the masking stage, in a folder of its own.
+if solutions:
+    import copy
+
+    from dhkd.run.evaluate import evaluate_run
+
+    no_masking = copy.deepcopy(config)
+    no_masking.masking.enabled = False
+    other = Path(out_dir).parent / "exercise_03_no_masking" / category
+    resume_other = prepare_run_dir(other, no_masking)
+    train(no_masking, data_root, category, other, device=device, resume=resume_other, progress=False)
+    compared = {name: evaluate_run(folder, data_root, device, progress=False, diagnostics=False)
+                for name, folder in (("with masking", run_dir), ("without masking", other))}
+    display(pd.DataFrame(compared).loc[["image_auroc", "pixel_auroc", "aupro"]].astype(float).mul(100).round(1))
+    display(plots.loss_curves(other / "history.csv", no_masking.train.epochs))
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 2: a stop after the first epoch (a SIGINT, as the interrupt button sends), then --resume.
+if solutions:
+    import os
+    import signal
+
+    from dhkd.run.train import TrainingInterrupted
+
+    stopped = Path(out_dir).parent / "exercise_03_interrupted" / category
+    prepare_run_dir(stopped, config)
+    for name in ("checkpoint.pt", "history.csv", "run.json", "config.yaml", "start.pt"):
+        (stopped / name).unlink(missing_ok=True)  # start over each time the solution runs
+    try:
+        Trainer(config, data_root, category, stopped, device=device, progress=False).fit(
+            after_epoch=lambda history: os.kill(os.getpid(), signal.SIGINT) if len(history) == 1 else None)
+    except TrainingInterrupted as stop:
+        print(f"stopped: {stop}")
+    print("run.json status:", json.loads((stopped / "run.json").read_text())["status"])
+    train(config, data_root, category, stopped, device=device, resume=True, progress=False)
+    resumed = pd.read_csv(stopped / "history.csv")
+    print(f"after --resume: status {json.loads((stopped / 'run.json').read_text())['status']}, {len(resumed)} epochs; "
+          f"final loss {resumed['loss'].iloc[-1]:.6f}, the uninterrupted run's {history['loss'].iloc[-1]:.6f}")
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 3: half the epochs in stage 2: the schedule, then a training of it in a folder of its own.
+if solutions:
+    half = copy.deepcopy(config)
+    half.masking.stage2_fraction = 0.5
+    display(plots.schedule(half, batches_per_epoch=-(-train_images // half.train.batch_size)))
+    folder = Path(out_dir).parent / "exercise_03_half_stage2" / category
+    train(half, data_root, category, folder, device=device, resume=prepare_run_dir(folder, half), progress=False)
+    display(plots.loss_curves(folder / "history.csv", half.train.epochs))
+
+# %% [markdown]
 # ---
 # ← [02 · The architecture](02_architecture.ipynb) ·
 # [04 · Evaluation: anomaly maps and what the metrics mean](04_evaluation.ipynb) →

@@ -24,8 +24,8 @@
 # $$\text{AUROC} = P\big(\text{score}(x^+) > \text{score}(x^-)\big) + \tfrac12 P\big(\text{score}(x^+) = \text{score}(x^-)\big).$$
 #
 # **Pixel AUROC**: the same over all pixels of all test images pooled, the ground-truth masks
-# as labels. With few defective pixels it is dominated by the many easy normal ones, so it is
-# high for almost any method.
+# as labels. Most pixels are normal, so it mostly asks whether the normal pixels of every
+# image score low; it is not bound to image AUROC in either direction (this run prints both).
 #
 # **AUPRO** (MVTec AD's definition, Bergmann et al.): every connected defect region $C_r$
 # counts the same however small it is. For a threshold $t$ with prediction $P_t = \{p :
@@ -49,6 +49,7 @@ profile = "offline"           # paper | rd | offline | smoke | path/to/profile.y
 epochs = 3                    # None: the profile's own epoch count
 device = "auto"               # auto | cpu | cuda | cuda:N
 out_dir = "../runs/tutorial"  # run folders go to out_dir/<category>
+solutions = False             # True: also run the exercises' solution cells
 
 # %%
 # %matplotlib inline
@@ -62,7 +63,7 @@ from dhkd import metrics
 from dhkd.notebook import plots
 from dhkd.method.anomaly_map import anomaly_map, gaussian_blur, image_scores, scale_maps
 from dhkd.data import load_split, normalize
-from dhkd.run.evaluate import evaluate_run, load_model, load_predictions
+from dhkd.run.evaluate import evaluate_run, load_model, load_predictions, teacher_only_maps
 from dhkd.data.toy import ensure_category
 from dhkd.run.device import resolve_device
 
@@ -76,48 +77,83 @@ print(f"trained run out_dir/{category}: profile {config.profile}, teacher {confi
       f"{len(test)} test images, {int(test.labels.sum())} of them defective")
 
 # %% [markdown]
-# ## One defective image, step by step
+# ## One defective image, written from scratch
 #
 # Before the one-call evaluation, the map of a single defective image (the one with the
-# largest defect), built with the same package functions `evaluate_run` calls:
+# largest defect), written out in a few lines of torch and numpy, each step checked against
+# the package function `evaluate_run` calls:
 #
 # 1. teacher and student features of the image: `model(x)`;
-# 2. per scale, $1 - \cos$ at every position, upsampled to the image size:
-#    `dhkd.method.anomaly_map.scale_maps`;
-# 3. their sum over the scales;
-# 4. the Gaussian blur: `dhkd.method.anomaly_map.gaussian_blur`. Its maximum is the image score.
+# 2. per scale, $1 - \cos$ at every position (`scale_maps` does this and step 3);
+# 3. bilinear upsampling to the image size with the corners aligned (as RD4AD): output pixel
+#    $i$ reads the source at $i\,(h-1)/(S-1)$ and mixes its two neighbours;
+# 4. the sum over the scales;
+# 5. the Gaussian blur, $\sigma = 4$, truncated at $4\sigma$, the border mirrored
+#    (`d c b a | a b c d`, scipy's `reflect`): `gaussian_blur`. Its maximum is the image score.
 #
 # The last panel is notebook 01's detector for the same image, which had no student: the
-# distance to the mean of the normal training features, through the same steps.
+# distance to the mean of the normal training features, through the same steps
+# (`dhkd.run.evaluate.teacher_only_maps`).
 
 # %%
+import numpy as np
+
+
+def upsample(m: torch.Tensor, out: int) -> torch.Tensor:
+    """(h, w) -> (out, out), bilinear, corners aligned: output i reads the source at i (h - 1) / (out - 1)."""
+    def rows(m):  # dimension 0 to `out` points
+        pos = torch.linspace(0, m.shape[0] - 1, out, dtype=m.dtype)
+        lo = pos.floor().long().clamp(max=m.shape[0] - 2)
+        t = (pos - lo)[:, None]
+        return m[lo] * (1 - t) + m[lo + 1] * t
+    return rows(rows(m).T).T
+
+
+def blur(m: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian, truncated at 4 sigma, mirrored border."""
+    radius = int(4 * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    k /= k.sum()
+    padded = np.pad(m, radius, mode="symmetric")
+    rows = np.stack([np.convolve(r, k, mode="valid") for r in padded])          # along the width
+    return np.stack([np.convolve(c, k, mode="valid") for c in rows.T]).T        # along the height
+
+
 defect_sizes = test.masks.flatten(1).sum(1)
 index = int(torch.argmax(defect_sizes))
 x = normalize(test.images[index:index + 1].to(dev))
 with torch.inference_mode():
-    teacher_features, student_features = model(x)                    # step 1
-    per_scale = scale_maps(teacher_features, student_features, size)  # step 2: (1, 3, S, S)
-    summed = per_scale.sum(dim=1)                                     # step 3
-    blurred = gaussian_blur(summed, sigma)                            # step 4
-    assert torch.allclose(blurred, anomaly_map(teacher_features, student_features, size, sigma))
+    teacher_features, student_features = model(x)                                           # step 1
+per_scale = []
+for f_t, f_s in zip(teacher_features, student_features):
+    f_t, f_s = f_t[0].double().cpu(), f_s[0].double().cpu()                                  # (C, h, w)
+    cos = (f_t * f_s).sum(0) / (f_t.norm(dim=0) * f_s.norm(dim=0))                           # step 2
+    per_scale.append(upsample(1 - cos, size))                                                # step 3
+per_scale = torch.stack(per_scale)                                                           # (3, S, S)
+summed = per_scale.sum(0)                                                                    # step 4
+blurred = torch.from_numpy(blur(summed.numpy(), sigma))                                      # step 5
 
-    train = load_split(data_root, category, "train", size, progress=False)
-    normal = [model.teacher(normalize(train.images[i:i + 8].to(dev))) for i in range(0, min(32, len(train)), 8)]
-    normal_mean = [torch.cat([n[s] for n in normal]).mean(0, keepdim=True) for s in range(3)]
-    teacher_only = anomaly_map(teacher_features, normal_mean, size, sigma)
+packaged_scales = scale_maps(teacher_features, student_features, size)[0].cpu()
+assert torch.allclose(per_scale.float(), packaged_scales, atol=1e-5), "1 - cos and upsampling"
+assert torch.allclose(blurred.float(), gaussian_blur(packaged_scales.sum(0)[None], sigma)[0], atol=1e-5), "blur"
+assert torch.allclose(blurred.float(), anomaly_map(teacher_features, student_features, size, sigma)[0].cpu(), atol=1e-5)
+print("by hand = dhkd.method.anomaly_map: per-scale 1 - cos, upsampling, sum and blur agree to 1e-5")
 
+train = load_split(data_root, category, "train", size, progress=False)
+normal = train.images[:32]  # notebook 01's reference for "normal"
+teacher_only = teacher_only_maps(model.teacher, normal, test.images[index:index + 1], size, sigma)
 for s in range(3):
-    print(f"scale {s + 1}: features {tuple(teacher_features[s].shape[1:])}, largest 1 − cos {per_scale[0, s].max():.3f}")
-print(f"image score (maximum of the blurred map): {image_scores(blurred).item():.4f}; "
+    print(f"scale {s + 1}: features {tuple(teacher_features[s].shape[1:])}, largest 1 − cos {per_scale[s].max():.3f}")
+print(f"image score (maximum of the blurred map): {float(blurred.max()):.4f}; "
       f"teacher-only score {image_scores(teacher_only).item():.4f}")
-plots.map_steps(test.images[index], test.masks[index], per_scale[0], summed[0], blurred[0], teacher_only[0])
+plots.map_steps(test.images[index], test.masks[index], per_scale.float(), summed.float(), blurred.float(), teacher_only[0])
 
 # %% [markdown]
 # Compare the scales: the fine ones resolve small structures (edges, thin scratches), the
 # coarse one sees wider regions. The sum keeps what the scales agree on, and the blur removes
 # single-position noise, which is why the image score is taken from the blurred map. After a
 # short training the student still misses much of the *normal* object too, and the whole part
-# glows; with more epochs the glow shrinks towards the defect (exercise 3). Scores mean
+# glows; with more epochs the glow shrinks towards the defect (exercise 4). Scores mean
 # nothing on their own: only their order over the test set does, which is what the metrics
 # measure.
 #
@@ -139,12 +175,7 @@ print(f"{result['n_test']} test images ({result['n_defective']} defective), prof
 # And the detector of notebook 01, which needed no training, on the same test split:
 
 # %%
-with torch.inference_mode():
-    parts = []
-    for start in range(0, len(test), 8):
-        features = model.teacher(normalize(test.images[start:start + 8].to(dev)))
-        parts.append(anomaly_map(features, [m.expand_as(f) for m, f in zip(normal_mean, features)], size, sigma).cpu())
-    teacher_maps = torch.cat(parts)
+teacher_maps = teacher_only_maps(model.teacher, normal, test.images, size, sigma)
 comparison = pd.DataFrame({
     "teacher only (01)": [metrics.image_auroc(image_scores(teacher_maps), test.labels),
                           metrics.pixel_auroc(teacher_maps, test.masks)],
@@ -160,6 +191,47 @@ display((100 * comparison).round(1))
 # %%
 predictions = load_predictions(run_dir)
 plots.roc_and_pro(predictions, fpr_limit=0.3)
+
+# %% [markdown]
+# ## The metrics from scratch
+#
+# **Image AUROC by counting pairs.** Over every pair of one defective and one good test image,
+# the share in which the defective one scores higher (a tie counts half): the definition above,
+# in three lines, against `dhkd.metrics.image_auroc`.
+
+# %%
+scores, labels = predictions.scores.double(), predictions.labels
+positive, negative = scores[labels == 1], scores[labels == 0]
+wins = (positive[:, None] > negative[None, :]).double() + 0.5 * (positive[:, None] == negative[None, :]).double()
+auroc_by_hand = float(wins.mean())
+assert abs(auroc_by_hand - metrics.image_auroc(predictions.scores, predictions.labels)) < 1e-9
+print(f"{len(positive)} × {len(negative)} pairs, defective above good in {float(wins.sum()):.1f}: "
+      f"image AUROC {100 * auroc_by_hand:.2f} % = dhkd.metrics.image_auroc")
+
+# %% [markdown]
+# **One point of the PRO curve.** Take the threshold $t$ at which 10 % of the normal pixels are
+# flagged. Label the connected defect regions of every mask (8-connectivity, as MVTec AD's
+# evaluation), then $\text{PRO}(t)$ is the mean over regions of the share of each region's pixels
+# at or above $t$, and $\text{FPR}(t)$ the share of normal pixels at or above $t$. The package's
+# `pro_curve` has one point per distinct score; its point at $t$ must be the same.
+
+# %%
+from scipy import ndimage
+
+maps, masks = predictions.maps.double().numpy(), predictions.masks.numpy()
+t = float(np.quantile(maps[~masks], 0.9, method="higher"))  # a score that occurs in the maps
+above = maps >= t
+fpr_by_hand = float(above[~masks].mean())
+regions = []
+for image_above, mask in zip(above, masks):
+    labelled, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    regions += [float(image_above[labelled == r].mean()) for r in range(1, count + 1)]
+pro_by_hand = float(np.mean(regions))
+fprs, pros = metrics.pro_curve(predictions.maps, predictions.masks)
+point = int((np.unique(maps) >= t).sum())  # the curve's points run over the distinct scores, highest first
+assert abs(fprs[point] - fpr_by_hand) < 1e-9 and abs(pros[point] - pro_by_hand) < 1e-9
+print(f"threshold {t:.4f}: FPR {fpr_by_hand:.4f}, PRO {pro_by_hand:.4f} over {len(regions)} defect regions "
+      f"= point {point} of dhkd.metrics.pro_curve")
 
 # %% [markdown]
 # ## Image scores
@@ -188,27 +260,81 @@ plots.per_defect_bars(result["per_defect"])
 # ## What to take from this
 #
 # - The anomaly map is the loss's cosine distance taken position by position: three scale
-#   maps, upsampled, summed and blurred. The image score is its maximum.
-# - Image AUROC asks "are defective images scored above good ones?", pixel AUROC "are defect
-#   pixels above normal ones?" (easy to make high: most pixels are normal), AUPRO "is every
-#   defect region found, small ones too, before many normal pixels light up?".
+#   maps, upsampled, summed and blurred, a dozen lines by hand. The image score is its maximum.
+# - Image AUROC asks "are defective images scored above good ones?" (count the pairs), pixel
+#   AUROC "are defect pixels above normal ones?", AUPRO "is every defect region found, small
+#   ones too, before many normal pixels light up?" (one point: a threshold, the regions'
+#   mean coverage, the normal pixels flagged).
 # - The kit reports MVTec AD's AUPRO and RD4AD's PRO under their own names because papers
 #   copy one or the other; compare like with like.
 # - A trained student should beat the teacher-only detector; where it does not, the training
 #   was too short or the category suits plain feature distances.
 #
+# ## Questionnaire
+#
+# 1. *Why is the image score taken from the blurred map?* The maximum of an unblurred map is
+#    set by single noisy positions, on good images too; the blur averages them away.
+# 2. *What does an image AUROC of 0.5 mean?* A defective image scores above a good one as
+#    often as below: the scores do not separate them.
+# 3. *Why can pixel AUROC be high while AUPRO is low?* Pixel AUROC pools pixels, so large
+#    defects dominate; AUPRO weights every region the same, so missed small defects cost it.
+# 4. *Which pixels decide the FPR of a PRO point?* The normal ones only (outside every mask).
+#
 # ## Try this
 #
-# 1. **No blur.** In the step-by-step cell, set `blurred = summed` (and delete the `assert`).
-#    The map turns speckled in normal regions and the image score, a maximum, grows on good
-#    images too. To score the whole split so, set `blur_sigma: 0.0` under `eval:` in the run
-#    folder's `config.yaml` and run the evaluation cell again: which metrics drop most?
-# 2. **One scale only.** Replace `summed = per_scale.sum(dim=1)` by `summed = per_scale[:, 2]`
-#    (the coarsest scale). Is the defect still found, and how sharp is its outline?
-# 3. **Train longer.** Run notebook 03 with `epochs = 10` into `out_dir = "../runs/ten"` and
-#    this notebook on it: how far do image AUROC and AUPRO move away from the teacher-only
-#    detector?
+# Each exercise has a solution cell below (collapsed; it runs when the parameter
+# `solutions = True`, and writes nothing into the run folder).
 #
+# 1. **No blur.** Score the whole split with `sigma = 0` (the maps `scale_maps(...).sum(1)`).
+#    *What you should see:* the maps turn speckled in normal regions, the image scores of good
+#    images grow too, and image AUROC and AUPRO drop more than pixel AUROC.
+# 2. **One scale only.** Score the split with each scale's map alone, blurred as usual.
+#    *What you should see:* no single scale matches the sum on every metric; the coarse scale
+#    finds large defects with blurry outlines, the fine scale sharp edges and more noise.
+# 3. **Count the pairs yourself.** Flip the labels (`1 - labels`) in the pair-counting cell.
+#    *What you should see:* AUROC becomes exactly 1 minus the old value.
+# 4. **Train longer.** Train the same configuration for twice the epochs into another folder
+#    and evaluate it. *What you should see:* image AUROC and AUPRO move away from the
+#    teacher-only detector (on the toy set, a few epochs already do).
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solutions 1 and 2: every test image's per-scale maps once, then the metrics per variant.
+if solutions:
+    with torch.inference_mode():
+        parts = []
+        for start in range(0, len(test), 8):
+            t_f, s_f = model(normalize(test.images[start:start + 8].to(dev)))
+            parts.append(scale_maps(t_f, s_f, size).cpu())
+    scales_all = torch.cat(parts)  # (N, 3, S, S)
+    variants = {f"sum, blur σ={sigma}": gaussian_blur(scales_all.sum(1), sigma), "sum, no blur": scales_all.sum(1),
+                **{f"scale {s + 1} only": gaussian_blur(scales_all[:, s], sigma) for s in range(3)}}
+    display(pd.DataFrame({name: {"image AUROC": 100 * metrics.image_auroc(image_scores(m), test.labels),
+                                 "pixel AUROC": 100 * metrics.pixel_auroc(m, test.masks),
+                                 "AUPRO": 100 * metrics.aupro(m, test.masks)} for name, m in variants.items()}).T.round(1))
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 3: flipped labels give 1 - AUROC.
+if solutions:
+    flipped = 1 - labels
+    wins_flipped = (scores[flipped == 1][:, None] > scores[flipped == 0][None, :]).double() \
+        + 0.5 * (scores[flipped == 1][:, None] == scores[flipped == 0][None, :]).double()
+    print(f"AUROC {auroc_by_hand:.4f}, with flipped labels {float(wins_flipped.mean()):.4f}, "
+          f"sum {auroc_by_hand + float(wins_flipped.mean()):.4f}")
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 4: twice the epochs, in a folder of its own (the tutorial run is left as it is).
+if solutions:
+    from dhkd.config import training_config
+    from dhkd.run.train import train
+
+    longer = Path(out_dir).parent / "exercise_04_longer" / category
+    if not (longer / "checkpoint.pt").exists():
+        train(training_config(profile, 2 * config.train.epochs), data_root, category, longer, device=device, progress=False)
+    again = evaluate_run(longer, data_root, device, progress=False, diagnostics=False)
+    display(pd.DataFrame({f"{config.train.epochs} epochs": result, f"{2 * config.train.epochs} epochs": again}
+                         ).loc[["image_auroc", "pixel_auroc", "aupro"]].astype(float).mul(100).round(1))
+
+# %% [markdown]
 # ---
 # ← [03 · Training](03_training.ipynb) ·
 # [05 · Visual analysis: where the map lights up](05_visual_analysis.ipynb) →

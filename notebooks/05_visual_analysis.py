@@ -31,6 +31,7 @@ epochs = 3                    # None: the profile's own epoch count
 device = "auto"               # auto | cpu | cuda | cuda:N
 out_dir = "../runs/tutorial"  # run folders go to out_dir/<category>
 compare_run = None           # another run folder, for the side-by-side widget
+solutions = False             # True: also run the exercises' solution cells
 
 # %%
 # %matplotlib inline
@@ -201,21 +202,97 @@ plt.show()
 #   input size, normalisation and threshold; its maps match the kit's within 1e-3
 #   (`dhkd.run.export.MAP_TOLERANCE`; benchmarks/deploy.md has the measured differences).
 #
+# ## Questionnaire
+#
+# 1. *Why one colour range for the whole test set?* Per-image ranges stretch every map to full
+#    colour, so a good image would glow as brightly as a defective one.
+# 2. *Which threshold does `dhkd predict` use by default?* The one `dhkd evaluate` recorded: a
+#    high quantile of the defect-free test images' scores, no defect labels needed.
+# 3. *Why is the F1-optimal threshold not an operating point?* It is chosen on the test labels
+#    it is then judged on.
+#
 # ## Try this
 #
-# 1. **Move the threshold.** In the threshold explorer, drag the slider from the F1-optimal
-#    value down until every defective image is caught: how many good images become false
-#    alarms on the way?
-# 2. **Compare two runs.** Train a second run with the masking stage off (notebook 03,
-#    exercise 1), evaluate it (notebook 04), then set
-#    `compare_run = "../runs/no_masking/nut"` in the parameters cell. Which defect types does
-#    the masking stage help with?
-# 3. **Your own folder.** Point `images` in "Score your own images" at a folder of your own
-#    photos (any size, PNG/JPEG/BMP/TIFF) and pass `threshold=` to `dhkd.predict`: how many
-#    are flagged at the recorded threshold, and does the overlay mark what you expected?
-# 4. **A texture.** Run notebooks 03 to 05 with `category = "grass"`: are the misses on a
-#    texture the same kind as on the nut (small, faint, at the border)?
+# Each exercise has a solution cell below (collapsed; it runs when `solutions = True`; the
+# solutions write only into folders of their own).
 #
+# 1. **Move the threshold.** Lower the threshold from the F1-optimal value until every
+#    defective image is caught. *What you should see:* the false alarms grow step by step;
+#    the table lists how many good images each lower threshold flags.
+# 2. **Compare two runs.** Compare this run with notebook 03's exercise-1 run (masking off,
+#    `exercise_03_no_masking` next to `out_dir`), or set `compare_run` to any evaluated run
+#    folder. *What you should see:* per defect type, image AUROC of both runs side by side; on
+#    the toy set and a few epochs the differences are mostly noise.
+# 3. **Your own folder.** Score a folder of images with `dhkd.predict(run_dir, folder,
+#    threshold=...)`. *What you should see:* one row per image, `flagged` where the score
+#    reaches the threshold; a lower threshold flags more of them.
+# 4. **A texture.** Train and evaluate `grass` (a toy texture) the same way and look at its
+#    worst cases. *What you should see:* the misses are small or faint defects, as on the nut.
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 1: from the F1-optimal threshold down to the lowest defective score, the misses and false alarms.
+if solutions:
+    import pandas as pd
+
+    best, _ = metrics.f1_optimal_threshold(predictions.scores, predictions.labels)
+    defective_scores = predictions.scores[predictions.labels == 1].sort(descending=True).values
+    steps = [t for t in [best, *defective_scores.tolist()] if t <= best]
+    good_scores = predictions.scores[predictions.labels == 0]
+    display(pd.DataFrame([{"threshold": t, "defective missed": int((defective_scores < t).sum()),
+                           "good flagged": int((good_scores >= t).sum())} for t in steps]).round(4))
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 2: per defect type, this run beside another evaluated run.
+if solutions:
+    import json
+
+    other = Path(compare_run) if compare_run else Path(out_dir).parent / "exercise_03_no_masking" / category
+    if not (other / "metrics.json").exists():
+        print(f"no evaluated run at {other}: run notebook 03's solution 1 (or dhkd evaluate) first")
+    else:
+        runs = {"this run": run_dir, other.parent.name: other}
+        per_defect = {name: {kind: 100 * v["image_auroc"] for kind, v in json.loads((folder / "metrics.json").read_text())["per_defect"].items()}
+                      for name, folder in runs.items()}
+        display(pd.DataFrame(per_defect).round(1))
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 3: a folder of images scored at two thresholds (a copy of a few test images stands in for yours).
+if solutions:
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="dhkd-05-images-"))
+    for i, path in enumerate(images):
+        shutil.copy(path, folder / f"{i:02d}{Path(path).suffix}")
+    recorded = dhkd.predict(run_dir, folder, progress=False)
+    lower = dhkd.predict(run_dir, folder, threshold=float(recorded["score"].median()), progress=False)
+    print(f"{len(recorded)} images: {int(recorded['flagged'].sum())} flagged at the recorded threshold "
+          f"{recorded.attrs['threshold']:.4f}, {int(lower['flagged'].sum())} at the median score {lower.attrs['threshold']:.4f}")
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# Solution 4: grass, trained and evaluated in a folder of its own, then its worst cases.
+if solutions:
+    from dhkd.config import training_config
+    from dhkd.data.toy import TOY_CATEGORIES
+    from dhkd.run.evaluate import evaluate_run
+    from dhkd.run.folder import prepare_run_dir
+    from dhkd.run.train import train
+
+    if category not in TOY_CATEGORIES and not (Path(data_root) / "grass").is_dir():
+        print(f"no grass under {data_root}: this exercise is for the toy data set")
+    else:
+        ensure_category(data_root, "grass")
+        grass_config = training_config(profile, epochs)
+        grass = Path(out_dir).parent / "exercise_05_grass" / "grass"
+        train(grass_config, data_root, "grass", grass, device=device, resume=prepare_run_dir(grass, grass_config), progress=False)
+        evaluate_run(grass, data_root, device, progress=False, diagnostics=False)
+        grass_predictions = load_predictions(grass)
+        grass_test = load_split(data_root, "grass", "test", grass_config.data.image_size, progress=False)
+        worst = plots.best_and_worst(grass_predictions, k=4)
+        print({key: [grass_predictions.defect_types[i] for i in value] for key, value in worst.items()})
+        display(plots.overlay_grid(grass_test.images, grass_predictions, worst["missed"], title="grass: the missed defects"))
+
+# %% [markdown]
 # ---
 # ← [04 · Evaluation](04_evaluation.ipynb) ·
 # [06 · What the trained modules learned](06_what_the_modules_learned.ipynb) →

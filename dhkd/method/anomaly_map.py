@@ -27,6 +27,19 @@ def anomaly_map(teacher: list[torch.Tensor], student: list[torch.Tensor], size: 
     return gaussian_blur(summed, sigma) if sigma > 0 else summed
 
 
+def mean_features(features: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per scale, the mean feature map over a batch of normal images, ``(1, C, h, w)`` each."""
+    return [f.mean(dim=0, keepdim=True) for f in features]
+
+
+def teacher_only_map(features: list[torch.Tensor], normal_mean: list[torch.Tensor], size: int,
+                     sigma: float = 4.0) -> torch.Tensor:
+    """The detector with no student: :func:`anomaly_map` with the normal images' mean features
+    (:func:`mean_features`) in place of the student's reconstruction, ``(B, size, size)``."""
+    return anomaly_map(features, [m.to(f.device).expand_as(f) for m, f in zip(normal_mean, features, strict=True)],
+                       size, sigma)
+
+
 def image_scores(maps: torch.Tensor) -> torch.Tensor:
     """``(B, H, W) -> (B,)``: the maximum of each map."""
     return maps.flatten(1).amax(dim=1)
@@ -71,4 +84,4 @@ def blur_kernel_size(sigma: float, truncate: float = 4.0) -> int:
     return 2 * int(truncate * sigma + 0.5) + 1 if sigma > 0 else 1
 
 
-__all__ = ["anomaly_map", "scale_maps", "image_scores", "gaussian_blur", "blur_kernel_size"]
+__all__ = ["anomaly_map", "scale_maps", "mean_features", "teacher_only_map", "image_scores", "gaussian_blur", "blur_kernel_size"]

@@ -251,13 +251,16 @@ def fusion_weights(weights: torch.Tensor, reference: torch.Tensor | None = None)
 
 def attention_maps(images: torch.Tensor, attentions: list[tuple[torch.Tensor, torch.Tensor]],
                    names: Sequence[str], titles: Sequence[str],
-                   reference: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Figure:
+                   reference: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                   spreads: Sequence[float] | None = None) -> Figure:
     """For each image and each coordinate-attention module: ``mean_c a_h(c, y) * a_w(c, x)`` as a map.
 
     ``attentions[m] = (a_h, a_w)`` with shapes ``(B, C, H, 1)`` and ``(B, C, 1, W)`` as
     :meth:`dhkd.method.CoordinateAttention.attention` returns them. The maps are drawn on the
     attention's whole range [0, 1], so a nearly constant map looks constant; with ``reference``
     (the same modules untrained) the change is drawn instead, on a scale centred at zero.
+    ``spreads`` (one per module: the diagnostics' measure, :func:`dhkd.run.diagnostics.attention_site`)
+    go into the titles, so the picture and the verdict name the same number.
     """
     rows, columns = len(images), len(attentions) + 1
     figure = Figure(figsize=(2.4 * columns, 2.3 * rows + 0.8), layout="constrained")
@@ -276,7 +279,8 @@ def attention_maps(images: torch.Tensor, attentions: list[tuple[torch.Tensor, to
             limits, cmap, label = (-limit, limit), "RdBu_r", "change from untrained"
         for i in range(rows):
             shown = axes[i, m + 1].imshow(maps[i], cmap=cmap, vmin=limits[0], vmax=limits[1])
-        axes[0, m + 1].set_title(f"{names[m]}\n{attentions[m][0].shape[1]} ch, {maps.shape[1]}×{maps.shape[2]}",
+        spread = "" if spreads is None else f", spread {spreads[m]:.3f}"
+        axes[0, m + 1].set_title(f"{names[m]}\n{attentions[m][0].shape[1]} ch, {maps.shape[1]}×{maps.shape[2]}{spread}",
                                  fontsize="small")
         figure.colorbar(shown, ax=axes[:, m + 1], location="bottom", shrink=0.9, label=label)
     for ax in axes.flat:
@@ -620,6 +624,34 @@ def corruption_examples(clean: torch.Tensor, corrupted: torch.Tensor, masks: tor
         axes[i, 2].imshow(denormalize(corrupted[i].cpu()).permute(1, 2, 0).numpy())
     for j, title in enumerate(["clean x (target: T(x))", "mask", "corrupted x̃ (input: T(x̃))"]):
         axes[0, j].set_title(title, fontsize="small")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return figure
+
+
+def masking_errors(clean: torch.Tensor, corrupted: torch.Tensor, masks: torch.Tensor,
+                   errors: dict[str, torch.Tensor]) -> Figure:
+    """The masking probe, image by image: the clean image, its corruption (the corrupted region
+    outlined), then each error map of ``errors`` (``(B, S, S)``: ``1 - cos`` to the clean image's
+    teacher features, e.g. of a student and of copying the corrupted input) on one shared scale
+    from 0, the corrupted region outlined, so that "the error is high inside" reads directly."""
+    from dhkd.data import denormalize
+
+    rows, columns = len(clean), 2 + len(errors)
+    figure = Figure(figsize=(2.3 * columns, 2.2 * rows + 0.8), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    top = max(float(e.max()) for e in errors.values())
+    for i in range(rows):
+        mask = masks[i].float().cpu().numpy()
+        axes[i, 0].imshow(_as_numpy_image(clean[i]))
+        axes[i, 1].imshow(denormalize(corrupted[i].cpu()).clamp(0, 1).permute(1, 2, 0).numpy())
+        for j, error in enumerate(errors.values(), start=2):
+            shown = axes[i, j].imshow(error[i].cpu().numpy(), cmap="inferno", vmin=0.0, vmax=top)
+        for j in range(1, columns):
+            axes[i, j].contour(mask, levels=[0.5], colors="#00d000", linewidths=0.8)
+    for j, title in enumerate(["clean x", "corrupted x̃", *errors]):
+        axes[0, j].set_title(title, fontsize="small")
+    figure.colorbar(shown, ax=axes[:, 2:], location="bottom", shrink=0.8, label="1 - cos to T(x), mean over scales")
     for ax in axes.flat:
         ax.set_axis_off()
     return figure

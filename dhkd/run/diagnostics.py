@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -157,22 +158,31 @@ def stage_losses(history: list[dict[str, Any]]) -> dict[str, float | None]:
 
 
 @torch.no_grad()
-def masking_probe(model: DHKD, config: Config, images: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
-    """The student's error on corrupted training images, inside the corrupted regions and outside.
-
-    The error is ``1 - cos`` against the clean image's teacher features, averaged over the
-    scales (the anomaly map before blurring); ``corruption_inside`` is the same error of the
-    corrupted image's own teacher features: what a student that copies its input would make.
-    """
+def masking_probe_maps(model: DHKD, config: Config, images: torch.Tensor,
+                       generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """What :func:`masking_probe` measures, as maps: ``corrupted`` (normalised images with the
+    profile's corruption), ``masks`` (bool ``(B, S, S)``, True where corrupted), ``student_error``
+    and ``copy_error`` (``(B, S, S)``: ``1 - cos`` to the clean image's teacher features,
+    averaged over the scales, of the student's reconstruction and of the corrupted image's own
+    teacher features, i.e. what a student that copies its input would make)."""
     clean = normalize(images)
     donors = normalize(images[donor_indices(torch.arange(len(images), device=images.device), len(images), generator)])
     corrupted, masks = corrupt(clean, generator, donors, **masking_arguments(config.masking))
     targets, seen = model.teacher(clean), model.teacher(corrupted)
     size = images.shape[-1]
-    student_error = scale_maps(targets, model.student(seen), size).mean(dim=1)
-    copy_error = scale_maps(targets, seen, size).mean(dim=1)
+    return {"corrupted": corrupted, "masks": masks, "student_error": scale_maps(targets, model.student(seen), size).mean(dim=1),
+            "copy_error": scale_maps(targets, seen, size).mean(dim=1)}
+
+
+@torch.no_grad()
+def masking_probe(model: DHKD, config: Config, images: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
+    """The student's error on corrupted training images, inside the corrupted regions and outside
+    (:func:`masking_probe_maps`); ``restoration``: the share of the corruption's own feature
+    change inside that the student undoes, ``1 - (inside - outside) / corruption_inside``."""
+    maps = masking_probe_maps(model, config, images, generator)
+    student_error, masks = maps["student_error"], maps["masks"]
     inside, outside = float(student_error[masks].mean()), float(student_error[~masks].mean())
-    copied = float(copy_error[masks].mean())
+    copied = float(maps["copy_error"][masks].mean())
     return {"error_inside": round(inside, 5), "error_outside": round(outside, 5),
             "inside_over_outside": round(inside / max(outside, 1e-12), 3), "corruption_inside": round(copied, 5),
             "restoration": round(1.0 - (inside - outside) / max(copied, 1e-12), 4)}
@@ -194,6 +204,67 @@ def masking_diagnostics(model: DHKD, config: Config, images: torch.Tensor, histo
 # ------------------------------------------------------------------------------ the whole model
 
 
+
+
+def site_title(name: str) -> str:
+    """A readable name for an attention site's module name: ``bottleneck.attention`` is the
+    OCBE input, ``decoder.attentions.<i>`` the output of decoder stage i + 1."""
+    if name == "bottleneck.attention":
+        return "OCBE input"
+    if name.startswith("decoder.attentions."):
+        return f"decoder stage {int(name.rsplit('.', 1)[1]) + 1}"
+    return name
+
+
+def attention_sites(student: nn.Module) -> dict[str, CoordinateAttention]:
+    """The coordinate-attention modules of a student by module name (the names the diagnostics
+    record); ``model.attention.placement`` decides which sites hold one."""
+    return {name: module for name, module in student.named_modules() if isinstance(module, CoordinateAttention)}
+
+
+@torch.no_grad()
+def attention_maps(student: nn.Module, features: list[torch.Tensor]) -> dict[str, dict[str, Any]]:
+    """Per attention site (module name): its actual ``input`` for these teacher features, its
+    ``(a_h, a_w)`` and its ``figures`` (:func:`attention_site`, the measure the verdict uses)."""
+    with _recording(student, keep=True) as record:
+        student(features)
+    return record["maps"]
+
+
+def verdict_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The one figure (or two) per addition that decides whether it is inert, from a recorded
+    ``diagnostics`` dict, with its threshold and the verdict under this code's rules."""
+    inert = set(judge(record))
+    rows = []
+
+    def add(addition: str, figure: str, value: float, threshold: float) -> None:
+        rows.append({"addition": addition, "figure": figure, "value": value, "inert below": threshold,
+                     "inert": addition in inert})
+
+    if (record.get("fusion") or {}).get("enabled"):
+        add("fusion", "largest borrowed share ||G_s - F_s|| / ||G_s||", max(record["fusion"]["borrowed_share"]),
+            FUSION_MIN_BORROWED_SHARE)
+    if (record.get("attention") or {}).get("enabled"):
+        add("attention", "largest spread of a_h*a_w over positions (std / mean)",
+            max(site["spread"] for site in record["attention"]["sites"].values()), ATTENTION_MIN_SPREAD)
+    if (record.get("memory") or {}).get("enabled"):
+        add("memory", "read-out's share of the decoder input", record["memory"]["readout_share"], MEMORY_MIN_READOUT_SHARE)
+        add("memory", "effectively used items", record["memory"]["effective_items"], MEMORY_MIN_EFFECTIVE_ITEMS)
+    masking = record.get("masking") or {}
+    if "restoration" in masking:
+        add("masking", "restoration of corrupted regions", masking["restoration"], MASKING_MIN_RESTORATION)
+    return rows
+
+
+def verdict_table(records: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Several recorded ``diagnostics`` side by side (e.g. ``{"start": ..., "trained": ...}``): one
+    row per deciding figure, its threshold, then per record the value and the verdict."""
+    frames = []
+    for label, record in records.items():
+        rows = pd.DataFrame(verdict_rows(record)).set_index(["addition", "figure"])
+        frames.append(rows.rename(columns={"value": label, "inert": f"{label}: inert"}))
+    table = pd.concat([frames[0][["inert below"]]] + [f.drop(columns="inert below") for f in frames], axis=1)
+    return table
 
 
 def judge(record: dict[str, Any]) -> list[str]:
@@ -251,14 +322,18 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def _recording(student: nn.Module) -> Iterator[dict[str, Any]]:
-    """Forward hooks that keep each attention site's figures and the memory's input and output."""
-    record: dict[str, Any] = {"attention": {}, "memory": None}
+def _recording(student: nn.Module, keep: bool = False) -> Iterator[dict[str, Any]]:
+    """Forward hooks that keep each attention site's figures and the memory's input and output;
+    ``keep``: also each site's input and ``(a_h, a_w)`` under ``maps``."""
+    record: dict[str, Any] = {"attention": {}, "memory": None, "maps": {}}
     handles = []
 
     def on_attention(name: str):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
             record["attention"][name] = attention_site(module, inputs[0])
+            if keep:
+                record["maps"][name] = {"input": inputs[0].clone(), "attention": module.attention(inputs[0]),
+                                        "figures": record["attention"][name]}
         return hook
 
     def on_memory(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dhkd import metrics
-from dhkd.method.anomaly_map import anomaly_map, image_scores
+from dhkd.method.anomaly_map import anomaly_map, image_scores, mean_features, teacher_only_map
 from dhkd.run.checkpoint import check_compatible, load_checkpoint
 from dhkd.config import Config, read_config
 from dhkd.data import CategorySplit, StreamedImages, normalize, stream_split, validate_category
@@ -33,7 +33,7 @@ from dhkd.errors import DhkdError
 from dhkd.io import atomic_write, atomic_write_json
 from dhkd.method import DHKD
 from dhkd.run.build import build_model
-from dhkd.run.folder import (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME, RUN_INFO_NAME,
+from dhkd.run.folder import (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME, RUN_INFO_NAME, START_NAME,
                              no_checkpoint_error, read_run_info, stopped_before_checkpoint)
 from dhkd.run.device import autocast, resolve_device, set_memory_format
 
@@ -68,7 +68,18 @@ def load_model(run_dir: str | Path, device: str | torch.device | None = "auto") 
     return model, config
 
 
-def _load_model(run_dir: str | Path, device: str | torch.device | None) -> tuple[DHKD, Config, dict[str, Any]]:
+def load_start_model(run_dir: str | Path, device: str | torch.device | None = "auto") -> tuple[DHKD, Config]:
+    """The model of a run as training started it (``start.pt``: after the fusion's scale
+    matching and the memory's k-means, before the first optimiser step), in eval mode."""
+    if not (Path(run_dir) / START_NAME).exists():
+        raise DhkdError(f"{run_dir} has no {START_NAME} (the weights training started from): it was trained by an "
+                        f"older version of the kit", "train the run again (dhkd train, or notebook 03) to get one")
+    model, config, _ = _load_model(run_dir, device, START_NAME)
+    return model, config
+
+
+def _load_model(run_dir: str | Path, device: str | torch.device | None,
+                name: str = CHECKPOINT_NAME) -> tuple[DHKD, Config, dict[str, Any]]:
     """:func:`load_model`, plus the checkpoint's state (for its position: epochs done)."""
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_NAME
@@ -78,13 +89,31 @@ def _load_model(run_dir: str | Path, device: str | torch.device | None) -> tuple
         raise DhkdError(f"{run_dir} is not a dhkd run folder (no {CONFIG_NAME})", "point --run at a folder made by dhkd train --out")
     config = read_config(config_path)  # checked as a new run's config, before any model is built
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    state = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
-    check_compatible(state, config, run_dir / CHECKPOINT_NAME)
+    state = load_checkpoint(run_dir / name, map_location=device)
+    check_compatible(state, config, run_dir / name)
     model = build_model(config.model, config.train.seed)
     model.student.load_state_dict(state["student"])
     model = model.to(device).eval()
     model = set_memory_format(model, config.train.channels_last)  # as in training
     return model, config, state
+
+
+@torch.inference_mode()
+def teacher_features(teacher: torch.nn.Module, images: torch.Tensor, batch: int = 8) -> list[torch.Tensor]:
+    """The teacher's three feature maps of uint8 images ``(N, 3, S, S)``, in batches on the
+    teacher's device, returned on the CPU in float32."""
+    device = next(teacher.parameters()).device
+    parts = [teacher(normalize(images[i:i + batch].to(device))) for i in range(0, len(images), batch)]
+    return [torch.cat([p[s] for p in parts]).float().cpu() for s in range(len(parts[0]))]
+
+
+def teacher_only_maps(teacher: torch.nn.Module, normal_images: torch.Tensor, images: torch.Tensor, size: int,
+                      sigma: float, batch: int = 8) -> torch.Tensor:
+    """Notebook 01's detector on ``images``: 1 - cos to the mean teacher features of
+    ``normal_images`` per position, upsampled, summed and blurred like the student's map."""
+    normal_mean = mean_features(teacher_features(teacher, normal_images, batch))
+    return torch.cat([teacher_only_map(teacher_features(teacher, images[i:i + batch], batch), normal_mean, size, sigma)
+                      for i in range(0, len(images), batch)])
 
 
 def training_progress(state: dict[str, Any], config: Config, info: dict[str, Any]) -> dict[str, Any]:

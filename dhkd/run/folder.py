@@ -7,6 +7,8 @@
     RUN/run.json         what was trained on, where, how long; the data-set split
     RUN/history.csv      one row per epoch: stage, loss, learning rate, seconds
     RUN/checkpoint.pt    model, optimiser, position and RNG state (resumable)
+    RUN/start.pt         the student's weights before the first optimiser step (after the
+                         data-driven starts of epoch 0: fusion scale matching, memory k-means)
     RUN/metrics.json     dhkd evaluate's metrics, diagnostics and recorded threshold
     RUN/predictions.npz  the test images' anomaly maps and scores
     RUN/model.onnx       the scoring graph for onnxruntime (dhkd export; made by dhkd predict --engine onnxruntime)
@@ -36,10 +38,11 @@ CONFIG_NAME = "config.yaml"
 RUN_INFO_NAME = "run.json"
 HISTORY_NAME = "history.csv"
 CHECKPOINT_NAME = "checkpoint.pt"
+START_NAME = "start.pt"
 METRICS_NAME = "metrics.json"
 PREDICTIONS_NAME = "predictions.npz"
 ONNX_NAME = "model.onnx"
-RUN_FILES = (CHECKPOINT_NAME, HISTORY_NAME, RUN_INFO_NAME, CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME, ONNX_NAME)
+RUN_FILES = (CHECKPOINT_NAME, START_NAME, HISTORY_NAME, RUN_INFO_NAME, CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME, ONNX_NAME)
 REPLACED_PREFIX = ".replaced-"
 
 

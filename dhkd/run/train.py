@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dhkd.run.checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from dhkd.run.folder import (CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, RUN_INFO_NAME, no_checkpoint_error,
+from dhkd.run.folder import (CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, RUN_INFO_NAME, START_NAME, no_checkpoint_error,
                              prepare_run_dir, start_run_dir, stopped_before_checkpoint)
 from dhkd.config import Config, check_run, save_config, to_dict
 from dhkd.data import StreamedImages, count_images, load_split, normalize, stream_split, validate_category
@@ -264,6 +264,12 @@ class Trainer:
         synchronize(self.device)
         self.teacher_cache_seconds = time.perf_counter() - started
 
+    def start(self) -> nn.Module:
+        """The data-driven starts of epoch 0 (fusion scale matching, memory k-means; what
+        ``start.pt`` keeps), after :meth:`prepare`: the model the first optimiser step sees."""
+        self._init_from_data(0)
+        return self.model
+
     def teacher_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The frozen teacher's features of normalised images, without gradients, in the student's layout."""
         if self.config.train.channels_last:
@@ -337,6 +343,8 @@ class Trainer:
                 stage = stage_of(position.epoch, self.config)
                 if position.step == 0:
                     self._init_from_data(position.epoch)
+                    if position.epoch == 0:
+                        self._save_start()
                 if position.permutation is None:
                     position.permutation = self.epoch_order()
                 batches = self.batches_per_epoch()
@@ -381,6 +389,15 @@ class Trainer:
                 self.student.fusion.match_scales(self._clean_features(torch.arange(min(64, len(self.images)))))
         if memory.enabled and memory.init == "kmeans" and epoch == memory.init_epoch:
             self._init_memory()
+
+    def _save_start(self) -> None:
+        """``start.pt``: the student as the first optimiser step finds it, so that notebooks and
+        tools compare a trained run with its true starting point, not with a freshly built model
+        (which lacks the data-driven starts). With ``model.memory.init_epoch > 0`` the items in
+        it are still the random ones: k-means runs later."""
+        if self.dist.main:
+            save_checkpoint(self.out_dir / START_NAME, {"student": self.student.state_dict(), "config": to_dict(self.config),
+                                                        "category": self.category, "epoch": 0, "step": 0})
 
     def _clean_features(self, indices: torch.Tensor) -> list[torch.Tensor]:
         indices = indices.to(self.device)
