@@ -249,8 +249,7 @@ if solutions:
     no_masking = copy.deepcopy(config)
     no_masking.masking.enabled = False
     other = Path(out_dir).parent / "exercise_03_no_masking" / category
-    resume_other = prepare_run_dir(other, no_masking)
-    train(no_masking, data_root, category, other, device=device, resume=resume_other, progress=False)
+    train(no_masking, data_root, category, other, device=device, resume="auto", progress=False)
     compared = {name: evaluate_run(folder, data_root, device, progress=False, diagnostics=False)
                 for name, folder in (("with masking", run_dir), ("without masking", other))}
     display(pd.DataFrame(compared).loc[["image_auroc", "pixel_auroc", "aupro"]].astype(float).mul(100).round(1))
@@ -262,12 +261,11 @@ if solutions:
     import os
     import signal
 
+    from dhkd.run.folder import move_aside
     from dhkd.run.train import TrainingInterrupted
 
     stopped = Path(out_dir).parent / "exercise_03_interrupted" / category
-    prepare_run_dir(stopped, config)
-    for name in ("checkpoint.pt", "history.csv", "run.json", "config.yaml", "start.pt"):
-        (stopped / name).unlink(missing_ok=True)  # start over each time the solution runs
+    move_aside(stopped)  # start over each time the solution runs; the kit moves a run aside, never deletes it
     try:
         Trainer(config, data_root, category, stopped, device=device, progress=False).fit(
             after_epoch=lambda history: os.kill(os.getpid(), signal.SIGINT) if len(history) == 1 else None)
@@ -286,7 +284,7 @@ if solutions:
     half.masking.stage2_fraction = 0.5
     display(plots.schedule(half, batches_per_epoch=-(-train_images // half.train.batch_size)))
     folder = Path(out_dir).parent / "exercise_03_half_stage2" / category
-    train(half, data_root, category, folder, device=device, resume=prepare_run_dir(folder, half), progress=False)
+    train(half, data_root, category, folder, device=device, resume="auto", progress=False)
     display(plots.loss_curves(folder / "history.csv", half.train.epochs))
 
 # %% [markdown]

@@ -275,7 +275,6 @@ if solutions:
     from dhkd.config import training_config
     from dhkd.data.toy import TOY_CATEGORIES
     from dhkd.run.evaluate import evaluate_run
-    from dhkd.run.folder import prepare_run_dir
     from dhkd.run.train import train
 
     if category not in TOY_CATEGORIES and not (Path(data_root) / "grass").is_dir():
@@ -284,7 +283,7 @@ if solutions:
         ensure_category(data_root, "grass")
         grass_config = training_config(profile, epochs)
         grass = Path(out_dir).parent / "exercise_05_grass" / "grass"
-        train(grass_config, data_root, "grass", grass, device=device, resume=prepare_run_dir(grass, grass_config), progress=False)
+        train(grass_config, data_root, "grass", grass, device=device, resume="auto", progress=False)
         evaluate_run(grass, data_root, device, progress=False, diagnostics=False)
         grass_predictions = load_predictions(grass)
         grass_test = load_split(data_root, "grass", "test", grass_config.data.image_size, progress=False)

@@ -50,7 +50,7 @@ def test_torchrun_two_cpu_processes_train_and_evaluate(toy_root: Path, tmp_path:
     assert seconds < 120, f"torchrun training took {seconds:.0f} s"
 
     # rank 0 wrote the run; nothing else was left behind (no probe or temporary files of either rank)
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.yaml", "history.csv", "run.json", "start.pt"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".dhkd-run", "checkpoint.pt", "config.yaml", "history.csv", "run.json", "start.pt"]
     info = json.loads((run_dir / "run.json").read_text())
     assert info["world_size"] == 2 and info["status"] == "done" and info["epochs_done"] == 2
     rows = list(csv.DictReader((run_dir / "history.csv").open()))

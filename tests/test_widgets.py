@@ -20,7 +20,7 @@ from dhkd.metrics import thresholds
 from dhkd.notebook import widgets
 from dhkd.run.evaluate import Predictions
 
-N, S = 14, 32
+N, S = 14, 64
 
 
 def make_predictions(seed: int = 0, n: int = N, size: int = S, ties: bool = False) -> tuple[Predictions, torch.Tensor]:
@@ -317,7 +317,7 @@ def write_run(tmp_path, name: str, data_root, category: str, p: Predictions) -> 
     run = tmp_path / name
     run.mkdir()
     config = load_config("smoke")
-    config.data.image_size = S  # the fake maps' size; below what a model trains at, fine for a stored run
+    config.data.image_size = S  # the fake maps' size
     save_config(config, run / CONFIG_NAME)
     (run / RUN_INFO_NAME).write_text(json.dumps({"data_root": str(data_root), "category": category}))
     (run / METRICS_NAME).write_text(json.dumps({"image_auroc": 0.75, "pixel_auroc": 0.5, "aupro": 0.25}))
