@@ -157,6 +157,13 @@ def test_threshold_slider_in_jupyterlab(tmp_path: Path, playwright_chromium) -> 
             slider.scroll_into_view_if_needed()
             page.wait_for_function("() => document.querySelector('.dhkd-threshold-explorer .dhkd-stats')", timeout=60_000)
             page.wait_for_selector(".dhkd-failure-browser", state="attached", timeout=120_000)
+            # Cells after the widgets (the exercises' solution cells among them) may still be running,
+            # and JupyterLab scrolls to each as it runs: drag only once every cell has run.
+            page.wait_for_function("() => ![...document.querySelectorAll('.jp-InputPrompt')]"
+                                   ".some(p => p.innerText.includes('*'))", timeout=240_000)
+            wait_for_idle_kernel(page, 240_000)
+            slider.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
             before = shown_counts(page)
             assert COUNTS.fullmatch(before), before
             readout_before = slider.locator(".widget-readout").inner_text()
