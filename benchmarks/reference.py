@@ -9,7 +9,7 @@ what its teacher's features allow:
 - features: the teacher's stride-8 and stride-16 scales, each averaged over its 3 x 3
   neighbourhood, the coarser one upsampled to the finer one's grid, concatenated;
 - memory: a greedy (k-centre) coreset of 1 % of the training patches, chosen in a random
-  projection to 128 dimensions (the seed sets the projection and the first centre);
+  projection to 128 dimensions (the random seed sets the projection and the first centre);
 - scoring: the Euclidean distance of every test patch to its nearest memory patch, upsampled
   to the image size, blurred with the kit's Gaussian (``eval.blur_sigma``); the image score is
   the map's maximum. No re-weighting of the image score (PatchCore's optional step).
@@ -19,7 +19,7 @@ The metrics are the kit's own (:func:`dhkd.run.evaluate.compute_metrics`), per d
     python -m benchmarks.reference --data data/mtd.yaml --profile offline --seeds "111 112 113" \\
         --results benchmarks/results/mtd/offline
 
-writes ``RESULTS/reference/<category>/seed<N>.json`` and prints mean ± std over the seeds,
+writes ``RESULTS/reference/<category>/seed<N>.json`` and prints mean ± std over the random seeds,
 beside the ablation's RD and DHKD rows where ``RESULTS/ablation`` holds them.
 """
 
