@@ -174,9 +174,9 @@ def _child(args: argparse.Namespace) -> dict:
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = args.threads
-        session = onnxruntime.InferenceSession(str(args.onnx), options, providers=["CPUExecutionProvider"])
-        size = int(json.loads(session.get_modelmeta().custom_metadata_map["dhkd.input"])["image_size"])
-        score = lambda images: session.run(None, {"images": images})  # noqa: E731
+        runtime = onnxruntime.InferenceSession(str(args.onnx), options, providers=["CPUExecutionProvider"])
+        size = int(json.loads(runtime.get_modelmeta().custom_metadata_map["dhkd.input"])["image_size"])
+        score = lambda images: runtime.run(None, {"images": images})  # noqa: E731
     else:
         import torch
 

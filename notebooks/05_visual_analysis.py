@@ -164,13 +164,13 @@ import torch
 
 from dhkd.run.evaluate import batch_maps, load_model
 
-session = onnxruntime.InferenceSession(exported["path"], providers=["CPUExecutionProvider"])
-about = session.get_modelmeta().custom_metadata_map
+runtime = onnxruntime.InferenceSession(exported["path"], providers=["CPUExecutionProvider"])
+about = runtime.get_modelmeta().custom_metadata_map
 size = json.loads(about["dhkd.input"])["image_size"]
 recorded = json.loads(about["dhkd.threshold"])
 path = test.paths[int(predictions.labels.argmax())]  # the first defective test image
 pixels = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR))
-onnx_map, onnx_score = session.run(None, {"images": pixels.transpose(2, 0, 1)[None].copy()})
+onnx_map, onnx_score = runtime.run(None, {"images": pixels.transpose(2, 0, 1)[None].copy()})
 
 model, _ = load_model(run_dir, "cpu")
 with torch.inference_mode():

@@ -150,11 +150,11 @@ def check_against_eager(graph: ScoringGraph, data: bytes, size: int) -> dict[str
     except ImportError:
         return {"checked": False, "why": "onnxruntime is not installed where the file was exported"}
     images = check_images(size)
-    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    runtime = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     with torch.no_grad():
         eager_maps, eager_scores = graph(torch.from_numpy(images))
-    onnx_maps, onnx_scores = session.run(None, {INPUT_NAME: images})
-    single = session.run(None, {INPUT_NAME: images[:1]})[0]
+    onnx_maps, onnx_scores = runtime.run(None, {INPUT_NAME: images})
+    single = runtime.run(None, {INPUT_NAME: images[:1]})[0]
     map_difference = max(float(np.abs(onnx_maps - eager_maps.numpy()).max()),
                          float(np.abs(single - eager_maps[:1].numpy()).max()))
     score_difference = float(np.abs(onnx_scores - eager_scores.numpy()).max())

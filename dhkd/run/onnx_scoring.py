@@ -23,10 +23,10 @@ ENGINES = ("torch", "onnxruntime")
 
 @dataclass
 class OnnxScorer:
-    """An exported scoring graph in an onnxruntime session: ``scores(uint8 (B, 3, S, S))``."""
+    """An exported scoring graph loaded by onnxruntime: ``scores(uint8 (B, 3, S, S))``."""
 
     path: Path
-    session: Any
+    runtime: Any
     image_size: int
     batch_size: int
     threshold: dict[str, Any] | None
@@ -37,7 +37,7 @@ class OnnxScorer:
         if images.dtype != np.uint8 or images.shape[1:] != (3, self.image_size, self.image_size):
             raise ValueError(f"{self.path} scores uint8 (B, 3, {self.image_size}, {self.image_size}) images, "
                              f"got {images.dtype} {tuple(images.shape)}")
-        maps, scores = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(images)})
+        maps, scores = self.runtime.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(images)})
         return maps, scores
 
 
@@ -48,7 +48,7 @@ def check_engine(engine: str) -> str:
 
 
 def open_onnx(path: str | Path, device: str = "auto", threads: int | None = None) -> OnnxScorer:
-    """An exported file, checked to be one of ``dhkd export``'s, in an onnxruntime session.
+    """An exported file, checked to be one of ``dhkd export``'s, loaded by onnxruntime.
 
     ``device``: auto and cpu run on the CPU (auto takes CUDA when onnxruntime-gpu sees a GPU);
     cuda asks for onnxruntime's CUDA provider and is an error without it. ``threads``: onnxruntime's
@@ -62,25 +62,25 @@ def open_onnx(path: str | Path, device: str = "auto", threads: int | None = None
         options.intra_op_num_threads = threads
     providers = _providers(ort, device)
     try:
-        session = ort.InferenceSession(str(path), options, providers=providers)
+        runtime = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as error:  # onnxruntime raises InvalidProtobuf, Fail, InvalidGraph, ... from its C++ core
         raise DhkdError(f"{path} is not an ONNX file onnxruntime can load (corrupt, truncated or another format): "
                         f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}",
                         "export the run again: dhkd export --run RUN --out FILE.onnx") from None
-    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    metadata = dict(runtime.get_modelmeta().custom_metadata_map)
     if metadata.get("dhkd.format") != FORMAT:
         found = f"format {metadata['dhkd.format']!r}" if "dhkd.format" in metadata else "no dhkd metadata"
         raise DhkdError(f"{path} is an ONNX file, but not one dhkd export wrote for this kit ({found}; this kit reads "
                         f"{FORMAT!r})", "export the run with this kit: dhkd export --run RUN --out FILE.onnx")
-    inputs = session.get_inputs()
-    outputs = [o.name for o in session.get_outputs()]
+    inputs = runtime.get_inputs()
+    outputs = [o.name for o in runtime.get_outputs()]
     if [i.name for i in inputs] != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
         raise DhkdError(f"{path} says it is a dhkd export but its graph has inputs {[i.name for i in inputs]} and "
                         f"outputs {outputs} (expected [{INPUT_NAME!r}] and {list(OUTPUT_NAMES)})",
                         "export the run again: dhkd export --run RUN --out FILE.onnx")
     described = json.loads(metadata["dhkd.input"])
     threshold = json.loads(metadata.get("dhkd.threshold", "null"))
-    return OnnxScorer(path, session, int(described["image_size"]), int(metadata.get("dhkd.batch_size", 1)),
+    return OnnxScorer(path, runtime, int(described["image_size"]), int(metadata.get("dhkd.batch_size", 1)),
                       threshold, metadata)
 
 
