@@ -95,7 +95,7 @@ def agreement(run: Path, onnx_path: Path, data: Path | None = None) -> dict:
     else:
         source = recorded_dataset(info["dataset"]) if info.get("dataset") else Path(info["data_root"])
     model, config = load_model(run, "cpu")
-    split = load_split(source, info["category"], "test", config.data.image_size, progress=False)
+    split = load_split(source, info["category"], "test", config.data.fit(), progress=False)
     scorer = open_onnx(onnx_path, "cpu")
     threshold, _ = run_threshold(run)
     batch = config.eval.batch_size

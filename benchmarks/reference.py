@@ -52,7 +52,7 @@ METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 @torch.no_grad()
 def patch_features(teacher: torch.nn.Module, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
-    """uint8 images ``(N, 3, S, S)`` -> locally aware patch features ``(N, C2 + C3, S/8, S/8)``."""
+    """uint8 images ``(N, 3, H, W)`` -> locally aware patch features ``(N, C2 + C3, H/8, W/8)``."""
     out = []
     for start in range(0, len(images), batch):
         _, f2, f3 = teacher(normalize(images[start:start + batch]))
@@ -103,26 +103,28 @@ def score(train: CategorySplit, test: CategorySplit, config: Config, seed: int) 
     test_features = patch_features(teacher, test.images)
     n, c, h, w = test_features.shape
     distances = nearest_distances(test_features.permute(0, 2, 3, 1).reshape(-1, c), memory).view(n, 1, h, w)
-    size = test.images.shape[-1]
-    maps = F.interpolate(distances, size=(size, size), mode="bilinear", align_corners=False).squeeze(1)
+    maps = F.interpolate(distances, size=tuple(test.images.shape[-2:]), mode="bilinear", align_corners=False).squeeze(1)
     if config.eval.blur_sigma > 0:
         maps = gaussian_blur(maps, config.eval.blur_sigma)
+    if test.valid is not None:
+        maps.masked_fill_(~test.valid, 0.0)  # padding is not part of the image (data.resize keep_aspect)
     seconds["test"] = time.perf_counter() - start
-    predictions = Predictions(maps, image_scores(maps), test.masks, test.labels, test.defect_types,
-                              [str(p) for p in test.paths], test.has_mask)
+    predictions = Predictions(maps, image_scores(maps, test.valid), test.masks, test.labels, test.defect_types,
+                              [str(p) for p in test.paths], test.has_mask, test.valid)
     return predictions, seconds
 
 
 def run(data: str, category: str, config: Config, seeds: list[int], results: Path | None) -> list[dict[str, Any]]:
-    size = config.data.image_size
-    train = load_split(data, category, "train", size, progress=False)
-    test = load_split(data, category, "test", size, progress=False)
+    fit = config.data.fit()
+    train = load_split(data, category, "train", fit, progress=False)
+    test = load_split(data, category, "test", fit, progress=False)
     rows = []
     for seed in seeds:
         predictions, seconds = score(train, test, config, seed)
         row = {"method": "patchcore", "category": category, "seed": seed, "profile": config.profile,
-               "teacher": config.model.teacher.name, "image_size": size, "coreset_share": CORESET_SHARE,
-               "memory_patches": round(CORESET_SHARE * len(train) * (size // 8) ** 2),
+               "teacher": config.model.teacher.name, "image_size": config.data.image_size,
+               "resize": config.data.resize, "coreset_share": CORESET_SHARE,
+               "memory_patches": round(CORESET_SHARE * len(train) * (fit.height // 8) * (fit.width // 8)),
                **compute_metrics(predictions, config), "seconds": seconds}
         rows.append(row)
         print(f"{category} seed {seed}: " + " / ".join(f"{100 * row[m]:.2f}" for m in METRICS)

@@ -120,8 +120,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     model = build_model(config.model, config.train.seed).eval()
     started = time.perf_counter()
     load = stream_split if args.stream == "on" else load_split
-    test = load(args.root, CATEGORY, "test", config.data.image_size, progress=False)
-    train_images = load(args.root, CATEGORY, "train", config.data.image_size, progress=False).images
+    test = load(args.root, CATEGORY, "test", config.data.fit(), progress=False)
+    train_images = load(args.root, CATEGORY, "train", config.data.fit(), progress=False).images
     chosen = torch.linspace(0, len(train_images) - 1, 16).round().long()
     diagnose(model, config, train_images[chosen], [])
     predictions = score_split(model, test, config, device, progress=False)

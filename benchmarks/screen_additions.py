@@ -88,7 +88,7 @@ def screen(args: argparse.Namespace) -> dict:
     trainer = Trainer(config, args.data_root, args.category, run_dir, device=args.device, progress=False)
     trainer.fit()
     train_s = time.perf_counter() - started
-    test = load_split(args.data_root, args.category, "test", config.data.image_size, progress=False)
+    test = load_split(args.data_root, args.category, "test", config.data.fit(), progress=False)
     scores = compute_metrics(score_split(trainer.model, test, config, trainer.device, progress=False), config)
     record = {"name": args.name, "profile": args.profile, "category": args.category, "sets": args.overrides,
               **{key: round(100 * scores[key], 2) for key in ("image_auroc", "pixel_auroc", "aupro")},

@@ -38,7 +38,7 @@ def tune(args: argparse.Namespace) -> dict[str, Any]:
     """Train the variant, scoring it after the epochs of ``--eval-at``; its JSON record."""
     config = load_config(args.profile, args.overrides)
     eval_at = {int(e) for e in args.eval_at.split(",") if e} or {config.train.epochs}
-    test = load_split(args.data_root, args.category, "test", config.data.image_size, progress=False)
+    test = load_split(args.data_root, args.category, "test", config.data.fit(), progress=False)
     run_dir = Path(args.out) / plain_name(args.name, "--name", "give a plain name, e.g. --name cosine-30")
     move_aside(run_dir)  # an earlier run of this name goes to run_dir/.replaced-<time>/, never deleted
     started = time.perf_counter()

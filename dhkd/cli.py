@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     folder.add_argument("--test-share", type=float, default=0.2, help="share of the normal images kept for testing")
     folder.add_argument("--split-seed", type=int, default=0)
     folder.add_argument("--out", required=True, type=Path, help="the data-set file to write (.yaml)")
+    folder.add_argument("--image-size", metavar="auto|N|H,W",
+                        help="write the input shape into the file: auto (the one suggested from the images' median "
+                             "aspect, with keep_aspect when their proportions differ), or a size; default: only suggest it")
 
     from dhkd.config import settings_help
 
@@ -150,7 +153,7 @@ def _data_folder(args: argparse.Namespace) -> int:
     from dhkd.data.dataset_file import describe_folder
 
     dataset, summary = describe_folder(args.root, args.normal, args.abnormal, args.masks, args.kind, args.name,
-                                       args.test_share, args.split_seed, args.out)
+                                       args.test_share, args.split_seed, args.out, image_size=args.image_size)
     print(summary)
     print(f"wrote {args.out}; train with: dhkd train --data {args.out} --profile offline --out runs/{dataset.name}")
     return 0
@@ -167,7 +170,7 @@ def _train(args: argparse.Namespace) -> int:
         raise DhkdError("--data-root needs --category", "name a folder under the data root, e.g. --category bottle")
     else:
         data_root, category = args.data_root, args.category
-    overrides = list(args.overrides)
+    overrides = (as_dataset(args.data).settings() if args.data is not None else []) + list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
     config = load_config(args.profile, overrides)
@@ -205,7 +208,7 @@ def _export(args: argparse.Namespace) -> int:
     threshold = (f"threshold {done['threshold']['value']:.4f} recorded" if done["threshold"] is not None
                  else "no threshold recorded (the run is not evaluated: dhkd predict --model needs --threshold)")
     print(f"wrote {done['path']} ({done['bytes'] / 2**20:.1f} MiB, opset {done['opset']}, {done['teacher']} teacher, "
-          f"uint8 RGB input (batch, 3, {done['image_size']}, {done['image_size']})); {agreed}; {threshold}")
+          f"uint8 RGB input (batch, 3, {done['height']}, {done['width']})); {agreed}; {threshold}")
     return 0
 
 

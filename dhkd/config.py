@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from dhkd.data.fit import RESIZE_MODES, Fit
 from dhkd.errors import DhkdError
 from dhkd.method.teacher import TEACHER_CHANNELS
 
@@ -45,6 +46,7 @@ class Range:
     choices: tuple[Any, ...] = ()
     multiple_of: int | None = None
     length: int | None = None
+    single_too: bool = False  # one value is allowed as well as a list of ``length``
     note: str = ""  # what a special value means, shown in the table
 
     def text(self) -> str:
@@ -64,11 +66,10 @@ class Range:
                 parts = ["any"]
             if self.multiple_of:
                 parts.append(f"a multiple of {self.multiple_of}")
+        text = ", ".join(parts)
         if self.length is not None:
-            parts.insert(0, f"{self.length} items, each")
-        if self.note:
-            parts.append(f"({self.note})")
-        return ", ".join(parts) if self.multiple_of else " ".join(parts)
+            text = (f"one number or {self.length} items, each " if self.single_too else f"{self.length} items, each ") + text
+        return f"{text} ({self.note})" if self.note else text
 
     def problem(self, value: Any) -> str | None:
         """Why one scalar ``value`` is not allowed, or None."""
@@ -246,7 +247,32 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    image_size: int = setting(256, Range(low=64, high=1024, multiple_of=32), "images are resized to this square size")
+    """The network's input shape, and how images of other shapes are brought to it (:mod:`dhkd.data.fit`)."""
+
+    # A multiple of 32: the decoder's upsampling must land on the teacher's stride-4 grid, from the
+    # stride-32 bottleneck. One number is a square; [H, W] is height, width (e.g. [256, 640] for strips).
+    image_size: int | list[int] = setting(256, Range(low=64, high=1024, multiple_of=32, length=2, single_too=True,
+                                                     note="one number: a square; [H, W]: height and width"),
+                                          "the network's input size in pixels")
+    resize: str = setting("squeeze", Range(choices=RESIZE_MODES),
+                          "squeeze: every image resized to that size (RD4AD); keep_aspect: scaled to fit with its "
+                          "proportions, centred, the rest padded with its edge pixels and left out of maps and metrics")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the network's input."""
+        size = self.image_size
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    def fit(self) -> Fit:
+        """How the data layer brings each image to :attr:`shape`."""
+        return Fit(*self.shape, keep_aspect=self.resize == "keep_aspect")
+
+    def describe(self) -> str:
+        """E.g. ``256 × 256 px`` or ``256 × 384 px (height × width), aspect kept``."""
+        height, width = self.shape
+        text = f"{height} × {width} px" + ("" if height == width else " (height × width)")
+        return text + (", aspect kept (padded)" if self.resize == "keep_aspect" else "")
 
 
 @dataclass
@@ -309,6 +335,8 @@ def settings(cls: type = None, prefix: str = "") -> list[Setting]:
 
 
 def type_name(kind: Any) -> str:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " or ".join(type_name(option) for option in typing.get_args(kind))
     if typing.get_origin(kind) in (list, tuple):
         return f"list[{type_name(typing.get_args(kind)[0])}]"
     return getattr(kind, "__name__", str(kind))
@@ -448,10 +476,12 @@ def _model_problems(config: Config) -> list[tuple[str, str]]:
         problems.append((f"model.bottleneck_width={config.model.bottleneck_width} gives a bottleneck of width 0 with "
                          f"the {config.model.teacher.name} teacher ({channels[2]} channels)",
                          "use 1.0 (RD4AD) or 0.5 (anomalib's bottleneck); both build for every teacher"))
-    largest = config.data.image_size / 4
+    largest = min(config.data.shape) / 4
     if config.eval.blur_sigma > largest:
-        problems.append((f"eval.blur_sigma={config.eval.blur_sigma} blurs over more than the whole "
-                         f"{config.data.image_size}-pixel image (its kernel reaches 4 sigma)",
+        height, width = config.data.shape
+        side = f"{height}-pixel image" if height == width else f"{min(height, width)}-pixel short side of the image"
+        problems.append((f"eval.blur_sigma={config.eval.blur_sigma} blurs over more than the whole {side} "
+                         "(its kernel reaches 4 sigma)",
                          f"nearest valid: eval.blur_sigma={_number(largest)} (RD4AD: 4)"))
     return problems
 
@@ -678,7 +708,7 @@ def _coerce(value: Any, kind: Any, path: str) -> Any:
                 return _coerce(value, option, path)
             except DhkdError:
                 continue
-        raise DhkdError(f"'{path}' has the wrong type: {value!r}", f"give a {type_name(kind)}")
+        raise DhkdError(f"'{path}' has the wrong type: {value!r}", f"give a value of type {type_name(kind)}")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is type(None) and value is None:

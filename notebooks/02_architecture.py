@@ -93,7 +93,7 @@ print(f"profile {config.profile}: teacher {teacher.name}, images {config.data.im
 # One batch: four normal training images. Everything below runs on it.
 
 # %%
-train = load_split(data_root, category, "train", config.data.image_size, progress=False)
+train = load_split(data_root, category, "train", config.data.fit(), progress=False)
 x = normalize(train.images[:4].to(dev))
 print(f"batch x: {tuple(x.shape)} (images, RGB, height, width), ImageNet-normalised")
 

@@ -102,7 +102,7 @@ plots.schedule(config, batches_per_epoch=-(-train_images // config.train.batch_s
 # `dhkd.method.masking.corrupt`, the function the training loop calls.
 
 # %%
-train_split = load_split(data_root, category, "train", config.data.image_size, progress=False)
+train_split = load_split(data_root, category, "train", config.data.fit(), progress=False)
 clean = train_split.images[:4]
 generator = torch.Generator().manual_seed(config.train.seed)
 corrupted, masks = corrupt(normalize(clean), generator, **masking_arguments(config.masking))

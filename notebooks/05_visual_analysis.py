@@ -50,7 +50,7 @@ ensure_category(data_root, category)
 run_dir = Path(out_dir) / category
 config = read_config(run_dir / "config.yaml")
 predictions = load_predictions(run_dir)
-test = load_split(data_root, category, "test", config.data.image_size, progress=False)
+test = load_split(data_root, category, "test", config.data.fit(), progress=False)
 same_files = [Path(p).parts[-3:] for p in test.paths] == [Path(p).parts[-3:] for p in predictions.paths]
 assert same_files, "the test split changed since the evaluation: run 04_evaluation.ipynb again"
 threshold, _ = metrics.f1_optimal_threshold(predictions.scores, predictions.labels)
@@ -286,7 +286,7 @@ if solutions:
         train(grass_config, data_root, "grass", grass, device=device, resume="auto", progress=False)
         evaluate_run(grass, data_root, device, progress=False, diagnostics=False)
         grass_predictions = load_predictions(grass)
-        grass_test = load_split(data_root, "grass", "test", grass_config.data.image_size, progress=False)
+        grass_test = load_split(data_root, "grass", "test", grass_config.data.fit(), progress=False)
         worst = plots.best_and_worst(grass_predictions, k=4)
         print({key: [grass_predictions.defect_types[i] for i in value] for key, value in worst.items()})
         display(plots.overlay_grid(grass_test.images, grass_predictions, worst["missed"], title="grass: the missed defects"))

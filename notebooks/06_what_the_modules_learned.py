@@ -68,8 +68,8 @@ switches = {name: getattr(config.model, name).enabled for name in ("fusion", "at
 print(f"run out_dir/{category}: profile {config.profile}, {info['epochs_done']} of {config.train.epochs} epochs "
       f"on {info['train_images']} training images, additions {switches}, masking {config.masking.enabled}")
 
-test = load_split(data_root, category, "test", config.data.image_size, progress=False)
-train_images = load_split(data_root, category, "train", config.data.image_size, progress=False).images
+test = load_split(data_root, category, "test", config.data.fit(), progress=False)
+train_images = load_split(data_root, category, "train", config.data.fit(), progress=False).images
 kinds = sorted(set(test.defect_types) - {"good"})
 picked = [test.defect_types.index("good")] + [test.defect_types.index(k) for k in kinds[:2]]
 titles = [test.defect_types[i] for i in picked]

@@ -12,6 +12,11 @@ masks are and how the defect kinds are named::
     kind: "{top}"                     # optional: defect kind per image (default {top})
     test_share: 0.2                   # share of the normal images kept for testing
     split_seed: 0                     # the split is deterministic and recorded in the run
+    image_size: [256, 384]            # optional: the input (height, width) this data set trains at
+    resize: keep_aspect               # optional: squeeze or keep_aspect (dhkd data folder suggests both)
+
+``image_size`` and ``resize`` are the data set's own defaults for ``data.image_size`` and
+``data.resize``: they replace the profile's, and ``--set`` replaces them.
 
 Templates (``masks``, ``kind``) use these fields of an image's path under root:
 ``{dir}`` its folder, ``{stem}`` its name without extension, ``{name}`` its file name,
@@ -41,12 +46,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from dhkd.data.files import IMAGE_SUFFIXES, Item, Problem, check_item, is_ignored, raise_problems, run_parallel
+from dhkd.data.files import IMAGE_SUFFIXES, Item, Problem, check_item, image_size_of, is_ignored, raise_problems, run_parallel
+from dhkd.data.fit import RESIZE_MODES, as_fit, suggest_shape
 from dhkd.errors import DhkdError
 from dhkd.io import plain_name_problem
 
 DATASET_SUFFIXES = (".yaml", ".yml")
-KEYS = ("name", "root", "normal", "abnormal", "masks", "kind", "test_share", "split_seed")
+KEYS = ("name", "root", "normal", "abnormal", "masks", "kind", "test_share", "split_seed", "image_size", "resize")
 REQUIRED = ("name", "root", "normal")
 TEMPLATE_FIELDS = ("dir", "stem", "name", "suffix", "top", "parent")
 NORMAL_KIND = "good"  # the kind of every defect-free image, as in MVTec AD's layout
@@ -74,7 +80,19 @@ class DataSetFile:
     kind: str = "{top}"
     test_share: float = 0.2
     split_seed: int = 0
+    image_size: int | tuple[int, int] | None = None  # the data set's own data.image_size (None: the profile's)
+    resize: str | None = None  # its own data.resize
     source: Path | None = field(default=None, compare=False)  # the file it was read from
+
+    def settings(self) -> list[str]:
+        """The data set's own settings as ``--set`` overrides (applied before the user's)."""
+        overrides = []
+        if self.image_size is not None:
+            size = self.image_size
+            overrides.append(f"data.image_size={size if isinstance(size, int) else list(size)}")
+        if self.resize is not None:
+            overrides.append(f"data.resize={self.resize}")
+        return overrides
 
     def describe(self) -> str:
         return f"{self.name!r} ({self.source})" if self.source else f"{self.name!r} (root {self.root})"
@@ -93,6 +111,10 @@ class DataSetFile:
         if self.masks:
             content["masks"] = self.masks
         content.update({"kind": self.kind, "test_share": self.test_share, "split_seed": self.split_seed})
+        if self.image_size is not None:
+            content["image_size"] = self.image_size if isinstance(self.image_size, int) else list(self.image_size)
+        if self.resize is not None:
+            content["resize"] = self.resize
         return content
 
 
@@ -174,6 +196,7 @@ def from_dict(content: Any, base: Path, source: Path | None = None) -> DataSetFi
         abnormal=_globs(content.get("abnormal") or (), "abnormal", where),
         masks=_text(content["masks"], "masks", where) if content.get("masks") else None,
         kind=_text(content.get("kind") or "{top}", "kind", where), test_share=float(share), split_seed=seed,
+        image_size=_image_size(content.get("image_size"), where), resize=_resize(content.get("resize"), where),
         source=source,
     )
     for key in ("masks", "kind"):
@@ -184,6 +207,25 @@ def from_dict(content: Any, base: Path, source: Path | None = None) -> DataSetFi
         raise DhkdError(f"{where}: the masks template {dataset.masks!r} leaves the root folder",
                         "write the template relative to root, e.g. {dir}/{stem}_mask.png (as the globs are)")
     return dataset
+
+
+def _image_size(value: Any, where: str) -> int | tuple[int, int] | None:
+    """The file's image_size: one number or [height, width] (their ranges are the config's to check)."""
+    if value is None:
+        return None
+    try:
+        fit = as_fit(value)
+    except ValueError:
+        raise DhkdError(f"{where}: image_size must be one whole number (a square) or [height, width], got {value!r}",
+                        "e.g. image_size: 256, or image_size: [256, 384]; or leave it out to use the profile's") from None
+    return fit.height if isinstance(value, int) else fit.shape
+
+
+def _resize(value: Any, where: str) -> str | None:
+    if value is None or value in RESIZE_MODES:
+        return value
+    raise DhkdError(f"{where}: resize must be one of {' / '.join(RESIZE_MODES)}, got {value!r}",
+                    "squeeze resizes every image to image_size; keep_aspect keeps each image's proportions and pads")
 
 
 def _text(value: Any, key: str, where: str) -> str:
@@ -429,8 +471,14 @@ def check_same_split(dataset: DataSetFile, record: dict[str, Any]) -> None:
 
 
 def describe_folder(root: str | Path, normal: list[str], abnormal: list[str], masks: str | None, kind: str,
-                    name: str | None, test_share: float, split_seed: int, out: str | Path) -> tuple[DataSetFile, str]:
-    """Check a folder of images as a data set, write its data-set file, and say what was found."""
+                    name: str | None, test_share: float, split_seed: int, out: str | Path,
+                    image_size: str | None = None) -> tuple[DataSetFile, str]:
+    """Check a folder of images as a data set, write its data-set file, and say what was found,
+    the images' sizes among it, with the input shape :func:`~dhkd.data.fit.suggest_shape` suggests.
+
+    ``image_size``: ``auto`` writes the suggested ``image_size`` and ``resize`` into the file; a
+    number or ``H,W`` writes that size (with the suggested resize); None writes neither.
+    """
 
     out = Path(out).expanduser()
     if out.suffix.lower() not in DATASET_SUFFIXES:
@@ -444,8 +492,44 @@ def describe_folder(root: str | Path, normal: list[str], abnormal: list[str], ma
     items = [item for split in split_items(dataset, found).values() for item in split]
     _, bad = run_parallel(check_item, items, f"checking {dataset.name}", progress=True)
     raise_problems(bad, f"the data set {dataset.describe()}")
+    sizes = [size for size in run_parallel(image_size_of, items, "image sizes", progress=False)[0] if size is not None]
+    shape, resize = suggest_shape(sizes)
+    if image_size is not None:
+        chosen = shape if image_size == "auto" else _given_size(image_size)
+        dataset = DataSetFile(**{**dataset.__dict__, "image_size": chosen, "resize": resize})
     text = yaml.safe_dump(dataset.to_dict(relative_to=out.parent), sort_keys=False, allow_unicode=True)
     from dhkd.io import atomic_write_text
 
     atomic_write_text(out, f"# written by dhkd data folder; the keys are explained in data/README.md\n{text}")
-    return DataSetFile(**{**dataset.__dict__, "source": out}), found.summary(dataset)
+    return DataSetFile(**{**dataset.__dict__, "source": out}), found.summary(dataset) + "\n" + shape_summary(
+        sizes, shape, resize, written=image_size is not None)
+
+
+def _given_size(text: str) -> int | tuple[int, int]:
+    parts = [p.strip() for p in str(text).replace("x", ",").split(",")]
+    try:
+        numbers = [int(p) for p in parts]
+        as_fit(numbers[0] if len(numbers) == 1 else numbers)
+    except ValueError:
+        raise DhkdError(f"--image-size {text!r} is not auto, one number or H,W",
+                        "e.g. --image-size auto, --image-size 256 or --image-size 256,384 (height, width)") from None
+    return numbers[0] if len(numbers) == 1 else (numbers[0], numbers[1])
+
+
+def shape_summary(sizes: list[tuple[int, int]], shape: tuple[int, int], resize: str, written: bool) -> str:
+    """The images' sizes and aspects, and the input shape suggested for them (``dhkd data folder``)."""
+    if not sizes:
+        return ""
+    widths, heights = [w for w, _ in sizes], [h for _, h in sizes]
+    aspects = np.array([w / h for w, h in sizes])
+    if len(set(sizes)) == 1:
+        lines = [f"  sizes    all {widths[0]} x {heights[0]} px (width x height)"]
+    else:
+        lines = [f"  sizes    {min(widths)}-{max(widths)} x {min(heights)}-{max(heights)} px (width x height), "
+                 f"width / height {aspects.min():.2f}-{aspects.max():.2f} (median {np.median(aspects):.2f})"]
+    setting = f"--set data.image_size=[{shape[0]},{shape[1]}] --set data.resize={resize}"
+    why = ("their proportions differ, so each keeps its own and is padded" if resize == "keep_aspect"
+           else "they share one aspect, so squeezing to it distorts nothing")
+    lines.append(f"  shape    suggested {shape[0]} x {shape[1]} (height x width), resize {resize}: {why}; "
+                 + ("written into the file" if written else f"use it with {setting}, or write it with --image-size auto"))
+    return "\n".join(lines)

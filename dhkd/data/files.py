@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from dhkd.data.fit import Fit
 from dhkd.errors import DhkdError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -179,42 +180,44 @@ def binarize_mask(img: Image.Image) -> np.ndarray:
     return mask_levels(img) > 127
 
 
-def resize_square(img: Image.Image, size: int) -> np.ndarray:
-    # What torchvision's transforms.Resize((size, size)) does to a PIL image.
-    return np.asarray(img.resize((size, size), Image.BILINEAR))
-
-
-def read_item(item: Item, size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decode one image (CHW uint8) and its mask (HW bool, None for good images)."""
+def read_item(item: Item, fit: Fit) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """Decode one image (CHW uint8 at ``fit``'s shape), its mask (HW bool, None for good images)
+    and the image's own ``(width, height)`` (where its content lies: ``fit.box``)."""
     img = open_image(item.path, "image", decode=True)
     mask_img = None if item.mask is None else open_image(item.mask, "mask", decode=True)
     if mask_img is not None and mask_img.size != img.size:
         raise BadFile(size_problem(item, img.size, mask_img.size))
     try:
         # HWC -> CHW here, in numpy: torch's strided uint8 copy is ~50x slower (7 ms an image)
-        image = np.ascontiguousarray(resize_square(to_8bit(img).convert("RGB"), size).transpose(2, 0, 1))
+        image = np.ascontiguousarray(fit.image(to_8bit(img).convert("RGB")).transpose(2, 0, 1))
     except (ValueError, OSError) as error:  # a mode PIL cannot convert, e.g. "La"
         raise BadFile(unsupported(item.path, img, error)) from None
     if mask_img is None:
-        return image, None
+        return image, None, img.size
     try:
-        mask = resize_square(Image.fromarray(mask_levels(mask_img)), size) > 127  # v / 255 > 0.5 after resizing, as RD4AD
+        mask = fit.mask(mask_levels(mask_img))  # v / 255 > 0.5 after resizing, as RD4AD
     except (ValueError, OSError, TypeError) as error:
         raise BadFile(unsupported(item.mask, mask_img, error)) from None
-    return image, mask
+    return image, mask, img.size
 
 
-def read_mask(item: Item, size: int) -> np.ndarray:
-    """Decode one item's mask alone (HW bool at ``size``), checked against its image's size."""
+def read_mask(item: Item, fit: Fit) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode one item's mask alone (HW bool at ``fit``'s shape), checked against its image's
+    size, and that image's ``(width, height)``."""
     assert item.mask is not None
     mask_img = open_image(item.mask, "mask", decode=True)
     image = open_image(item.path, "image", decode=False)
     if mask_img.size != image.size:
         raise BadFile(size_problem(item, image.size, mask_img.size))
     try:
-        return resize_square(Image.fromarray(mask_levels(mask_img)), size) > 127
+        return fit.mask(mask_levels(mask_img)), image.size
     except (ValueError, OSError, TypeError) as error:
         raise BadFile(unsupported(item.mask, mask_img, error)) from None
+
+
+def image_size_of(item: Item) -> tuple[int, int]:
+    """An image's ``(width, height)`` from its header (a JPEG is checked at 1/8 scale, see :func:`open_image`)."""
+    return open_image(item.path, "image", decode=False).size
 
 
 def unsupported(path: Path | None, img: Image.Image, error: Exception) -> Problem:

@@ -1,8 +1,9 @@
 """Loading a split from either kind of data root: a folder in MVTec AD's layout or a data-set file.
 
-Preprocessing is RD4AD's: ``transforms.Resize((S, S))`` on the PIL image (bilinear, which PIL
-antialiases), then ImageNet mean/std. Images of any size and aspect are squeezed to the S x S
-square: the aspect ratio is not kept (a 200x400 image is stretched to twice its width). Masks
+Preprocessing is RD4AD's: ``transforms.Resize((H, W))`` on the PIL image (bilinear, which PIL
+antialiases), then ImageNet mean/std. The size is an ``image_size``: one number (a square),
+``(height, width)``, or a :class:`~dhkd.data.fit.Fit`, which may also keep each image's aspect
+and pad (:mod:`dhkd.data.fit`; the split's ``valid`` masks then say where the images lie). Masks
 are brought to the 0..255 scale by one rule for 0/1, 0/255, anti-aliased, 16-bit and palette
 masks (:func:`dhkd.data.files.binarize_mask`), resized the same way and kept where > 0.5 of it.
 No augmentation.
@@ -22,7 +23,9 @@ import numpy as np
 import torch
 
 from dhkd.data import dataset_file
-from dhkd.data.files import BadFile, Item, Problem, check_item, raise_problems, read_item, read_mask, run_parallel
+from dhkd.data.files import (BadFile, Item, Problem, check_item, image_size_of, raise_problems, read_item, read_mask,
+                             run_parallel)
+from dhkd.data.fit import Fit, as_fit
 from dhkd.data.mvtec import mvtec_categories, mvtec_category_folder, scan_split
 from dhkd.data.split import CategorySplit, normalize
 from dhkd.errors import DhkdError
@@ -86,21 +89,21 @@ def count_images(root: str | Path, category: str, split: Literal["train", "test"
 
 
 class StreamedImages:
-    """A split's images decoded from disk per batch: indexed like the uint8 ``(N, 3, S, S)`` tensor
+    """A split's images decoded from disk per batch: indexed like the uint8 ``(N, 3, H, W)`` tensor
     :func:`load_split` holds (``images[indices]``, ``images[a:b]``), without holding them.
 
     :meth:`prefetch` starts decoding a batch in background threads, so the next batch is ready
     when the current step ends. Decoding problems end in one :class:`DhkdError`, as in loading.
     """
 
-    def __init__(self, items: Sequence[Item], image_size: int, device: torch.device | str = "cpu",
+    def __init__(self, items: Sequence[Item], image_size: int | Sequence[int] | Fit, device: torch.device | str = "cpu",
                  workers: int | None = None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.items = list(items)
-        self.image_size = image_size
+        self.fit = _fit(image_size)
         self.device = torch.device(device)
-        self.shape = (len(self.items), 3, image_size, image_size)
+        self.shape = (len(self.items), 3, *self.fit.shape)
         self.dtype = torch.uint8
         self._pool = ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1))
         self._pending: dict[tuple[int, ...], Any] = {}
@@ -123,7 +126,7 @@ class StreamedImages:
 
     def _one(self, index: int) -> Any:
         try:
-            return read_item(Item(self.items[index].path, self.items[index].defect_type, None), self.image_size)[0]
+            return read_item(Item(self.items[index].path, self.items[index].defect_type, None), self.fit)[0]
         except BadFile as error:
             return error.problem
 
@@ -142,44 +145,67 @@ class StreamedImages:
         problems = [d for d in decoded if isinstance(d, Problem)]
         raise_problems(problems, "the images (decoded per batch)")
         if not decoded:
-            return torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8, device=self.device)
+            return torch.empty((0, 3, *self.fit.shape), dtype=torch.uint8, device=self.device)
         return torch.from_numpy(np.stack(decoded)).to(self.device)
 
 
-def stream_split(root: str | Path, category: str, split: Literal["train", "test"], image_size: int = 256,
-                 progress: bool = True) -> CategorySplit:
+def stream_split(root: str | Path, category: str, split: Literal["train", "test"],
+                 image_size: int | Sequence[int] | Fit = 256, progress: bool = True) -> CategorySplit:
     """:func:`load_split` without holding the images: ``images`` is a :class:`StreamedImages` that
     decodes a batch when it is indexed; only the masks (defective images' alone) are decoded now.
-    Holds about ``S * S`` bytes per image (the masks) instead of ``4 * S * S``."""
+    Holds about ``H * W`` bytes per image (the masks) instead of ``4 * H * W``."""
     check_split_name(split)
-    _check_size(image_size)
+    fit = _fit(image_size)
     items, problems, context = items_of(root, category, [split])
     raise_problems(problems, context)
     with_masks = [item for item in items if item.mask is not None]
-    decoded, problems = run_parallel(lambda item: read_mask(item, image_size), with_masks, f"{category}/{split} masks",
-                                     progress)
+    decoded, problems = run_parallel(lambda item: read_mask(item, fit), with_masks, f"{category}/{split} masks", progress)
     raise_problems(problems, context)
-    n, s = len(items), image_size
-    masks = torch.zeros((n, s, s), dtype=torch.bool)
+    masks = torch.zeros((len(items), *fit.shape), dtype=torch.bool)
     positions = {id(item): i for i, item in enumerate(items)}
-    for item, mask in zip(with_masks, decoded):
-        masks[positions[id(item)]] = torch.from_numpy(mask)
+    sizes: dict[int, tuple[int, int]] = {}
+    for item, result in zip(with_masks, decoded):
+        assert result is not None
+        masks[positions[id(item)]] = torch.from_numpy(result[0])
+        sizes[id(item)] = result[1]
+    valid = None
+    if fit.keep_aspect:
+        rest = [item for item in items if id(item) not in sizes]
+        found, problems = run_parallel(image_size_of, rest, f"{category}/{split} sizes", progress=False)
+        raise_problems(problems, context)
+        sizes.update({id(item): size for item, size in zip(rest, found) if size is not None})
+        valid = _valid_masks(fit, [sizes[id(item)] for item in items])
+    return CategorySplit(StreamedImages(items, fit), masks, *_labels(items), valid=valid)  # type: ignore[arg-type]
+
+
+def _labels(items: Sequence[Item]) -> tuple[torch.Tensor, list[str], list[Path], torch.Tensor]:
+    """labels, defect types, paths and has_mask of a split's items."""
     labels = torch.tensor([int(item.defect_type != "good") for item in items], dtype=torch.int64)
     has_mask = torch.tensor([item.mask is not None for item in items], dtype=torch.bool)
-    return CategorySplit(StreamedImages(items, image_size), masks, labels, [item.defect_type for item in items],  # type: ignore[arg-type]
-                         [item.path for item in items], has_mask)
+    return labels, [item.defect_type for item in items], [item.path for item in items], has_mask
 
 
-def _check_size(image_size: Any) -> None:
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-        raise DhkdError(f"image size must be a positive whole number, got {image_size!r}", "e.g. 256")
+def _valid_masks(fit: Fit, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """bool ``(N, H, W)``: where each image of ``(width, height)`` lies in the padded input."""
+    valid = torch.zeros((len(sizes), *fit.shape), dtype=torch.bool)
+    for i, (width, height) in enumerate(sizes):
+        top, left, h, w = fit.box(width, height)
+        valid[i, top:top + h, left:left + w] = True
+    return valid
+
+
+def _fit(image_size: Any) -> Fit:
+    try:
+        return as_fit(image_size)
+    except ValueError as error:
+        raise DhkdError(str(error), "e.g. 256, or (256, 384) for height 256 and width 384") from None
 
 
 def load_split(
     root: str | Path,
     category: str,
     split: Literal["train", "test"],
-    image_size: int = 256,
+    image_size: int | Sequence[int] | Fit = 256,
     progress: bool = True,
 ) -> CategorySplit:
     """Decode one split of one category into memory (see the module docstring for the layout).
@@ -189,37 +215,37 @@ def load_split(
     decoded per batch instead.
     """
     check_split_name(split)
-    _check_size(image_size)
+    fit = _fit(image_size)
     items, problems, context = items_of(root, category, [split])
     raise_problems(problems, context)
 
-    decoded, problems = run_parallel(lambda item: read_item(item, image_size), items, f"{category}/{split}", progress)
+    decoded, problems = run_parallel(lambda item: read_item(item, fit), items, f"{category}/{split}", progress)
     raise_problems(problems, context)
 
-    n, s = len(items), image_size
-    images = torch.empty((n, 3, s, s), dtype=torch.uint8)
-    masks = torch.zeros((n, s, s), dtype=torch.bool)
+    images = torch.empty((len(items), 3, *fit.shape), dtype=torch.uint8)
+    masks = torch.zeros((len(items), *fit.shape), dtype=torch.bool)
+    sizes = []
     for i, result in enumerate(decoded):
         assert result is not None
-        image, mask = result
+        image, mask, size = result
         images[i] = torch.from_numpy(image)
         if mask is not None:
             masks[i] = torch.from_numpy(mask)
-    labels = torch.tensor([int(item.defect_type != "good") for item in items], dtype=torch.int64)
-    has_mask = torch.tensor([item.mask is not None for item in items], dtype=torch.bool)
-    return CategorySplit(images, masks, labels, [item.defect_type for item in items], [item.path for item in items],
-                         has_mask)
+        sizes.append(size)
+    valid = _valid_masks(fit, sizes) if fit.keep_aspect else None
+    return CategorySplit(images, masks, *_labels(items), valid=valid)
 
 
 class MVTecDataset(torch.utils.data.Dataset):
     """A thin per-item view over a :class:`CategorySplit`, for code that wants a DataLoader.
 
-    An item is ``dict(image=float (3,S,S) normalised, mask=float (1,S,S), label=int,
+    An item is ``dict(image=float (3,H,W) normalised, mask=float (1,H,W), label=int,
     defect_type=str, path=str)``. Training loops that keep the split on the GPU should use
     the :class:`CategorySplit` tensors directly instead.
     """
 
-    def __init__(self, root: str | Path, category: str, split: Literal["train", "test"], image_size: int = 256) -> None:
+    def __init__(self, root: str | Path, category: str, split: Literal["train", "test"],
+                 image_size: int | Sequence[int] | Fit = 256) -> None:
         self.split = load_split(root, category, split, image_size=image_size)
 
     @classmethod

@@ -1,6 +1,6 @@
 """A decoded split: images and masks as tensors, and ImageNet normalisation.
 
-A category split is decoded once into one ``uint8`` tensor of shape ``(N, 3, S, S)`` plus a
+A category split is decoded once into one ``uint8`` tensor of shape ``(N, 3, H, W)`` plus a
 ``bool`` mask tensor, so that a run can keep the whole split on its device and normalise
 there (:func:`normalize`) instead of decoding PNGs every epoch.
 """
@@ -20,12 +20,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class CategorySplit:
     """One split of one category, decoded: images as uint8, masks as bool, all in memory."""
 
-    images: torch.Tensor  # uint8 (N, 3, S, S)
-    masks: torch.Tensor  # bool (N, S, S); all False for good images
+    images: torch.Tensor  # uint8 (N, 3, H, W)
+    masks: torch.Tensor  # bool (N, H, W); all False for good images
     labels: torch.Tensor  # int64 (N,): 0 good, 1 defective
     defect_types: list[str]  # "good" or the defect folder name
     paths: list[Path]
     has_mask: torch.Tensor | None = None  # bool (N,): False for a defective image without a mask; None: all have one
+    valid: torch.Tensor | None = None  # bool (N, H, W): the image, not its padding (data.resize keep_aspect); None: all
 
     def mask_known(self) -> torch.Tensor:
         """bool (N,): images whose pixels are labelled (good images, and defective ones with a mask)."""
@@ -45,6 +46,7 @@ class CategorySplit:
             defect_types=list(self.defect_types),
             paths=list(self.paths),
             has_mask=None if self.has_mask is None else self.has_mask.to(device),
+            valid=None if self.valid is None else self.valid.to(device),
         )
 
 

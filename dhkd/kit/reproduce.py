@@ -544,7 +544,7 @@ def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = pri
             f"{plan.config.train.epochs} epochs, seeds {' '.join(map(str, seeds))}):\n{markdown}\n")
     made = (f"Made by `make ablation` on {plan.dataset} (`{plan.data_text}`), profile "
             f"{plan.profile}, teacher {plan.config.model.teacher.name}, device {', '.join(sorted(devices))}, "
-            f"{plan.config.data.image_size} × {plan.config.data.image_size} px, {plan.config.train.epochs} epochs, "
+            f"{plan.config.data.describe()}, {plan.config.train.epochs} epochs, "
             f"seeds {' '.join(map(str, seeds))}. Every variant starts from RD "
             "(all four additions off) and switches on what its name says. Numbers in percent: mean ± standard "
             "deviation across seeds; Δ is the variant minus RD trained with the same seed, averaged, ± the "

@@ -11,18 +11,20 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from dhkd.method.size import Size, pair
 
-def scale_maps(teacher: list[torch.Tensor], student: list[torch.Tensor], size: int) -> torch.Tensor:
-    """Per-scale anomaly maps ``(B, scales, size, size)``, before summing and blurring."""
+
+def scale_maps(teacher: list[torch.Tensor], student: list[torch.Tensor], size: Size) -> torch.Tensor:
+    """Per-scale anomaly maps ``(B, scales, H, W)`` at ``size`` (H, W), before summing and blurring."""
     maps = []
     for f_t, f_s in zip(teacher, student, strict=True):
         distance = 1.0 - F.cosine_similarity(f_t.float(), f_s.float(), dim=1)  # (B, h, w)
-        maps.append(F.interpolate(distance.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=True))
+        maps.append(F.interpolate(distance.unsqueeze(1), size=pair(size), mode="bilinear", align_corners=True))
     return torch.cat(maps, dim=1)
 
 
-def anomaly_map(teacher: list[torch.Tensor], student: list[torch.Tensor], size: int, sigma: float = 4.0) -> torch.Tensor:
-    """The blurred sum of the scale maps, ``(B, size, size)``."""
+def anomaly_map(teacher: list[torch.Tensor], student: list[torch.Tensor], size: Size, sigma: float = 4.0) -> torch.Tensor:
+    """The blurred sum of the scale maps, ``(B, H, W)``."""
     summed = scale_maps(teacher, student, size).sum(dim=1)
     return gaussian_blur(summed, sigma) if sigma > 0 else summed
 
@@ -32,16 +34,19 @@ def mean_features(features: list[torch.Tensor]) -> list[torch.Tensor]:
     return [f.mean(dim=0, keepdim=True) for f in features]
 
 
-def teacher_only_map(features: list[torch.Tensor], normal_mean: list[torch.Tensor], size: int,
+def teacher_only_map(features: list[torch.Tensor], normal_mean: list[torch.Tensor], size: Size,
                      sigma: float = 4.0) -> torch.Tensor:
     """The detector with no student: :func:`anomaly_map` with the normal images' mean features
-    (:func:`mean_features`) in place of the student's reconstruction, ``(B, size, size)``."""
+    (:func:`mean_features`) in place of the student's reconstruction, ``(B, H, W)``."""
     return anomaly_map(features, [m.to(f.device).expand_as(f) for m, f in zip(normal_mean, features, strict=True)],
                        size, sigma)
 
 
-def image_scores(maps: torch.Tensor) -> torch.Tensor:
-    """``(B, H, W) -> (B,)``: the maximum of each map."""
+def image_scores(maps: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, H, W) -> (B,)``: the maximum of each map (over its ``valid`` pixels only, where given:
+    bool ``(B, H, W)``, False on padding)."""
+    if valid is not None:
+        maps = maps.masked_fill(~valid, -torch.inf)
     return maps.flatten(1).amax(dim=1)
 
 

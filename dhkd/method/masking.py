@@ -15,6 +15,8 @@ import math
 import torch
 from torch.nn import functional as F
 
+from dhkd.method.size import Size, pair
+
 
 
 def _uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -22,8 +24,17 @@ def _uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.d
     return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
 
-def perlin_noise(batch: int, size: int, cells: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """2-D Perlin gradient noise ``(batch, size, size)`` with ``cells`` lattice cells per side."""
+def perlin_noise(batch: int, size: Size, cells: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """2-D Perlin gradient noise ``(batch, H, W)`` with ``cells`` lattice cells along the longer side.
+
+    A rectangle is cut from the noise of the square on its longer side, so blobs stay round.
+    """
+    height, width = pair(size)
+    side = max(height, width)
+    return _square_perlin(batch, side, cells, generator, device)[:, :height, :width]
+
+
+def _square_perlin(batch: int, size: int, cells: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     angles = 2 * math.pi * _uniform((batch, cells + 1, cells + 1), generator, device)
     gradients = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)  # (B, c+1, c+1, 2)
     coords = torch.linspace(0, cells, size + 1, device=device)[:-1]
@@ -45,8 +56,8 @@ def perlin_noise(batch: int, size: int, cells: int, generator: torch.Generator, 
     return torch.lerp(top, bottom, wy)
 
 
-def perlin_masks(batch: int, size: int, ratio: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Blob-shaped masks ``(batch, size, size)`` covering about ``ratio`` of each image.
+def perlin_masks(batch: int, size: Size, ratio: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Blob-shaped masks ``(batch, H, W)`` covering about ``ratio`` of each image.
 
     Thresholding each noise field at its own ``1 - ratio`` quantile fixes the area whatever
     the noise's contrast; the lattice is drawn from {2, 4, 8} cells for varied blob sizes.
@@ -58,34 +69,40 @@ def perlin_masks(batch: int, size: int, ratio: float, generator: torch.Generator
     return noise > cutoff
 
 
-def rect_masks(batch: int, size: int, ratio: float, generator: torch.Generator, device: torch.device,
+def rect_masks(batch: int, size: Size, ratio: float, generator: torch.Generator, device: torch.device,
                count: int = 3) -> torch.Tensor:
-    """Union of ``count`` random rectangles per image, each of about ``ratio / count`` of the area."""
+    """Union of ``count`` random rectangles per image ``(batch, H, W)``, each of about ``ratio / count``
+    of the area (their sides are drawn as shares of the image's sides)."""
     area = ratio / count
     aspect = torch.exp((_uniform((batch, count), generator, device) - 0.5) * 2 * math.log(3.0))
     height = (area * aspect).sqrt().clamp(max=1.0)
     width = (area / aspect).sqrt().clamp(max=1.0)
     top = _uniform((batch, count), generator, device) * (1 - height)
     left = _uniform((batch, count), generator, device) * (1 - width)
-    grid = (torch.arange(size, device=device) + 0.5) / size
-    inside_y = (grid.view(1, 1, size) >= top.unsqueeze(-1)) & (grid.view(1, 1, size) < (top + height).unsqueeze(-1))
-    inside_x = (grid.view(1, 1, size) >= left.unsqueeze(-1)) & (grid.view(1, 1, size) < (left + width).unsqueeze(-1))
-    boxes = inside_y.unsqueeze(-1) & inside_x.unsqueeze(-2)  # (B, count, size, size)
+    rows, columns = pair(size)
+    grid_y = ((torch.arange(rows, device=device) + 0.5) / rows).view(1, 1, rows)
+    grid_x = ((torch.arange(columns, device=device) + 0.5) / columns).view(1, 1, columns)
+    inside_y = (grid_y >= top.unsqueeze(-1)) & (grid_y < (top + height).unsqueeze(-1))
+    inside_x = (grid_x >= left.unsqueeze(-1)) & (grid_x < (left + width).unsqueeze(-1))
+    boxes = inside_y.unsqueeze(-1) & inside_x.unsqueeze(-2)  # (B, count, H, W)
     return boxes.any(dim=1)
 
 
-def crack_masks(batch: int, size: int, ratio: float, generator: torch.Generator, device: torch.device,
+def crack_masks(batch: int, size: Size, ratio: float, generator: torch.Generator, device: torch.device,
                 strokes: int = 4, segments: int = 6) -> torch.Tensor:
-    """Thin, winding masks ``(batch, size, size)`` shaped like cracks and scratches, covering ``ratio``.
+    """Thin, winding masks ``(batch, H, W)`` shaped like cracks and scratches, covering ``ratio``.
 
     Why: blobs and boxes teach the student to repair compact regions, but many real defects
     (MTD's cracks and frays, MVTec's scratches) are long and thin. Each image gets ``strokes``
     random walks of ``segments`` straight steps; a pixel is masked when it is among the
     ``ratio`` share nearest to a walk, so the area is fixed and the width follows from it
-    (4 walks at ratio 0.2 are bands of about 5 % of the side).
+    (4 walks at ratio 0.2 are bands of about 5 % of the side). Lengths are shares of the longer
+    side, so a walk turns alike along both sides of a rectangle.
     """
+    height, width = pair(size)
+    extent = torch.tensor([height, width], device=device, dtype=torch.float32) / max(height, width)  # (y, x)
     count = strokes * segments
-    start = _uniform((batch, strokes, 1, 2), generator, device)
+    start = _uniform((batch, strokes, 1, 2), generator, device) * extent
     heading = 2 * math.pi * _uniform((batch, strokes, 1), generator, device)
     turns = (_uniform((batch, strokes, segments), generator, device) - 0.5) * 1.2  # up to +-0.6 rad a step
     angles = heading + turns.cumsum(dim=-1)
@@ -94,19 +111,23 @@ def crack_masks(batch: int, size: int, ratio: float, generator: torch.Generator,
     points = torch.cat([start, start + steps.cumsum(dim=2)], dim=2)
     a = points[:, :, :-1].reshape(batch, count, 1, 2)
     ab = points[:, :, 1:].reshape(batch, count, 1, 2) - a
-    coarse = min(size, 64)  # the distance field is smooth: computed on 64x64 and upsampled, 16x cheaper at 256
-    grid = (torch.arange(coarse, device=device, dtype=torch.float32) + 0.5) / coarse
-    pixels = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), dim=-1).view(1, 1, coarse * coarse, 2)
+    # the distance field is smooth: computed on a grid of at most 64 along the longer side and
+    # upsampled, 16x cheaper at 256
+    side = min(max(height, width), 64)
+    coarse_h, coarse_w = max(1, round(side * float(extent[0]))), max(1, round(side * float(extent[1])))
+    grid_y = (torch.arange(coarse_h, device=device, dtype=torch.float32) + 0.5) / coarse_h * extent[0]
+    grid_x = (torch.arange(coarse_w, device=device, dtype=torch.float32) + 0.5) / coarse_w * extent[1]
+    pixels = torch.stack(torch.meshgrid(grid_y, grid_x, indexing="ij"), dim=-1).view(1, 1, coarse_h * coarse_w, 2)
     along = (((pixels - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0, 1)
-    distance = (pixels - a - along.unsqueeze(-1) * ab).norm(dim=-1).amin(dim=1).view(batch, 1, coarse, coarse)
-    distance = F.interpolate(distance, size=(size, size), mode="bilinear", align_corners=False).flatten(1)
+    distance = (pixels - a - along.unsqueeze(-1) * ab).norm(dim=-1).amin(dim=1).view(batch, 1, coarse_h, coarse_w)
+    distance = F.interpolate(distance, size=(height, width), mode="bilinear", align_corners=False).flatten(1)
     cutoff = torch.quantile(distance, ratio, dim=1).view(batch, 1)
-    return (distance <= cutoff).view(batch, size, size)
+    return (distance <= cutoff).view(batch, height, width)
 
 
 def corrupt(images: torch.Tensor, generator: torch.Generator, donors: torch.Tensor | None = None, *,
             ratio: float, shape: str, fill: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Corrupt a batch of normalised images ``(B, 3, S, S)``; returns ``(corrupted, masks)``.
+    """Corrupt a batch of normalised images ``(B, 3, H, W)``; returns ``(corrupted, masks)``.
 
     Content for the "image" fill is taken at the same place from ``donors`` (normalised, same
     shape; row i from another normal image than row i of ``images``, so the student cannot copy
@@ -120,14 +141,14 @@ def corrupt(images: torch.Tensor, generator: torch.Generator, donors: torch.Tens
     """
     if fill not in ("image", "noise", "mixed"):
         raise ValueError(f"unknown fill {fill!r}: image, noise or mixed")
-    batch, _, size, _ = images.shape
+    batch, _, height, width = images.shape
     device = images.device
     if donors is None:
         if batch < 2 and fill != "noise":
             raise ValueError("the 'image' fill of one image needs a donor image (it would be filled with itself): "
                              "pass donors=, corrupt two images or more, or use the noise fill")
         donors = images.roll(1, dims=0)
-    masks = region_masks(batch, size, shape, ratio, generator, device)
+    masks = region_masks(batch, (height, width), shape, ratio, generator, device)
     noise = torch.randn(images.shape, generator=generator, device=generator.device).to(device)
     use_image = _choose(batch, fill == "image", fill == "noise", generator, device)
     fill = torch.where(use_image.view(batch, 1, 1, 1), donors, noise)
@@ -144,9 +165,9 @@ def donor_indices(indices: torch.Tensor, count: int, generator: torch.Generator)
     return draws + (draws >= indices).long()  # skip the image itself: uniform over the others
 
 
-def region_masks(batch: int, size: int, shape: str, ratio: float, generator: torch.Generator,
+def region_masks(batch: int, size: Size, shape: str, ratio: float, generator: torch.Generator,
                  device: torch.device) -> torch.Tensor:
-    """bool ``(B, S, S)``: the regions to corrupt, of ``shape`` (see :func:`corrupt`)."""
+    """bool ``(B, H, W)``: the regions to corrupt, of ``shape`` (see :func:`corrupt`)."""
     if shape not in ("perlin", "rect", "mixed", "crack", "all"):
         raise ValueError(f"unknown shape {shape!r}: perlin, rect, mixed, crack or all")
     if shape == "crack":

@@ -23,7 +23,10 @@ Scalar metrics are returned as python floats, curves as float64 numpy arrays (fo
 Counts and sums over millions of pixels are accumulated in int64 or float64.
 
 Conventions: larger scores mean "more anomalous"; a sample or pixel is predicted defective
-when its score is ``>= threshold``; masks and labels are binary (1 = defective).
+when its score is ``>= threshold``; masks and labels are binary (1 = defective). The pixel
+metrics take an optional ``valid`` mask (N, H, W) of the pixels that belong to the images: the
+padding around an image whose aspect was kept (``data.resize: keep_aspect``) is not a pixel of
+it and is left out, as if the maps had been cut to each image's own box.
 """
 
 from __future__ import annotations
@@ -245,6 +248,26 @@ def _maps_and_masks(anomaly_maps: ArrayLike, masks: ArrayLike) -> tuple[Backend,
     return b, _scores(b, maps.reshape(-1), "anomaly_maps").reshape(maps.shape), _binary(b, gt, "masks")
 
 
+def _valid_pixels(b: Backend, valid: ArrayLike | None, shape: tuple[int, ...]) -> Native | None:
+    """The ``valid`` mask as a bool (N, H, W) array of ``shape``, or None (every pixel counts)."""
+    if valid is None:
+        return None
+    keep = _binary(b, _as_stack(_native(b, valid, "valid"), "valid"), "valid")
+    if tuple(keep.shape) != tuple(shape):
+        raise DhkdError(f"valid and anomaly_maps differ in shape: {tuple(keep.shape)} vs {tuple(shape)}",
+                        "give one bool mask per map, True on the image and False on its padding")
+    if not bool(keep.reshape(keep.shape[0], -1).any(1).all()):
+        raise DhkdError("valid leaves an image without a single pixel", "each image needs at least one valid pixel")
+    return keep
+
+
+def _kept(maps: Native, gt: Native, keep: Native | None) -> tuple[Native, Native]:
+    """Flat scores and ground truth of the valid pixels (all pixels when ``keep`` is None), in order."""
+    if keep is None:
+        return maps.reshape(-1), gt.reshape(-1)
+    return maps[keep], gt[keep]
+
+
 def _scores_and_labels(scores: ArrayLike, labels: ArrayLike) -> tuple[Backend, Native, Native]:
     """The backend, validated flat float scores and bool labels containing both classes."""
     b = _backend_for(scores)
@@ -319,12 +342,12 @@ def image_auroc(scores: ArrayLike, labels: ArrayLike) -> float:
     return _auroc(*_scores_and_labels(scores, labels))
 
 
-def pixel_auroc(anomaly_maps: ArrayLike, masks: ArrayLike) -> float:
-    """Pixel-level AUROC over all pixels of all images pooled. Maps and masks are (N, H, W)."""
+def pixel_auroc(anomaly_maps: ArrayLike, masks: ArrayLike, valid: ArrayLike | None = None) -> float:
+    """Pixel-level AUROC over all (``valid``) pixels of all images pooled. Maps and masks are (N, H, W)."""
     b, maps, gt = _maps_and_masks(anomaly_maps, masks)
-    gt = gt.reshape(-1)
+    scores, gt = _kept(maps, gt, _valid_pixels(b, valid, maps.shape))
     _need_both_classes(b, gt, "masks")
-    return _auroc(b, maps.reshape(-1), gt)
+    return _auroc(b, scores, gt)
 
 
 def roc_curve(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -446,15 +469,21 @@ def _region_weights(b: Backend, gt: Native) -> tuple[Native, int]:
     return b.to_backend(1.0 / sizes[region]), n_regions
 
 
-def _pro_inputs(anomaly_maps: ArrayLike, masks: ArrayLike) -> tuple[Backend, Native, Native, Native, int]:
-    """Backend, flat scores, flat bool ground truth, per-anomalous-pixel weights, region count."""
+def _pro_inputs(anomaly_maps: ArrayLike, masks: ArrayLike,
+                valid: ArrayLike | None = None) -> tuple[Backend, Native, Native, Native, int]:
+    """Backend, flat scores, flat bool ground truth, per-anomalous-pixel weights, region count
+    (of the ``valid`` pixels; a region's pixels on padding, if any, are not part of it)."""
     b, maps, gt = _maps_and_masks(anomaly_maps, masks)
-    _need_both_classes(b, gt.reshape(-1), "masks")
-    weights, n_regions = _region_weights(b, gt)
-    return b, maps.reshape(-1), gt.reshape(-1), weights, n_regions
+    keep = _valid_pixels(b, valid, maps.shape)
+    if keep is not None:
+        gt = gt & keep
+    scores, flat_gt = _kept(maps, gt, keep)
+    _need_both_classes(b, flat_gt, "masks")
+    weights, n_regions = _region_weights(b, gt)  # anomalous pixels in flattened order: all of them are kept
+    return b, scores, flat_gt, weights, n_regions
 
 
-def pro_curve(anomaly_maps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def pro_curve(anomaly_maps: ArrayLike, masks: ArrayLike, valid: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The full official PRO curve ``(fprs, pros)`` as float64 numpy arrays, for plotting.
 
     The MVTec AD evaluation's ``compute_pro``: all pixels pooled and sorted by descending
@@ -463,7 +492,7 @@ def pro_curve(anomaly_maps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np
     each run kept), clipped to [0, 1], (0, 0) prepended. One point per distinct score, so it
     can have millions of points; :func:`aupro` gets the area without building it.
     """
-    b, scores, gt, weights, n_regions = _pro_inputs(anomaly_maps, masks)
+    b, scores, gt, weights, n_regions = _pro_inputs(anomaly_maps, masks, valid)
     pro_w = b.f64(gt)  # zeros where normal; the weights go to the anomalous pixels
     pro_w[gt] = weights
     _, (fps, pros) = _cumulative_by_score(b, scores, ~gt, pro_w)
@@ -496,7 +525,7 @@ def trapezoid(x: ArrayLike, y: ArrayLike, x_max: float | None = None) -> float:
     return float(np.sum(0.5 * (y[1:] + y[:-1]) * (x[1:] - x[:-1])) + correction)
 
 
-def aupro(anomaly_maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3) -> float:
+def aupro(anomaly_maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3, valid: ArrayLike | None = None) -> float:
     """Normalised area under the official PRO curve up to ``fpr_limit`` (MVTec AD definition).
 
     Equal, up to float rounding, to ``trapezoid(*pro_curve(maps, masks), fpr_limit) /
@@ -515,7 +544,7 @@ def aupro(anomaly_maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3) -> 
     """
     if not 0.0 < fpr_limit <= 1.0:
         raise DhkdError(f"fpr_limit must be in (0, 1]; got {fpr_limit}")
-    b, scores, gt, weights, n_regions = _pro_inputs(anomaly_maps, masks)
+    b, scores, gt, weights, n_regions = _pro_inputs(anomaly_maps, masks, valid)
     anomalous = scores[gt]
     n_normal = scores.shape[0] - anomalous.shape[0]
     k = math.floor(fpr_limit * n_normal) + 1
@@ -547,7 +576,8 @@ def _partial_trapezoid(x0: float, y0: float, x1: float, y1: float, x_max: float)
 # ------------------------------------------------------------------------------ RD4AD PRO
 
 
-def pro_rd4ad(anomaly_maps: ArrayLike, masks: ArrayLike, num_thresholds: int = 200) -> float:
+def pro_rd4ad(anomaly_maps: ArrayLike, masks: ArrayLike, num_thresholds: int = 200,
+              valid: ArrayLike | None = None) -> float:
     """RD4AD's PRO, as its released ``compute_pro`` computes it, averaged over anomalous images.
 
     RD4AD calls its ``compute_pro`` once per test image with a defect (images with an empty
@@ -568,10 +598,17 @@ def pro_rd4ad(anomaly_maps: ArrayLike, masks: ArrayLike, num_thresholds: int = 2
     0 (the trapezoid area of one point); kept points whose FPR is all 0 -> the largest kept
     PRO (that overlap is reached without a false positive, so the stretched curve is at least
     that high everywhere); an image without normal pixels has FPR 0 at every threshold.
+
+    ``valid``: each image's thresholds span its valid pixels, and its padding counts neither as a
+    false positive nor among its normal pixels (the padding is set to the image's lowest valid
+    score, which no threshold exceeds).
     """
     if num_thresholds < 1:
         raise DhkdError(f"num_thresholds must be >= 1; got {num_thresholds}")
     b, maps, gt = _maps_and_masks(anomaly_maps, masks)
+    keep = _valid_pixels(b, valid, maps.shape)
+    if keep is not None:
+        gt = gt & keep
     defective = gt.reshape(gt.shape[0], -1).any(1)
     if not bool(defective.any()):
         raise DhkdError(
@@ -581,6 +618,10 @@ def pro_rd4ad(anomaly_maps: ArrayLike, masks: ArrayLike, num_thresholds: int = 2
     maps, gt = b.f64(maps[defective]), gt[defective]
     if not bool(b.xp.isfinite(maps).all()):
         raise DhkdError("anomaly_maps contain inf values, so RD4AD's thresholds are undefined")
+    if keep is not None:
+        keep = keep[defective]
+        lowest = b.xp.amin(b.xp.where(keep, maps, math.inf).reshape(maps.shape[0], -1), 1)
+        maps = b.xp.where(keep, maps, lowest[:, None, None])
     flat, gt_flat = maps.reshape(maps.shape[0], -1), gt.reshape(gt.shape[0], -1)
     table, lengths, spacing = _rd4ad_thresholds(b, flat, num_thresholds)
     region, image, n_regions = _label_regions(b, gt)
@@ -588,7 +629,8 @@ def pro_rd4ad(anomaly_maps: ArrayLike, masks: ArrayLike, num_thresholds: int = 2
     steps = _thresholds_below(b, table, lengths, spacing, flat[gt_flat], image)
     n_th = table.shape[1] - 1
     fp = _pixels_above(b, flat, table[:, :n_th]) - _count_above(b, image, steps, flat.shape[0], n_th)
-    n_normal = b.f64(gt_flat.shape[1] - gt_flat.sum(1))
+    normal_pixels = ~gt_flat if keep is None else keep.reshape(keep.shape[0], -1) & ~gt_flat
+    n_normal = b.f64(normal_pixels.sum(1))
     fpr = fp / b.xp.where(n_normal > 0, n_normal, 1.0)[:, None]
     tp = _count_above(b, b.to_backend(region), steps, n_regions, n_th)
     pro = b.to_backend(_region_average(region, b.numpy(image), n_regions, flat.shape[0])) @ tp

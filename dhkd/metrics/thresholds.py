@@ -137,32 +137,44 @@ class ImageCounter:
 class PixelCounter:
     """Pixel-level counts, per image and pooled, at any threshold, from per-image sorted pixels.
 
-    ``maps`` (N, H, W) float, ``masks`` (N, H, W) bool, ``labels`` (N,) (0 = good image). Each
-    image's defective and normal pixels are sorted once (float32) at construction.
+    ``maps`` (N, H, W) float, ``masks`` (N, H, W) bool, ``labels`` (N,) (0 = good image), ``valid``
+    (N, H, W) bool: the images' own pixels (padding is left out of every count). Each image's
+    defective and normal pixels are sorted once (float32) at construction.
     """
 
-    def __init__(self, maps: Any, masks: Any, labels: Any | None = None) -> None:
+    def __init__(self, maps: Any, masks: Any, labels: Any | None = None, valid: Any | None = None) -> None:
         maps = _np(maps, np.float32)
         masks = _np(masks).astype(bool)
         if maps.shape != masks.shape or maps.ndim != 3:
             raise ValueError(f"maps and masks must both be (N, H, W); got {maps.shape} and {masks.shape}")
+        keep = np.ones(maps.shape, dtype=bool) if valid is None else _np(valid).astype(bool)
+        if keep.shape != maps.shape:
+            raise ValueError(f"valid must be (N, H, W) like the maps; got {keep.shape} and {maps.shape}")
         n = maps.shape[0]
         self.n_images = n
+        masks = masks & keep
         self.labels = masks.reshape(n, -1).any(1) if labels is None else _np(labels).reshape(-1).astype(bool)
-        flat, gt = maps.reshape(n, -1), masks.reshape(n, -1)
+        flat, gt, inside = maps.reshape(n, -1), masks.reshape(n, -1), keep.reshape(n, -1)
         self.n_pos = gt.sum(1).astype(np.int64)
-        self.n_neg = gt.shape[1] - self.n_pos
-        # Per image, one row: its defective pixels sorted, then its normal pixels sorted.
+        self.n_pad = (~inside).sum(1).astype(np.int64)
+        self.n_neg = gt.shape[1] - self.n_pos - self.n_pad
+        # Per image, one row: its defective pixels sorted, its padding (-inf: below every
+        # threshold), then its normal pixels sorted.
         rows = np.empty_like(flat)
         for i in range(n):
-            pos, neg = flat[i][gt[i]], flat[i][~gt[i]]
-            k = pos.shape[0]
+            pos, neg = flat[i][gt[i]], flat[i][inside[i] & ~gt[i]]
+            k, pad = pos.shape[0], int(self.n_pad[i])
             rows[i, :k] = np.sort(pos)
-            rows[i, k:] = np.sort(neg)
+            rows[i, k:k + pad] = -np.inf
+            rows[i, k + pad:] = np.sort(neg)
         self._rows = rows
         self.good = ~self.labels
-        self._min = float(flat.min())
-        self._max = float(flat.max())
+        self._min = float(flat[inside].min())
+        self._max = float(flat[inside].max())
+
+    def _normal(self, i: int) -> np.ndarray:
+        """Image ``i``'s normal pixels, sorted."""
+        return self._rows[i, self.n_pos[i] + self.n_pad[i]:]
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -174,8 +186,9 @@ class PixelCounter:
         tp = np.empty(self.n_images, np.int64)
         fp = np.empty(self.n_images, np.int64)
         for i, (row, k) in enumerate(zip(self._rows, self.n_pos)):
+            normal = self._normal(i)
             tp[i] = k - np.searchsorted(row[:k], t32, side="left")
-            fp[i] = row.shape[0] - k - np.searchsorted(row[k:], t32, side="left")
+            fp[i] = normal.shape[0] - np.searchsorted(normal, t32, side="left")
         return tp, fp
 
     def stats(self, t: float) -> dict[str, Any]:
@@ -203,7 +216,7 @@ class PixelCounter:
         """All defective pixels sorted and all normal pixels sorted (computed on first use)."""
         if not hasattr(self, "_pooled"):
             pos = np.sort(np.concatenate([row[:k] for row, k in zip(self._rows, self.n_pos)]))
-            neg = np.sort(np.concatenate([row[k:] for row, k in zip(self._rows, self.n_pos)]))
+            neg = np.sort(np.concatenate([self._normal(i) for i in range(self.n_images)]))
             self._pooled = (pos, neg)
         return self._pooled
 
@@ -230,7 +243,7 @@ class PixelCounter:
         """
         pos, neg = self._pooled_sorted()
         if self.good.any():
-            good = np.sort(np.concatenate([row[k:] for row, k, g in zip(self._rows, self.n_pos, self.good) if g]))
+            good = np.sort(np.concatenate([self._normal(i) for i in range(self.n_images) if self.good[i]]))
         else:
             good = neg
         return metrics.threshold_at_fpr_sorted(good, fpr, candidates=(pos, neg))

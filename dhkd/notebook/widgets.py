@@ -119,10 +119,17 @@ def _as_cpu_predictions(predictions: Any) -> Any:
     return predictions.cpu() if hasattr(predictions, "cpu") else predictions
 
 
-def _images_hwc(images: Any, n: int, size: int) -> np.ndarray:
-    """uint8 (N, S, S, 3) from (N, 3, S, S) or (N, S, S, 3) tensors/arrays; grey when None."""
+def _fitted(shape: Sequence[int], limit: int) -> tuple[int, int]:
+    """``(h, w)`` of a picture of ``shape`` (..., H, W) shrunk so its longer side is at most ``limit``."""
+    height, width = int(shape[-2]), int(shape[-1])
+    scale = min(1.0, limit / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _images_hwc(images: Any, n: int, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (N, h, w, 3) from (N, 3, H, W) or (N, H, W, 3) tensors/arrays; grey when None."""
     if images is None:
-        return np.full((n, size, size, 3), 128, np.uint8)
+        return np.full((n, *size, 3), 128, np.uint8)
     x = images.detach().cpu() if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
     if x.ndim != 4:
         raise DhkdError(f"images must be (N, 3, H, W) or (N, H, W, 3); got shape {tuple(x.shape)}")
@@ -135,22 +142,22 @@ def _images_hwc(images: Any, n: int, size: int) -> np.ndarray:
     return _resize_images(x, size)
 
 
-def _resize_images(x: torch.Tensor, size: int) -> np.ndarray:
-    """uint8 (N, 3, H, W) -> uint8 (N, size, size, 3), area-averaged (antialiased)."""
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x.float(), size=(size, size), mode="area" if x.shape[-1] >= size else "bilinear")
+def _resize_images(x: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (N, 3, H, W) -> uint8 (N, h, w, 3), area-averaged (antialiased)."""
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x.float(), size=size, mode="area" if x.shape[-1] >= size[1] else "bilinear")
         x = x.round().clamp(0, 255).to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def _max_pool(x: torch.Tensor, size: int) -> np.ndarray:
-    """(N, H, W) -> (N, size, size) block maxima: ``pooled >= t`` iff some pixel of the block is."""
+def _max_pool(x: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) -> (N, h, w) block maxima: ``pooled >= t`` iff some pixel of the block is."""
     x = x.float()
-    if x.shape[-1] != size or x.shape[-2] != size:
-        if x.shape[-1] >= size:
+    if tuple(x.shape[-2:]) != tuple(size):
+        if x.shape[-1] >= size[1]:
             x = F.adaptive_max_pool2d(x[:, None], size)[:, 0]
         else:
-            x = F.interpolate(x[:, None], size=(size, size), mode="nearest")[:, 0]
+            x = F.interpolate(x[:, None], size=size, mode="nearest")[:, 0]
     return x.numpy()
 
 
@@ -288,7 +295,7 @@ class _CountedPredictions:
         self.n = len(p.labels)
         self.defect_types = list(p.defect_types)
         self.image_counter = ImageCounter(p.scores, p.labels)
-        self.pixel_counter = PixelCounter(p.maps, p.masks, p.labels)
+        self.pixel_counter = PixelCounter(p.maps, p.masks, p.labels, getattr(p, "valid", None))
 
 
 # ------------------------------------------------------------------------------ threshold explorer
@@ -311,7 +318,7 @@ class ThresholdExplorer(_CountedPredictions):
         p = self.predictions
         self.level = level
         self.per_page, self.columns = per_page, columns
-        size = min(thumb_size, p.maps.shape[-1])
+        size = _fitted(p.maps.shape, thumb_size)
         self._thumbs = _images_hwc(images, self.n, size)
         self._thumbs_tinted = _tinted(self._thumbs)
         self._small_maps = _max_pool(p.maps, size)
@@ -511,15 +518,15 @@ class ThresholdExplorer(_CountedPredictions):
         """White page with each tile's fixed caption line drawn (cached per page), and tile corners."""
         key = tuple(int(i) for i in idx)
         if getattr(self, "_page_key", None) != key:
-            size, cols = self._thumbs.shape[1], self.columns
-            cell_w, cell_h = size + 2 * _FRAME, size + 2 * _FRAME + _CAPTION
+            (height, width), cols = self._thumbs.shape[1:3], self.columns
+            cell_w, cell_h = width + 2 * _FRAME, height + 2 * _FRAME + _CAPTION
             rows = max(1, math.ceil(len(idx) / cols))
             canvas = np.full((rows * cell_h + (rows - 1) * 4, cols * cell_w + (cols - 1) * 4, 3), 255, np.uint8)
             corners = [(int(i), (k % cols) * (cell_w + 4), (k // cols) * (cell_h + 4)) for k, i in enumerate(idx)]
             img = Image.fromarray(canvas)
             draw = ImageDraw.Draw(img)
             for i, x, y in corners:
-                _text(draw, (x + 1, y + size + 2 * _FRAME + 1),
+                _text(draw, (x + 1, y + height + 2 * _FRAME + 1),
                       f"#{i} {self.defect_types[i]} s={self._scores[i]:.3g}"[:30], fill=(0, 0, 0))
             self._page_key, self._page_base, self._page_corners = key, np.asarray(img), corners
         return self._page_base, self._page_corners
@@ -532,7 +539,7 @@ class ThresholdExplorer(_CountedPredictions):
         if len(idx) == 0:
             self.grid_image.value = _encode(base)
             return
-        size = self._thumbs.shape[1]
+        height, width = self._thumbs.shape[1:3]
         pred = self._small_maps[idx] >= ceil_float32(self.threshold)
         tiles = _overlay(self._thumbs[idx], pred, self._gt_edges[idx], self._thumbs_tinted[idx])
         labels, flagged = self.image_counter.labels[idx], self._flagged[idx]
@@ -540,13 +547,13 @@ class ThresholdExplorer(_CountedPredictions):
         captions = []
         for k, (i, x, y) in enumerate(corners):
             outcome = ("TP" if flagged[k] else "FN") if labels[k] else ("FP" if flagged[k] else "TN")
-            canvas[y:y + size + 2 * _FRAME, x:x + size + 2 * _FRAME] = OUTCOME_RGB[outcome]
-            canvas[y + _FRAME:y + _FRAME + size, x + _FRAME:x + _FRAME + size] = tiles[k]
+            canvas[y:y + height + 2 * _FRAME, x:x + width + 2 * _FRAME] = OUTCOME_RGB[outcome]
+            canvas[y + _FRAME:y + _FRAME + height, x + _FRAME:x + _FRAME + width] = tiles[k]
             if labels[k]:
                 detail = f"mask IoU {_fmt(float(self._per_image_iou[i]), 2)}"
             else:  # no defect: IoU says nothing, the share of flagged pixels does
                 detail = f"{100 * self._per_image_fp[i] / max(int(self.pixel_counter.n_neg[i]), 1):.1f}% px flagged"
-            captions.append(((x + 1, y + size + 2 * _FRAME + 13), f"{outcome}  {detail}"))
+            captions.append(((x + 1, y + height + 2 * _FRAME + 13), f"{outcome}  {detail}"))
         img = Image.fromarray(canvas)
         draw = ImageDraw.Draw(img)
         for xy, text in captions:
@@ -580,10 +587,11 @@ class FailureBrowser(_CountedPredictions):
                  pixel_threshold: float | None = None, panel_size: int = 256) -> None:
         super().__init__(predictions)
         p = self.predictions
-        size = min(panel_size, p.maps.shape[-1])
+        size = _fitted(p.maps.shape, panel_size)
+        same = size == tuple(p.maps.shape[-2:])
         self._images = _images_hwc(images, self.n, size)
-        self._maps = _max_pool(p.maps, size) if size != p.maps.shape[-1] else p.maps.float().numpy()
-        self._masks = (_max_pool(p.masks, size) > 0.5) if size != p.masks.shape[-1] else p.masks.numpy().astype(bool)
+        self._maps = p.maps.float().numpy() if same else _max_pool(p.maps, size)
+        self._masks = p.masks.numpy().astype(bool) if same else _max_pool(p.masks, size) > 0.5
         self._gt_edges = _edges(self._masks)
         self._lo, self._hi = self.pixel_counter.value_range
         self._cmap = _Colormap("jet")
@@ -746,10 +754,13 @@ class RunComparison:
         preds = [_as_cpu_predictions(load_predictions(r)) for r in self.runs]
         order = self._align(preds)
         pa, pb = preds[0], preds[1]
-        size = min(panel_size, pa.maps.shape[-1], pb.maps.shape[-1])
+        if tuple(pa.maps.shape[-2:]) != tuple(pb.maps.shape[-2:]):
+            raise DhkdError(f"the runs' maps differ in shape ({tuple(pa.maps.shape[-2:])} and {tuple(pb.maps.shape[-2:])})",
+                            "compare two runs trained at the same data.image_size")
+        size = _fitted(pa.maps.shape, panel_size)
         root = Path(data_root) if data_root is not None else Path(infos[0]["data_root"])
-        image_size = read_config(self.runs[0] / CONFIG_NAME).data.image_size
-        split = load_split(root, infos[0]["category"], "test", image_size, progress=False)
+        fit = read_config(self.runs[0] / CONFIG_NAME).data.fit()
+        split = load_split(root, infos[0]["category"], "test", fit, progress=False)
         by_path = {str(path): k for k, path in enumerate(split.paths)}
         missing = [path for path in pa.paths if path not in by_path]
         if missing:
@@ -765,7 +776,8 @@ class RunComparison:
         for pred, idx in ((pa, None), (pb, order)):
             maps = pred.maps if idx is None else pred.maps[idx]
             scores = pred.scores if idx is None else pred.scores[idx]
-            counter = PixelCounter(maps, pred.masks if idx is None else pred.masks[idx], pa.labels)
+            valid = pred.valid if pred.valid is None or idx is None else pred.valid[idx]
+            counter = PixelCounter(maps, pred.masks if idx is None else pred.masks[idx], pa.labels, valid)
             threshold, _ = counter.f1_optimal()
             self._runs.append({
                 "maps": _max_pool(maps, size), "scores": scores.numpy(), "range": counter.value_range,

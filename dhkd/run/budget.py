@@ -1,7 +1,7 @@
 """What a training will hold in memory, estimated before it starts, and where its images live.
 
-Training keeps by default every decoded training image (``3 S²`` bytes) and the teacher's
-features of each (``4 (c₁ S²/16 + c₂ S²/64 + c₃ S²/256)`` bytes: 7.3 MB for the WRN50 teacher at
+Training keeps by default every decoded training image (``3 H W`` bytes) and the teacher's
+features of each (``4 (c₁ HW/16 + c₂ HW/64 + c₃ HW/256)`` bytes: 7.3 MB for the WRN50 teacher at
 256 px, so 20,000 images would need 147 GB) on the device. :func:`plan_data` compares that with
 the memory available there (a share of it: :data:`DATA_SHARE`; the model and its activations need
 the rest) and, by ``train.stream``:
@@ -31,14 +31,15 @@ STRIDES = (4, 8, 16)  # the teachers' feature levels
 
 
 def image_bytes(config: Config) -> int:
-    """One decoded training image: uint8, 3 x S x S."""
-    return 3 * config.data.image_size ** 2
+    """One decoded training image: uint8, 3 x H x W."""
+    height, width = config.data.shape
+    return 3 * height * width
 
 
 def feature_bytes(config: Config) -> int:
     """The teacher's float32 features of one image, all three levels."""
-    size = config.data.image_size
-    return 4 * sum(c * (size // s) ** 2 for c, s in zip(TEACHER_CHANNELS[config.model.teacher.name], STRIDES))
+    height, width = config.data.shape
+    return 4 * sum(c * (height // s) * (width // s) for c, s in zip(TEACHER_CHANNELS[config.model.teacher.name], STRIDES))
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -106,7 +107,7 @@ def plan_data(config: Config, images: int, device: torch.device, available: int 
     budget = None if available is None else DATA_SHARE * available
     fits = (lambda n: True) if budget is None else (lambda n: n <= budget)
     mode = config.train.stream
-    where = (f"{images} training images at {config.data.image_size} px hold {gigabytes(all_images)} decoded"
+    where = (f"{images} training images at {config.data.describe()} hold {gigabytes(all_images)} decoded"
              + (f" and {gigabytes(cache)} of {config.model.teacher.name} features (train.cache_teacher_features)"
                 if wants_cache else "")
              + (f"; {gigabytes(available)} are available on {device} (the data may use {DATA_SHARE:.0%})"

@@ -169,7 +169,7 @@ def masking_probe_maps(model: DHKD, config: Config, images: torch.Tensor,
     donors = normalize(images[donor_indices(torch.arange(len(images), device=images.device), len(images), generator)])
     corrupted, masks = corrupt(clean, generator, donors, **masking_arguments(config.masking))
     targets, seen = model.teacher(clean), model.teacher(corrupted)
-    size = images.shape[-1]
+    size = tuple(images.shape[-2:])
     return {"corrupted": corrupted, "masks": masks, "student_error": scale_maps(targets, model.student(seen), size).mean(dim=1),
             "copy_error": scale_maps(targets, seen, size).mean(dim=1)}
 

@@ -43,17 +43,19 @@ from dhkd.run.device import autocast, resolve_device, set_memory_format
 class Predictions:
     """Everything needed to score and explore one test split; tensors share one device."""
 
-    maps: torch.Tensor  # float32 (N, S, S)
+    maps: torch.Tensor  # float32 (N, H, W); 0 on padding
     scores: torch.Tensor  # float32 (N,)
-    masks: torch.Tensor  # bool (N, S, S)
+    masks: torch.Tensor  # bool (N, H, W)
     labels: torch.Tensor  # int64 (N,)
     defect_types: list[str]
     paths: list[str]
     has_mask: torch.Tensor | None = None  # bool (N,): False for a defective image without a mask; None: all have one
+    valid: torch.Tensor | None = None  # bool (N, H, W): the images, not their padding (data.resize keep_aspect); None: all
 
     def cpu(self) -> "Predictions":
         return Predictions(self.maps.cpu(), self.scores.cpu(), self.masks.cpu(), self.labels.cpu(),
-                           self.defect_types, self.paths, None if self.has_mask is None else self.has_mask.cpu())
+                           self.defect_types, self.paths, None if self.has_mask is None else self.has_mask.cpu(),
+                           None if self.valid is None else self.valid.cpu())
 
     def mask_known(self) -> torch.Tensor:
         """bool (N,): images whose pixels are labelled (good ones, and defective ones with a mask)."""
@@ -107,7 +109,7 @@ def teacher_features(teacher: torch.nn.Module, images: torch.Tensor, batch: int 
     return [torch.cat([p[s] for p in parts]).float().cpu() for s in range(len(parts[0]))]
 
 
-def teacher_only_maps(teacher: torch.nn.Module, normal_images: torch.Tensor, images: torch.Tensor, size: int,
+def teacher_only_maps(teacher: torch.nn.Module, normal_images: torch.Tensor, images: torch.Tensor, size: int | tuple[int, int],
                       sigma: float, batch: int = 8) -> torch.Tensor:
     """Notebook 01's detector on ``images``: 1 - cos to the mean teacher features of
     ``normal_images`` per position, upsampled, summed and blurred like the student's map."""
@@ -174,48 +176,54 @@ def score_split(model: DHKD, split: CategorySplit, config: Config, device: torch
             images.prefetch(slice(start + batch, start + 2 * batch))
         maps.append(batch_maps(model, images[start:start + batch], config, device))
     all_maps = torch.cat(maps).float()
-    return Predictions(all_maps, image_scores(all_maps), split.masks.to(device), split.labels.to(device),
+    valid = None if split.valid is None else split.valid.to(device)
+    if valid is not None:
+        all_maps.masked_fill_(~valid, 0.0)  # padding is not part of the image: never anomalous
+    return Predictions(all_maps, image_scores(all_maps, valid), split.masks.to(device), split.labels.to(device),
                        list(split.defect_types), [str(p) for p in split.paths],
-                       None if split.has_mask is None else split.has_mask.to(device))
+                       None if split.has_mask is None else split.has_mask.to(device), valid)
 
 
 @torch.inference_mode()
 def batch_maps(model: DHKD, images: torch.Tensor, config: Config, device: torch.device) -> torch.Tensor:
-    """uint8 images ``(B, 3, S, S)`` on ``device`` -> anomaly maps ``(B, S, S)`` (evaluation and dhkd predict alike)."""
+    """uint8 images ``(B, 3, H, W)`` on ``device`` -> anomaly maps ``(B, H, W)`` (evaluation and dhkd predict alike)."""
     x = normalize(images)
     if config.train.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     teacher = model.teacher(x)  # fp32 always: the reference the student is scored against
     with autocast(device, config.train.amp):
         student = [feature.float() for feature in model.student(teacher)]
-    return anomaly_map(teacher, student, config.data.image_size, config.eval.blur_sigma)
+    return anomaly_map(teacher, student, config.data.shape, config.eval.blur_sigma)
 
 
 def compute_metrics(predictions: Predictions, config: Config) -> dict[str, Any]:
     """Image AUROC, pixel AUROC, AUPRO (official) and RD4AD's PRO, plus per-defect-type scores.
 
     Image AUROC uses every test image; the pixel metrics only the images whose pixels are
-    labelled (defective images without a mask are left out of them; NaN when none has one).
+    labelled (defective images without a mask are left out of them; NaN when none has one), and
+    only their pixels, not the padding around them (``valid``).
     """
     p = predictions
-    maps, masks = _labelled_pixels(p, torch.arange(len(p.labels), device=p.maps.device))
+    maps, masks, valid = _labelled_pixels(p, torch.arange(len(p.labels), device=p.maps.device))
     pixel = maps is not None
     result: dict[str, Any] = {
         "image_auroc": metrics.image_auroc(p.scores, p.labels),
-        "pixel_auroc": metrics.pixel_auroc(maps, masks) if pixel else math.nan,
-        "aupro": metrics.aupro(maps, masks, fpr_limit=config.eval.fpr_limit) if pixel else math.nan,
-        "pro_rd4ad": metrics.pro_rd4ad(maps, masks, num_thresholds=config.eval.pro_thresholds) if pixel else math.nan,
+        "pixel_auroc": metrics.pixel_auroc(maps, masks, valid=valid) if pixel else math.nan,
+        "aupro": metrics.aupro(maps, masks, fpr_limit=config.eval.fpr_limit, valid=valid) if pixel else math.nan,
+        "pro_rd4ad": (metrics.pro_rd4ad(maps, masks, num_thresholds=config.eval.pro_thresholds, valid=valid)
+                      if pixel else math.nan),
     }
     result["per_defect"] = per_defect_metrics(p, config)
     return result
 
 
-def _labelled_pixels(p: Predictions, chosen: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Maps and masks of the chosen images whose pixels are labelled; (None, None) without a defective one."""
+def _labelled_pixels(p: Predictions, chosen: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    """Maps, masks and valid masks (None: all valid) of the chosen images whose pixels are labelled;
+    all None without a defective one."""
     known = chosen[p.mask_known()[chosen]]
     if not bool((p.labels[known] == 1).any()):
-        return None, None
-    return p.maps[known], p.masks[known]
+        return None, None, None
+    return p.maps[known], p.masks[known], None if p.valid is None else p.valid[known]
 
 
 def per_defect_metrics(p: Predictions, config: Config) -> dict[str, dict[str, Any]]:
@@ -224,12 +232,13 @@ def per_defect_metrics(p: Predictions, config: Config) -> dict[str, dict[str, An
     table = {}
     for kind in sorted(set(p.defect_types) - {"good"}):
         chosen = torch.tensor(good + [i for i, k in enumerate(p.defect_types) if k == kind], device=p.maps.device)
-        maps, masks = _labelled_pixels(p, chosen)
+        maps, masks, valid = _labelled_pixels(p, chosen)
         table[kind] = {
             "n": len(chosen) - len(good),
             "image_auroc": metrics.image_auroc(p.scores[chosen], p.labels[chosen]) if good else float("nan"),
-            "pixel_auroc": metrics.pixel_auroc(maps, masks) if maps is not None else math.nan,
-            "aupro": metrics.aupro(maps, masks, fpr_limit=config.eval.fpr_limit) if maps is not None else math.nan,
+            "pixel_auroc": metrics.pixel_auroc(maps, masks, valid=valid) if maps is not None else math.nan,
+            "aupro": (metrics.aupro(maps, masks, fpr_limit=config.eval.fpr_limit, valid=valid)
+                      if maps is not None else math.nan),
         }
         if p.has_mask is not None:
             table[kind]["without_mask"] = int((~p.mask_known()[chosen]).sum())
@@ -267,6 +276,8 @@ def save_predictions(path: Path, predictions: Predictions) -> None:
     }
     if p.has_mask is not None:
         arrays["has_mask"] = p.has_mask.numpy()
+    if p.valid is not None:
+        arrays["valid"] = np.packbits(p.valid.numpy(), axis=-1)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npz" to the name
@@ -284,9 +295,11 @@ def load_predictions(run_dir: str | Path) -> Predictions:
         width = int(data["mask_width"])
         masks = np.unpackbits(data["masks"], axis=-1, count=width).astype(bool)
         has_mask = torch.from_numpy(data["has_mask"]) if "has_mask" in data.files else None
+        valid = (torch.from_numpy(np.unpackbits(data["valid"], axis=-1, count=width).astype(bool))
+                 if "valid" in data.files else None)
         return Predictions(torch.from_numpy(data["maps"].astype(np.float32)), torch.from_numpy(data["scores"]),
                            torch.from_numpy(masks), torch.from_numpy(data["labels"]),
-                           [str(s) for s in data["defect_types"]], [str(s) for s in data["paths"]], has_mask)
+                           [str(s) for s in data["defect_types"]], [str(s) for s in data["paths"]], has_mask, valid)
 
 
 def _data_source(info: dict[str, Any], data_root: str | Path | None) -> Path | DataSetFile:
@@ -328,7 +341,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, devic
     if not progress_of_training["finished"]:
         print(_unfinished_warning(run_dir, progress_of_training, info), file=sys.stderr, flush=True)
     # the test images are decoded per batch (only their masks are held); the maps are kept for the metrics
-    split = stream_split(data_root, category, "test", config.data.image_size, progress=progress)
+    split = stream_split(data_root, category, "test", config.data.fit(), progress=progress)
     predictions = score_split(model, split, config, resolved, progress)
     scores = compute_metrics(predictions, config)
     result = {
@@ -353,7 +366,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, devic
     if isinstance(data_root, DataSetFile):
         result["dataset"] = data_root.name
     if diagnostics:
-        train_images = stream_split(data_root, category, "train", config.data.image_size, progress=False).images
+        train_images = stream_split(data_root, category, "train", config.data.fit(), progress=False).images
         result["diagnostics"] = diagnose_run(model, config, train_images, run_dir)  # decodes only the images it uses
         result["seconds"] = round(time.perf_counter() - started, 3)
     save_predictions(run_dir / PREDICTIONS_NAME, predictions)

@@ -5,7 +5,7 @@ normalisation, the teacher, every addition the run has on, the student, the thre
 maps, their bilinear upsampling and sum, the Gaussian blur and the maximum. Its input is what
 ``dhkd predict`` feeds the model::
 
-    images       uint8 (batch, 3, S, S)  RGB, each image resized to S x S (PIL bilinear, aspect not kept)
+    images       uint8 (batch, 3, H, W)  RGB, each image brought to H x W as data.resize says (PIL bilinear)
     anomaly_map  float32 (batch, S, S)
     score        float32 (batch,)        the maximum of each map; flagged when above the threshold
 
@@ -61,7 +61,7 @@ DEPLOY_EXTRA = "pip install 'dhkd[deploy]' (make setup installs it), or pip inst
 
 
 class ScoringGraph(nn.Module):
-    """``uint8 images (B, 3, S, S) -> (anomaly maps (B, S, S), scores (B,))``, as ``dhkd predict`` scores."""
+    """``uint8 images (B, 3, H, W) -> (anomaly maps (B, H, W), scores (B,))``, as ``dhkd predict`` scores."""
 
     def __init__(self, model: DHKD, config: Config) -> None:
         super().__init__()
@@ -81,7 +81,8 @@ def export_run(run: str | Path, out: str | Path, opset: int = OPSET) -> dict[str
     model, config = load_model(run, "cpu")
     model = model.to(memory_format=torch.contiguous_format)  # the file is for any consumer: plain NCHW weights
     graph = ScoringGraph(model, config).eval()
-    size = config.data.image_size
+    size = config.data.shape
+    height, width = size
     proto = trace(graph, size, opset, config)
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -94,17 +95,19 @@ def export_run(run: str | Path, out: str | Path, opset: int = OPSET) -> dict[str
         "dhkd.format": FORMAT,
         "dhkd.kit_version": kit_version(),
         "dhkd.input": json.dumps({
-            "name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", 3, size, size], "channels": "RGB",
-            "image_size": size, "resize": f"each image resized to {size} x {size} with PIL's bilinear filter "
-                                          "(aspect not kept), as dhkd predict does",
+            "name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", 3, height, width], "channels": "RGB",
+            "image_size": config.data.image_size, "resize_mode": config.data.resize, "resize": _resize_text(config),
             "normalisation": {"inside_graph": True, "scale": "1/255", "mean": list(IMAGENET_MEAN),
                               "std": list(IMAGENET_STD)}}),
         "dhkd.outputs": json.dumps({
-            OUTPUT_NAMES[0]: {"dtype": "float32", "shape": ["batch", size, size],
-                              "what": f"sum of the three 1 - cos maps, upsampled to {size} px, Gaussian blur sigma "
-                                      f"{config.eval.blur_sigma:g}"},
+            OUTPUT_NAMES[0]: {"dtype": "float32", "shape": ["batch", height, width],
+                              "what": f"sum of the three 1 - cos maps, upsampled to {height} x {width} px, Gaussian "
+                                      f"blur sigma {config.eval.blur_sigma:g}"},
             OUTPUT_NAMES[1]: {"dtype": "float32", "shape": ["batch"],
-                              "what": "the maximum of the map; an image is flagged when its score is above the threshold"}}),
+                              "what": "the maximum of the map; an image is flagged when its score is above the threshold"
+                                      + ("; padding included: with the aspect kept, take the maximum of the map over the "
+                                         "image's own part instead (as dhkd predict does)" if config.data.resize == "keep_aspect"
+                                         else "")}}),
         "dhkd.threshold": json.dumps(threshold),
         "dhkd.batch_size": str(config.eval.batch_size),
         "dhkd.check": json.dumps(check),
@@ -114,17 +117,26 @@ def export_run(run: str | Path, out: str | Path, opset: int = OPSET) -> dict[str
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name, proto.producer_version = "dhkd", kit_version()
     proto.doc_string = (f"DHKD scoring graph of the run {run.name} ({config.model.teacher.name} teacher, profile "
-                        f"{config.profile}): uint8 RGB images (batch, 3, {size}, {size}) -> anomaly_map, score")
+                        f"{config.profile}): uint8 RGB images (batch, 3, {height}, {width}) -> anomaly_map, score")
     data = proto.SerializeToString()
     atomic_write(out, lambda tmp: tmp.write_bytes(data), size_hint=len(data))
-    return {"path": str(out), "bytes": len(data), "opset": opset, "image_size": size,
+    return {"path": str(out), "bytes": len(data), "opset": opset, "image_size": config.data.image_size,
+            "height": height, "width": width, "resize": config.data.resize,
             "teacher": config.model.teacher.name, "threshold": threshold, "check": check}
 
 
-def trace(graph: ScoringGraph, size: int, opset: int, config: Config):
+def _resize_text(config: Config) -> str:
+    height, width = config.data.shape
+    if config.data.resize == "keep_aspect":
+        return (f"each image scaled by one factor to fit in {height} x {width} (height x width) with PIL's bilinear "
+                "filter, centred, the rest filled by repeating its edge pixels, as dhkd predict does")
+    return f"each image resized to {height} x {width} (height x width) with PIL's bilinear filter (aspect not kept), as dhkd predict does"
+
+
+def trace(graph: ScoringGraph, size: tuple[int, int], opset: int, config: Config):
     """The traced graph as an ``onnx.ModelProto``; an exporter failure as the kit's error."""
     onnx = require("onnx", "dhkd export")
-    example = torch.zeros(2, 3, size, size, dtype=torch.uint8)  # 2, not 1: a traced 1 could pass for a constant
+    example = torch.zeros(2, 3, *size, dtype=torch.uint8)  # 2, not 1: a traced 1 could pass for a constant
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -142,7 +154,7 @@ def trace(graph: ScoringGraph, size: int, opset: int, config: Config):
     return onnx.load_from_string(buffer.getvalue())
 
 
-def check_against_eager(graph: ScoringGraph, data: bytes, size: int) -> dict[str, Any]:
+def check_against_eager(graph: ScoringGraph, data: bytes, size: tuple[int, int]) -> dict[str, Any]:
     """Score three fixed images (noise, a gradient, a flat grey) with onnxruntime and with torch
     eager, at batch 3 and batch 1; the largest map difference, or a note where onnxruntime is absent."""
     try:
@@ -167,13 +179,14 @@ def check_against_eager(graph: ScoringGraph, data: bytes, size: int) -> dict[str
             "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
 
 
-def check_images(size: int) -> np.ndarray:
-    """uint8 ``(3, 3, size, size)``: seeded noise, a colour gradient and a flat grey image."""
-    noise = np.random.default_rng(0).integers(0, 256, (3, size, size), dtype=np.uint8)
-    ramp = np.linspace(0, 255, size, dtype=np.float32)
-    gradient = np.stack([np.broadcast_to(ramp, (size, size)), np.broadcast_to(ramp[:, None], (size, size)),
-                         np.full((size, size), 128.0)]).astype(np.uint8)
-    grey = np.full((3, size, size), 128, dtype=np.uint8)
+def check_images(size: tuple[int, int]) -> np.ndarray:
+    """uint8 ``(3, 3, H, W)``: seeded noise, a colour gradient and a flat grey image."""
+    height, width = size
+    noise = np.random.default_rng(0).integers(0, 256, (3, height, width), dtype=np.uint8)
+    across, down = np.linspace(0, 255, width, dtype=np.float32), np.linspace(0, 255, height, dtype=np.float32)
+    gradient = np.stack([np.broadcast_to(across, size), np.broadcast_to(down[:, None], size),
+                         np.full(size, 128.0)]).astype(np.uint8)
+    grey = np.full((3, height, width), 128, dtype=np.uint8)
     return np.ascontiguousarray(np.stack([noise, gradient, grey]))
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from dhkd.data import Fit, as_fit
 from dhkd.errors import DhkdError
 from dhkd.run.export import DEPLOY_EXTRA, FORMAT, INPUT_NAME, OUTPUT_NAMES, export_run, require
 from dhkd.run.folder import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, ONNX_NAME
@@ -23,19 +24,20 @@ ENGINES = ("torch", "onnxruntime")
 
 @dataclass
 class OnnxScorer:
-    """An exported scoring graph loaded by onnxruntime: ``scores(uint8 (B, 3, S, S))``."""
+    """An exported scoring graph loaded by onnxruntime: ``maps(uint8 (B, 3, H, W))``; ``fit`` says how
+    an image is brought to that shape (as the run was trained)."""
 
     path: Path
     runtime: Any
-    image_size: int
+    fit: Fit
     batch_size: int
     threshold: dict[str, Any] | None
     metadata: dict[str, str] = field(repr=False)
 
     def maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 ``(B, 3, S, S)`` -> anomaly maps ``(B, S, S)`` and scores ``(B,)``, float32."""
-        if images.dtype != np.uint8 or images.shape[1:] != (3, self.image_size, self.image_size):
-            raise ValueError(f"{self.path} scores uint8 (B, 3, {self.image_size}, {self.image_size}) images, "
+        """uint8 ``(B, 3, H, W)`` -> anomaly maps ``(B, H, W)`` and scores ``(B,)``, float32."""
+        if images.dtype != np.uint8 or images.shape[1:] != (3, *self.fit.shape):
+            raise ValueError(f"{self.path} scores uint8 (B, 3, {self.fit.height}, {self.fit.width}) images, "
                              f"got {images.dtype} {tuple(images.shape)}")
         maps, scores = self.runtime.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(images)})
         return maps, scores
@@ -80,8 +82,8 @@ def open_onnx(path: str | Path, device: str = "auto", threads: int | None = None
                         "export the run again: dhkd export --run RUN --out FILE.onnx")
     described = json.loads(metadata["dhkd.input"])
     threshold = json.loads(metadata.get("dhkd.threshold", "null"))
-    return OnnxScorer(path, runtime, int(described["image_size"]), int(metadata.get("dhkd.batch_size", 1)),
-                      threshold, metadata)
+    fit = as_fit(described["image_size"], keep_aspect=described.get("resize_mode") == "keep_aspect")
+    return OnnxScorer(path, runtime, fit, int(metadata.get("dhkd.batch_size", 1)), threshold, metadata)
 
 
 def run_onnx(run: str | Path, progress: bool = True) -> Path:

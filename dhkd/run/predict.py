@@ -1,7 +1,8 @@
 """``dhkd predict``: score new images with a trained run, as a factory would.
 
-For each image: its score (the maximum of its anomaly map, as in evaluation), whether it is
-flagged (score above the threshold), and three PNGs at the image's own size: the anomaly map in
+For each image: its score (the maximum of its anomaly map, as in evaluation; with the aspect kept,
+of the image's own part, not its padding), whether it is flagged (score above the threshold), and
+three PNGs at the image's own size (the map's part over the image, resized back to it): the anomaly map in
 colour (jet, 0 at blue, the threshold at the middle green, twice the threshold and more at red),
 an overlay of that map on the image, and the binary mask (white where the map is above the
 threshold). ``scores.csv`` lists path, score, flagged.
@@ -27,8 +28,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dhkd.method.anomaly_map import image_scores
-from dhkd.data.files import IMAGE_SUFFIXES, Item, check_item, is_ignored, open_image, raise_problems, resize_square, run_parallel, to_8bit
+from dhkd.data.files import IMAGE_SUFFIXES, Item, check_item, is_ignored, open_image, raise_problems, run_parallel, to_8bit
+from dhkd.data.fit import Fit
 from dhkd.errors import DhkdError
 from dhkd.run.evaluate import batch_maps, load_model
 from dhkd.run.folder import METRICS_NAME
@@ -62,12 +63,12 @@ def predict(run: str | Path | None, inputs: Sequence[str | Path] | str | Path, o
     raise_problems(bad, "the images to score")
     if engine == "onnxruntime":
         scorer = open_onnx(model if model is not None else run_onnx(run, progress), device)
-        size, default_batch = scorer.image_size, scorer.batch_size
+        fit, default_batch = scorer.fit, scorer.batch_size
         score_batch = lambda squares: torch.from_numpy(scorer.maps(squares)[0])  # noqa: E731
     else:
         resolved = resolve_device(device)
         torch_model, config = load_model(run, resolved)
-        size, default_batch = config.data.image_size, config.eval.batch_size
+        fit, default_batch = config.data.fit(), config.eval.batch_size
         score_batch = lambda squares: batch_maps(torch_model, torch.from_numpy(squares).to(resolved), config,  # noqa: E731
                                                  resolved).float()
     threshold, how = given if given is not None else file_threshold(scorer)
@@ -85,13 +86,14 @@ def predict(run: str | Path | None, inputs: Sequence[str | Path] | str | Path, o
         writes = []
         for start in range(0, len(paths), batch):
             chunk = paths[start:start + batch]
-            originals, squares = zip(*pool.map(lambda p: _decode(p, size), chunk))
-            maps = score_batch(np.stack(squares))
-            chunk_scores = image_scores(maps).cpu().tolist()
-            scores += chunk_scores
+            originals, inputs = zip(*pool.map(lambda p: _decode(p, fit), chunk))
+            maps = score_batch(np.stack(inputs)).cpu()
+            boxes = [fit.box(original.shape[1], original.shape[0]) for original in originals]
+            own = [amap[top:top + h, left:left + w] for amap, (top, left, h, w) in zip(maps, boxes)]  # padding cut off
+            scores += [float(part.max()) for part in own]
             if out is not None:
-                for original, amap, name in zip(originals, maps.cpu(), names[start:start + batch]):
-                    writes.append(pool.submit(_write_outputs, out, name, original, amap, threshold))
+                for original, part, name in zip(originals, own, names[start:start + batch]):
+                    writes.append(pool.submit(_write_outputs, out, name, original, part, threshold))
             bar.update(len(chunk))
         for write in writes:
             write.result()
@@ -176,14 +178,14 @@ def output_names(paths: Sequence[Path]) -> list[str]:
     return unique
 
 
-def _decode(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The image as 8-bit RGB at its own size (HWC) and resized to the model's square (CHW)."""
+def _decode(path: Path, fit: Fit) -> tuple[np.ndarray, np.ndarray]:
+    """The image as 8-bit RGB at its own size (HWC) and brought to the model's input (CHW)."""
     rgb = to_8bit(open_image(path, "image", decode=True)).convert("RGB")
-    return np.asarray(rgb), np.ascontiguousarray(resize_square(rgb, size).transpose(2, 0, 1))
+    return np.asarray(rgb), np.ascontiguousarray(fit.image(rgb).transpose(2, 0, 1))
 
 
 def _write_outputs(out: Path, name: str, original: np.ndarray, amap: torch.Tensor, threshold: float) -> None:
-    """Map, overlay and mask PNGs at the original image's size."""
+    """Map, overlay and mask PNGs at the original image's size, from the map's part over the image."""
     from matplotlib import colormaps
 
     height, width = original.shape[:2]

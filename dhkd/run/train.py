@@ -249,10 +249,10 @@ class Trainer:
             if self.data_plan.note and self.dist.main:
                 print(self.data_plan.note, file=sys.stderr, flush=True)
             if self.data_plan.stream:
-                images = stream_split(self.data_root, self.category, "train", self.config.data.image_size,
+                images = stream_split(self.data_root, self.category, "train", self.config.data.fit(),
                                       progress=False).images
             else:
-                images = load_split(self.data_root, self.category, "train", self.config.data.image_size,
+                images = load_split(self.data_root, self.category, "train", self.config.data.fit(),
                                     progress=self.progress).images
         else:  # a tool's own images, held as given; the feature cache as configured
             n = len(images)
