@@ -33,7 +33,8 @@ test: setup
 # make ablation: the RD baseline, each addition alone, then all; one table per category, with the
 # mean ± std over SEEDS (default: the profile's seed). Resumable: run it again to finish what is missing.
 # VARIANTS="rd all" runs only those rows (any of: rd fusion attention memory masking all).
-# README=1 also writes the tables into docs/ablation.md (a block per results folder).
+# README=1 also writes the tables into docs/ablation.md (a block per results folder). REFERENCE=1 first
+# scores the training-free reference on the same teacher (benchmarks/reference.py) and adds its row.
 #   make ablation DATA=data/mvtec_ad CATEGORIES=bottle PROFILE=offline SEEDS="111 112 113"
 DATA       ?=
 CATEGORIES ?=
@@ -45,6 +46,7 @@ FORCE      ?=
 SEEDS      ?=
 VARIANTS   ?=
 README     ?=
+REFERENCE  ?=
 RESULTS    ?= results
 TOY_DATA   ?= data/toy
 TOY_EPOCHS ?= 10
@@ -69,6 +71,8 @@ reproduce: setup
 
 ablation: setup
 	$(MAKE_DATA)
+	$(if $(filter 1 yes true,$(REFERENCE)),$(BIN)/python -m benchmarks.reference --data '$(RUN_DATA)' \
+		--categories '$(CATEGORIES)' --profile '$(RUN_PROFILE)' --seeds '$(or $(SEEDS),111)' --out '$(RESULTS)')
 	$(REPRODUCE) --ablation --seeds '$(SEEDS)' --variants '$(VARIANTS)' $(if $(filter 1 yes true,$(README)),--readme docs/ablation.md)
 
 # ---------------------------------------------------------------------------------------------

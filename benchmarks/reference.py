@@ -20,12 +20,17 @@ The metrics are the kit's own (:func:`dhkd.run.evaluate.compute_metrics`), per d
         --results benchmarks/results/mtd/offline
 
 writes ``RESULTS/reference/<category>/seed<N>.json`` and prints mean ± std over the random seeds,
-beside the ablation's RD and DHKD rows where ``RESULTS/ablation`` holds them.
+beside the ablation's RD and DHKD rows where ``RESULTS/ablation`` holds them. ``--out ROOT``
+instead of ``--results`` picks the results folder as ``make reproduce`` does
+(``ROOT/<data>/<profile>``): ``make ablation REFERENCE=1`` runs it so, and its tables then show
+the reference's row (:func:`dhkd.kit.tables.load_reference`). A seed whose JSON file records the
+same settings is not run again.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -37,6 +42,7 @@ import torch
 from torch.nn import functional as F
 
 from dhkd.config import Config, load_config
+from dhkd.data.dataset_file import as_dataset, is_dataset_file
 from dhkd.data import CategorySplit, list_categories, load_split, normalize
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write_json
@@ -114,24 +120,47 @@ def score(train: CategorySplit, test: CategorySplit, config: Config, seed: int) 
     return predictions, seconds
 
 
+def settings(config: Config, data: str) -> dict[str, Any]:
+    """What a reference result depends on: a seed's JSON file with the same settings is up to date."""
+    return {"data": str(Path(data).resolve()), "teacher": config.model.teacher.name,
+            "weights": config.model.teacher.weights, "image_size": config.data.image_size, "resize": config.data.resize,
+            "blur_sigma": config.eval.blur_sigma, "fpr_limit": config.eval.fpr_limit, "coreset_share": CORESET_SHARE}
+
+
 def run(data: str, category: str, config: Config, seeds: list[int], results: Path | None) -> list[dict[str, Any]]:
     fit = config.data.fit()
+    wanted = settings(config, data)
+    rows, todo = [], []
+    for seed in seeds:
+        path = None if results is None else results / "reference" / category / f"seed{seed}.json"
+        recorded = json.loads(path.read_text()) if path is not None and path.is_file() else None
+        if recorded is not None and recorded.get("settings") == wanted:
+            print(f"{category} seed {seed}: up to date ({path})", flush=True)
+            rows.append(recorded)
+        else:
+            todo.append(seed)
+    if not todo:
+        return rows
     train = load_split(data, category, "train", fit, progress=False)
     test = load_split(data, category, "test", fit, progress=False)
-    rows = []
-    for seed in seeds:
+    for seed in todo:
         predictions, seconds = score(train, test, config, seed)
         row = {"method": "patchcore", "category": category, "seed": seed, "profile": config.profile,
                "teacher": config.model.teacher.name, "image_size": config.data.image_size,
                "resize": config.data.resize, "coreset_share": CORESET_SHARE,
                "memory_patches": round(CORESET_SHARE * len(train) * (fit.height // 8) * (fit.width // 8)),
-               **compute_metrics(predictions, config), "seconds": seconds}
+               **compute_metrics(predictions, config), "seconds": seconds, "settings": wanted}
         rows.append(row)
         print(f"{category} seed {seed}: " + " / ".join(f"{100 * row[m]:.2f}" for m in METRICS)
               + f"  ({sum(seconds.values()):.0f} s)", flush=True)
         if results is not None:
             atomic_write_json(results / "reference" / category / f"seed{seed}.json", row)
     return rows
+
+
+def results_name(data: str) -> str:
+    """The results sub-folder ``make reproduce`` names after a data root: a data-set file's name, else the folder's."""
+    return as_dataset(data).name if is_dataset_file(data) else Path(data).resolve().name
 
 
 def _mean_std(values: list[float]) -> str:
@@ -163,17 +192,24 @@ def summary(rows: list[dict[str, Any]], ablation: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reference", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="a data root in MVTec AD's layout, or a data-set file")
-    parser.add_argument("--category", help="default: every category of --data")
+    parser.add_argument("--category", "--categories", dest="category",
+                        help="one category, or several separated by spaces (default: every category of --data)")
     parser.add_argument("--profile", default="offline", help="whose teacher, image size and blur are used")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides")
     parser.add_argument("--seeds", default="111", help="e.g. '111 112 113'")
-    parser.add_argument("--results", type=Path, help="a results folder (results/<data>/<profile>): writes its "
-                        "reference/ JSON files and compares with its ablation/")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--results", type=Path, help="a results folder (results/<data>/<profile>): writes its "
+                       "reference/ JSON files and compares with its ablation/")
+    where.add_argument("--out", type=Path, help="a results root, as make reproduce's RESULTS: the results folder is "
+                       "OUT/<data>/<profile>")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.profile, args.overrides)
         seeds = [int(s) for s in args.seeds.replace(",", " ").split()]
-        for category in [args.category] if args.category else list_categories(args.data):
+        if args.out is not None:
+            args.results = args.out / results_name(args.data) / config.profile
+        categories = args.category.split() if args.category and args.category.strip() else list_categories(args.data)
+        for category in categories:
             rows = run(args.data, category, config, seeds, args.results)
             ablation = []
             if args.results is not None:

@@ -160,7 +160,7 @@ def _data_folder(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dhkd.config import load_config
+    from dhkd.config import dataset_settings, load_config
     from dhkd.data.dataset_file import as_dataset
     from dhkd.run.train import train
 
@@ -170,7 +170,7 @@ def _train(args: argparse.Namespace) -> int:
         raise DhkdError("--data-root needs --category", "name a folder under the data root, e.g. --category bottle")
     else:
         data_root, category = args.data_root, args.category
-    overrides = (as_dataset(args.data).settings() if args.data is not None else []) + list(args.overrides)
+    overrides = dataset_settings(args.data) + list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
     config = load_config(args.profile, overrides)

@@ -640,9 +640,18 @@ def load_config(profile: str = "paper", overrides: list[str] | None = None) -> C
     return validate(config)
 
 
-def training_config(profile: str, epochs: int | None) -> Config:
-    """The profile's configuration with the epoch count replaced when ``epochs`` is given."""
-    return load_config(profile, [f"train.epochs={int(epochs)}"] if epochs else [])
+def training_config(profile: str, epochs: int | None, data: Any = None) -> Config:
+    """The profile's configuration with the epoch count replaced when ``epochs`` is given, and the
+    input shape a data-set file ``data`` names for itself (:func:`dataset_settings`)."""
+    return load_config(profile, dataset_settings(data) + ([f"train.epochs={int(epochs)}"] if epochs else []))
+
+
+def dataset_settings(data: Any) -> list[str]:
+    """The overrides a data-set file carries (its ``image_size`` and ``resize``: the data set's own
+    defaults, over the profile's and under the user's ``--set``); none for a folder or None."""
+    from dhkd.data.dataset_file import as_dataset, is_dataset_file
+
+    return as_dataset(data).settings() if data is not None and is_dataset_file(data) else []
 
 
 def apply_override(config: Config, override: str) -> None:

@@ -78,7 +78,7 @@ from dhkd.run.train import Trainer
 
 ensure_category(data_root, category)
 dev = resolve_device(device)
-config = training_config(profile, epochs)
+config = training_config(profile, epochs, data_root)
 # The model as training's first step finds it: built (seeded), then the data-driven starts.
 # The trainer writes nothing: its folder is a fresh temporary one.
 trainer = Trainer(config, data_root, category, tempfile.mkdtemp(prefix="dhkd-02-"), device=device, progress=False)

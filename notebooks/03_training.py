@@ -74,7 +74,7 @@ from dhkd.config import training_config
 from dhkd.run.train import stage_of, train
 
 ensure_category(data_root, category)
-config = training_config(profile, epochs)
+config = training_config(profile, epochs, data_root)
 tree = to_dict(config)
 print(yaml.safe_dump({key: tree[key] for key in ("model", "masking", "train")}, sort_keys=False))
 

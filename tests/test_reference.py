@@ -34,3 +34,17 @@ def test_a_toy_run_writes_its_json_and_the_table(toy_root: Path, tmp_path: Path,
     assert rows[0]["memory_patches"] == round(0.01 * 8 * (load_config("smoke").data.image_size // 8) ** 2)
     out = capsys.readouterr().out
     assert "| PatchCore-style, no training | 2 |" in out and "image AUROC per kind" in out
+
+
+def test_out_picks_the_results_folder_as_make_reproduce_does_and_a_recorded_seed_is_not_run_again(
+        toy_root: Path, tmp_path: Path, capsys) -> None:
+    arguments = ["--data", str(toy_root), "--categories", "nut", "--profile", "smoke", "--seeds", "1", "--out", str(tmp_path)]
+    assert reference.main(arguments) == 0
+    written = tmp_path / toy_root.name / "smoke" / "reference" / "nut" / "seed1.json"
+    assert json.loads(written.read_text())["settings"]["resize"] == "squeeze"
+    before = written.stat().st_mtime_ns
+    assert reference.main(arguments) == 0
+    assert "up to date" in capsys.readouterr().out and written.stat().st_mtime_ns == before
+    assert reference.main(arguments + ["--set", "data.image_size=[64,96]", "--set", "data.resize=keep_aspect"]) == 0
+    row = json.loads(written.read_text())
+    assert row["settings"]["image_size"] == [64, 96] and row["memory_patches"] == round(0.01 * 8 * 8 * 12)

@@ -250,3 +250,15 @@ def test_a_data_set_file_with_a_bad_shape_is_refused(tmp_path: Path) -> None:
         path.write_text(f"name: x\nroot: images\nnormal: '*.png'\n{key}: {value}\n")
         with pytest.raises(DhkdError, match=fragment):
             read_dataset_file(path)
+
+
+def test_a_data_set_files_shape_is_the_runs_default_under_the_users_set(mixed_root: Path, tmp_path: Path) -> None:
+    from dhkd.config import dataset_settings, training_config
+
+    path = tmp_path / "mixed.yaml"
+    path.write_text(f"name: mixed\nroot: {mixed_root / CATEGORY}\nnormal: train/good/*.png\n"
+                    "image_size: [64, 96]\nresize: keep_aspect\n")
+    config = training_config("smoke", 2, path)
+    assert config.data.shape == (64, 96) and config.data.resize == "keep_aspect" and config.train.epochs == 2
+    assert training_config("smoke", 2, mixed_root).data.shape == (64, 64)  # a folder carries no shape
+    assert load_config("smoke", dataset_settings(path) + ["data.resize=squeeze"]).data.resize == "squeeze"

@@ -265,3 +265,36 @@ def test_one_seed_ablation_has_no_spread_and_pairs_only_matching_seeds() -> None
     assert memory["Δ Image AUROC"] == pytest.approx(5.0)  # only seed 111 has an RD partner
     assert math.isnan(memory["Δ Image AUROC std"]) and math.isnan(frame.loc["RD (baseline)", "Image AUROC std"])
     assert "70.00 |" in tables.ablation_markdown(frame) and frame.loc["RD (baseline)", "Inert additions"] == "–"
+
+
+def _reference(seed: int, image: float, teacher: str = "t") -> dict:
+    return {"method": "patchcore", "seed": seed, "teacher": teacher, "image_auroc": image, "pixel_auroc": 0.9,
+            "aupro": 0.7, "pro_rd4ad": 0.8, "seconds": {"coreset": 4.0, "test": 1.0}}
+
+
+def test_the_reference_row_sits_under_the_variants_with_an_unpaired_difference_by_hand() -> None:
+    """RD image AUROC 70, 74, 72 (mean 72); the reference 80, 84 (mean 82, std sqrt(8)): Δ = 82 - 72 = 10,
+    unpaired, so no ± (its seeds draw a coreset, not a training). all (DHKD) - reference: RD's numbers
+    stand in for all's here (key all): 72 - 82 = -10 ± sqrt(4 + 8) = 3.46."""
+    results = [{**_run("rd", seed, image, 0.8), "teacher": "t"} for seed, image in ((111, 0.70), (112, 0.74), (113, 0.72))]
+    reference = [_reference(1, 0.80), _reference(2, 0.84), _reference(3, 0.5, teacher="other")]  # another teacher: left out
+    frame = tables.ablation_table(results, reference=reference)
+    row = frame.loc[tables.REFERENCE_TITLE]
+    assert list(frame.index)[-1] == tables.REFERENCE_TITLE and row["Seeds"] == 2
+    assert row["Image AUROC"] == pytest.approx(82.0) and row["Image AUROC std"] == pytest.approx(8 ** 0.5, abs=1e-3)
+    assert row["Δ Image AUROC"] == pytest.approx(10.0) and math.isnan(row["Δ Image AUROC std"]) and row["Train s"] == 5.0
+    everything = [{**r, "key": "all", "variant": "all (DHKD)"} for r in results]
+    line = tables.reference_contrast(everything, reference)
+    assert "all (DHKD) minus the training-free reference" in line and "Image AUROC -10.00 ± 3.46" in line
+    section = tables.ablation_section(results, reference)
+    assert "+10.00 |" in section and tables.REFERENCE_TITLE in section
+    assert tables.REFERENCE_TITLE not in tables.ablation_section(results)  # no reference files: no row
+
+
+def test_load_reference_reads_the_files_the_reference_writes(tmp_path: Path) -> None:
+    folder = tmp_path / "reference" / "nut"
+    folder.mkdir(parents=True)
+    for seed in (111, 112):
+        (folder / f"seed{seed}.json").write_text(json.dumps(_reference(seed, 0.8)))
+    assert [r["seed"] for r in tables.load_reference(tmp_path)["nut"]] == [111, 112]
+    assert tables.load_reference(tmp_path / "nowhere") == {}

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dhkd.run.background import Periodic
-from dhkd.config import ABLATION_SWITCHES, ABLATION_VARIANTS, Config, check_run, load_config, to_dict, training_config
+from dhkd.config import (ABLATION_SWITCHES, ABLATION_VARIANTS, Config, check_run, dataset_settings, load_config, to_dict,
+                         training_config)
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write_json, atomic_write_text, replace_between_markers
 from dhkd.run.lock import acquire, release
@@ -317,7 +318,7 @@ def make_plan(data: str | Path, categories: list[str] | None, profile: str, epoc
                         "give DATA=the folder that holds the category folders (e.g. data/mvtec_ad)")
     for category in chosen:
         validate_category(data, category)
-    config = check_run(training_config(profile, epochs))
+    config = check_run(training_config(profile, epochs, data))
     check_device(device)
     devices = check_devices(devices or [], device)
     results = Path(out).resolve() / (named or data.name) / config.profile
@@ -530,12 +531,13 @@ def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = pri
                 say(f"[{index}/{len(jobs)}] {category} · seed {seed} · {ABLATION_VARIANTS[key][0]}: "
                     f"{'up to date' if done else 'would train and evaluate'}")
         return []
+    references = tables.load_reference(plan.results)  # make ablation REFERENCE=1 writes them first
     for category in plan.categories:
         results = [_ablation_variant(plan, category, seed, key, index, len(jobs), force, say)
                    for index, (seed, key) in enumerate(jobs, start=1)]
         devices.update(str(result.get("device", plan.device)) for result in results)
-        frame = tables.ablation_table(results)
-        markdown = tables.ablation_section(results)
+        frame = tables.ablation_table(results, reference=references.get(category))
+        markdown = tables.ablation_section(results, references.get(category))
         atomic_write_text(root / f"{category}.csv", frame.to_csv(lineterminator="\n"))
         atomic_write_text(root / f"{category}.md", f"# Ablation: {category}\n\n{markdown}\n")
         written += [root / f"{category}.csv", root / f"{category}.md"]
@@ -549,7 +551,10 @@ def run_ablation(plan: Plan, force: bool = False, say: Callable[..., None] = pri
             "(all four additions off) and switches on what its name says. Numbers in percent: mean ± standard "
             "deviation across seeds; Δ is the variant minus RD trained with the same seed, averaged, ± the "
             "standard deviation of that paired difference. *Inert additions*: those whose diagnostics "
-            "(dhkd.run.diagnostics) say they barely act, in how many seeds.\n\n")
+            "(dhkd.run.diagnostics) say they barely act, in how many seeds."
+            + (f" *{tables.REFERENCE_TITLE}*: the training-free reference on the same teacher, images and split "
+               "(benchmarks/reference.py; its seeds draw its coreset), made by `make ablation REFERENCE=1`."
+               if references else "") + "\n\n")
     atomic_write_text(root / "ablation.md", "# Ablation\n\n" + made + "\n".join(sections))
     written.append(root / "ablation.md")
     if readme is not None:
@@ -608,7 +613,7 @@ def _ablation_variant(plan: Plan, category: str, seed: int, key: str, index: int
 
 def _variant_overrides(plan: Plan, seed: int, key: str) -> list[str]:
     """The ``--set`` overrides that turn the profile into one ablation variant with one seed."""
-    overrides = [f"train.epochs={int(plan.epochs)}"] if plan.epochs else []
+    overrides = dataset_settings(plan.data) + ([f"train.epochs={int(plan.epochs)}"] if plan.epochs else [])
     overrides += [f"{ABLATION_SWITCHES[s]}={'true' if s in ABLATION_VARIANTS[key][1] else 'false'}" for s in ABLATION_SWITCHES]
     return overrides + [f"train.seed={int(seed)}"]
 

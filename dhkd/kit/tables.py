@@ -456,10 +456,15 @@ ABLATION_METRICS = {"image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", 
 BASELINE_KEY = "rd"
 INERT = "Inert additions"
 RESTORATION = "Masking restoration"  # diagnostics: share of a corruption the student undoes (RD's row: the reference)
+#: The row of the training-free detector on the same teacher (benchmarks/reference.py writes its JSON files).
+REFERENCE_TITLE = "PatchCore-style, no training"
+REFERENCE_DIR = "reference"
 
 
-def ablation_table(results: list[dict[str, Any]], baseline: str = BASELINE_KEY) -> pd.DataFrame:
-    """One row per ablation variant (in the order first given), over every seed of its results.
+def ablation_table(results: list[dict[str, Any]], baseline: str = BASELINE_KEY,
+                   reference: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per ablation variant (in the order first given), over every seed of its results,
+    and a last row for the training-free ``reference`` where given (:func:`load_reference`).
 
     Per metric (in percent): the mean over seeds, its standard deviation (``std``, over seeds,
     n - 1 in the denominator; empty with one seed), the mean difference to the baseline variant
@@ -467,7 +472,9 @@ def ablation_table(results: list[dict[str, Any]], baseline: str = BASELINE_KEY) 
     deviation over seeds (``Δ std``), the spread that says whether a difference is more than
     noise. Then which seeds ran, the mean training seconds, the masking probe's mean restoration
     (:mod:`dhkd.run.diagnostics`; compare each row with RD's) and the additions the diagnostics call
-    inert, with how many seeds did so.
+    inert, with how many seeds did so. The reference's Δ is its mean minus the baseline's mean (its
+    seeds only draw its coreset, so nothing pairs them with a training seed) and its ``Train s`` the
+    seconds it took to build its memory and score the test split.
     """
     frame = _per_seed_frame(results)
     base = frame[frame["key"] == baseline].set_index("seed") if baseline in set(frame["key"]) else None
@@ -486,10 +493,42 @@ def ablation_table(results: list[dict[str, Any]], baseline: str = BASELINE_KEY) 
         row[RESTORATION] = round(float(runs[RESTORATION].astype(float).mean()), 3)
         row[INERT] = _inert_summary(runs["inert"].tolist())
         rows.append(row)
+    reference = _same_teacher(reference, results)
+    if reference:
+        rows.append(_reference_row(reference, base))
     table = pd.DataFrame(rows).set_index("Variant")
     numeric = [c for c in table.columns if c not in ("Seeds", "Train s", INERT, RESTORATION)]
     table[numeric] = table[numeric].astype(float).round(3)
     return table
+
+
+def _reference_row(reference: list[dict[str, Any]], base: pd.DataFrame | None) -> dict[str, Any]:
+    """The reference's row of :func:`ablation_table` (Δ unpaired: mean minus the baseline's mean)."""
+    row: dict[str, Any] = {"Variant": REFERENCE_TITLE}
+    for name, column in ABLATION_METRICS.items():
+        values = pd.Series([100.0 * float(r[name]) if r.get(name) is not None else math.nan for r in reference])
+        row[column], row[f"{column} std"] = values.mean(), values.std()
+        row[f"Δ {column}"] = values.mean() - base[column].mean() if base is not None else math.nan
+        row[f"Δ {column} std"] = math.nan
+    row["Seeds"] = len(reference)
+    row["Train s"] = round(float(pd.Series([sum((r.get("seconds") or {}).values()) for r in reference]).mean()), 1)
+    row[RESTORATION], row[INERT] = math.nan, "–"
+    return row
+
+
+def load_reference(results_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """The training-free reference's per-seed JSON files under ``results_dir/reference``
+    (``<category>/seed<N>.json``, as ``python -m benchmarks.reference --results`` writes them), per category."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted((Path(results_dir) / REFERENCE_DIR).glob("*/seed*.json")):
+        found.setdefault(path.parent.name, []).append(json.loads(path.read_text()))
+    return found
+
+
+def _same_teacher(reference: list[dict[str, Any]] | None, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reference runs made with the ablation's teacher (the same results folder: the same profile)."""
+    teachers = {r.get("teacher") for r in results}
+    return [r for r in reference or [] if r.get("teacher") in teachers]
 
 
 def _per_seed_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
@@ -578,11 +617,32 @@ def ablation_diagnostics_markdown(results: list[dict[str, Any]]) -> str:
             + markdown_table(shown, signed=()))
 
 
-def ablation_section(results: list[dict[str, Any]]) -> str:
-    """One category's ablation as ``make ablation`` writes it: the table, the all-minus-masking
-    line and the per-module diagnostics."""
-    return (ablation_markdown(ablation_table(results)) + ablation_contrast(results)
-            + ablation_diagnostics_markdown(results))
+def ablation_section(results: list[dict[str, Any]], reference: list[dict[str, Any]] | None = None) -> str:
+    """One category's ablation as ``make ablation`` writes it: the table (with the training-free
+    reference's row where its results are given), the all-minus-masking line, how far DHKD is
+    from the reference, and the per-module diagnostics."""
+    return (ablation_markdown(ablation_table(results, reference=reference)) + ablation_contrast(results)
+            + reference_contrast(results, reference) + ablation_diagnostics_markdown(results))
+
+
+def reference_contrast(results: list[dict[str, Any]], reference: list[dict[str, Any]] | None,
+                       variant: str = "all") -> str:
+    """A line under the ablation table: ``variant`` minus the training-free reference, per metric,
+    the difference of the means ± the root of the summed variances (unpaired). Empty without either."""
+    runs = [r for r in results if r.get("key") == variant]
+    reference = _same_teacher(reference, results)
+    if not runs or not reference:
+        return ""
+    cells = []
+    for name, column in ABLATION_METRICS.items():
+        ours = pd.Series([100.0 * float(r[name]) for r in runs if r.get(name) is not None])
+        theirs = pd.Series([100.0 * float(r[name]) for r in reference if r.get(name) is not None])
+        spread = math.sqrt(ours.var() + theirs.var()) if len(ours) > 1 and len(theirs) > 1 else math.nan
+        cells.append(f"{column} {_plus_minus(ours.mean() - theirs.mean(), spread, signed=True)}")
+    return (f"\n\n*{runs[0]['variant']} minus the training-free reference* ({REFERENCE_TITLE}: the same teacher's "
+            "features, nearest neighbours among a coreset of the training patches; its Train s is the time to build "
+            "its memory and score the test split; difference of the means ± the root of the summed variances): "
+            + ", ".join(cells) + ".")
 
 
 def ablation_contrast(results: list[dict[str, Any]], variant: str = "all", baseline: str = "masking") -> str:
@@ -632,9 +692,10 @@ def ablation_report(results_dir: str | Path) -> str:
     found = load_ablation(results_dir)
     if not found:
         return f"No ablation results in {Path(results_dir) / 'ablation'}: run `make ablation` first."
+    reference = load_reference(results_dir)
     sections = []
     for category, results in found.items():
-        sections.append(f"**{category}**\n\n{ablation_section(results)}")
+        sections.append(f"**{category}**\n\n{ablation_section(results, reference.get(category))}")
     return "\n\n".join(sections)
 
 
