@@ -238,3 +238,20 @@ def test_tune_profile_scores_at_the_chosen_epochs_and_tabulates(tmp_path: Path, 
     assert all(0 <= row["aupro"] <= 100 for r in records for row in r["scores"])
     lines = tune_profile.table(out).splitlines()
     assert len(lines) == 4 and lines[0].startswith("| variant") and "train.lr_schedule=cosine" in lines[3]
+
+
+def test_per_scale_sums_to_the_evaluations_map(toy_root, tmp_path) -> None:
+    """benchmarks/per_scale.py: its 'sum' row is the kit's own map, so its image AUROC is evaluate's."""
+    from benchmarks import per_scale
+    from dhkd.config import load_config
+    from dhkd.run.evaluate import evaluate_run
+    from dhkd.run.train import train
+
+    config = load_config("smoke", ["train.epochs=2", "data.image_size=[64,96]"])
+    run = train(config, toy_root, "nut", tmp_path / "run", device="cpu", progress=False)
+    result = evaluate_run(run, device="cpu", progress=False, diagnostics=False)
+    maps, split = per_scale.per_scale_maps(run, str(toy_root))
+    frame = per_scale.table(maps, split)
+    assert list(frame.index)[:3] == list(per_scale.SCALES)
+    assert frame.loc["sum (the kit's map)", "image AUROC"] == round(100 * result["image_auroc"], 1)
+    assert frame.loc["sum (the kit's map)", "pixel AUROC"] == round(100 * result["pixel_auroc"], 1)
