@@ -401,6 +401,31 @@ def test_the_estimate_streams_or_refuses_with_the_setting() -> None:
         plan_data(off, 20_000, cpu, available=24 * gb)
 
 
+def test_evaluation_subsamples_the_pixel_metrics_when_the_maps_would_not_fit(trained_run, tmp_path, monkeypatch) -> None:
+    """Pixel metrics need every map at once: past the memory budget every s-th pixel is kept (said
+    on stderr and in metrics.json); the image scores still come from the full maps."""
+    import shutil
+
+    from dhkd.run import budget, evaluate
+
+    assert budget.pixel_stride(100, (256, 256), torch.device("cpu"), available=10 ** 12) == (1, "")
+    stride, note = budget.pixel_stride(20_000, (256, 256), torch.device("cpu"), available=8 * 10 ** 9)
+    # by hand: 20,000 x 256² x 24 bytes = 31.5 GB at full size, 4 GB allowed (half of 8); stride 2
+    # keeps 128² (7.9 GB), stride 3 keeps 86² (3.55 GB)
+    assert stride == 3 and "one pixel in 3 along each side" in note and "31.5 GB" in note
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    full = json.loads((trained_run.parent / "m.json").read_text())
+    monkeypatch.setattr(evaluate, "pixel_stride", lambda n, shape, device: budget.pixel_stride(
+        n, shape, device, available=n * shape[0] * shape[1] * budget.EVAL_PIXEL_BYTES))  # half of the maps fit
+    result = evaluate.evaluate_run(run, device="cpu", progress=False, diagnostics=False)
+    assert result["pixel_stride"] == 2 and full.get("pixel_stride", 1) == 1
+    assert result["image_auroc"] == full["image_auroc"]  # image scores from the full maps
+    assert result["pixel_auroc"] == pytest.approx(full["pixel_auroc"], abs=0.02)
+    predictions = evaluate.load_predictions(run)
+    assert predictions.maps.shape[-1] == -(-evaluate.load_model(run, "cpu")[1].data.shape[1] // 2)
+
+
 def test_streamed_training_matches_in_memory_training(toy_root, tmp_path) -> None:
     from dhkd.config import load_config
     from dhkd.run.checkpoint import load_checkpoint

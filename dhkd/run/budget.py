@@ -133,3 +133,33 @@ def plan_data(config: Config, images: int, device: torch.device, available: int 
     plan.stream, plan.cache = True, False
     plan.note = f"{where}: decoding the images from disk per batch, the teacher per batch (train.stream=auto)"
     return plan
+
+
+#: Bytes per kept pixel while evaluating: the float32 map, its mask and valid bytes, and what the
+#: pixel metrics' sorts and selections hold beside them (measured: about 4 times the map).
+EVAL_PIXEL_BYTES = 24
+
+
+def pixel_stride(images: int, shape: tuple[int, int], device: torch.device, available: int | None = None) -> tuple[int, str]:
+    """The subsampling of the maps that evaluation keeps for the pixel metrics, and why.
+
+    Image scores are always taken from the full maps; the pixel metrics (pixel AUROC, AUPRO, PRO)
+    need every test pixel at once. Where ``images`` maps of ``shape`` would not fit in the share
+    :data:`DATA_SHARE` of the memory available on ``device``, every ``stride``-th pixel in each
+    direction is kept (stride 1: all). Returns ``(stride, note)``, the note empty at stride 1.
+    """
+    available = available_bytes(device) if available is None else available
+    height, width = shape
+    if available is None:
+        return 1, ""
+    budget = DATA_SHARE * available
+    stride = 1
+    while images * -(-height // stride) * -(-width // stride) * EVAL_PIXEL_BYTES > budget and stride < min(shape):
+        stride += 1
+    if stride == 1:
+        return 1, ""
+    full = images * height * width * EVAL_PIXEL_BYTES
+    return stride, (f"the pixel metrics of {images} maps at {height} x {width} px would hold {gigabytes(full)}; "
+                    f"{gigabytes(available)} are available on {device}: they are computed on one pixel in {stride} "
+                    f"along each side (metrics.json: pixel_stride); image scores use the full maps")
+

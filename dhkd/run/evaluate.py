@@ -35,6 +35,7 @@ from dhkd.method import DHKD
 from dhkd.run.build import build_model
 from dhkd.run.folder import (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME, RUN_INFO_NAME, START_NAME,
                              no_checkpoint_error, read_run_info, stopped_before_checkpoint)
+from dhkd.run.budget import pixel_stride
 from dhkd.run.device import autocast, resolve_device, set_memory_format
 
 
@@ -164,24 +165,33 @@ def _test_data_root(run_dir: Path, info: dict[str, Any], data_root: str | Path |
 
 
 @torch.inference_mode()
-def score_split(model: DHKD, split: CategorySplit, config: Config, device: torch.device, progress: bool = True) -> Predictions:
-    """Anomaly maps and image scores of a whole split, batch by batch on ``device``."""
+def score_split(model: DHKD, split: CategorySplit, config: Config, device: torch.device, progress: bool = True,
+                stride: int = 1) -> Predictions:
+    """Anomaly maps and image scores of a whole split, batch by batch on ``device``. The image
+    scores come from the full maps; ``stride`` > 1 keeps every ``stride``-th pixel in each
+    direction of the maps, masks and valid masks (for the pixel metrics, when all would not fit:
+    :func:`dhkd.run.budget.pixel_stride`)."""
     model.eval()
     torch.backends.cudnn.benchmark = True  # one input shape per batch size: let cuDNN pick its kernels
     images = split.images.to(device)  # a tensor, or StreamedImages decoding each batch (the next one prefetched)
-    maps = []
+    maps, scores = [], []
     batch = max(1, config.eval.batch_size)
+    valid = None if split.valid is None else split.valid.to(device)
     for start in tqdm(range(0, len(images), batch), desc="anomaly maps", unit="batch", disable=not progress):
         if isinstance(images, StreamedImages) and start + batch < len(images):
             images.prefetch(slice(start + batch, start + 2 * batch))
-        maps.append(batch_maps(model, images[start:start + batch], config, device))
-    all_maps = torch.cat(maps).float()
-    valid = None if split.valid is None else split.valid.to(device)
-    if valid is not None:
-        all_maps.masked_fill_(~valid, 0.0)  # padding is not part of the image: never anomalous
-    return Predictions(all_maps, image_scores(all_maps, valid), split.masks.to(device), split.labels.to(device),
+        part = batch_maps(model, images[start:start + batch], config, device).float()
+        if valid is not None:
+            part.masked_fill_(~valid[start:start + batch], 0.0)  # padding is not part of the image: never anomalous
+            scores.append(image_scores(part, valid[start:start + batch]))
+        else:
+            scores.append(image_scores(part))
+        maps.append(part[:, ::stride, ::stride].contiguous() if stride > 1 else part)
+    kept = (lambda x: x) if stride == 1 else (lambda x: x[:, ::stride, ::stride].contiguous())
+    return Predictions(torch.cat(maps), torch.cat(scores), kept(split.masks.to(device)), split.labels.to(device),
                        list(split.defect_types), [str(p) for p in split.paths],
-                       None if split.has_mask is None else split.has_mask.to(device), valid)
+                       None if split.has_mask is None else split.has_mask.to(device),
+                       None if valid is None else kept(valid))
 
 
 @torch.inference_mode()
@@ -342,7 +352,10 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, devic
         print(_unfinished_warning(run_dir, progress_of_training, info), file=sys.stderr, flush=True)
     # the test images are decoded per batch (only their masks are held); the maps are kept for the metrics
     split = stream_split(data_root, category, "test", config.data.fit(), progress=progress)
-    predictions = score_split(model, split, config, resolved, progress)
+    stride, note = pixel_stride(len(split), config.data.shape, resolved)
+    if note:
+        print(f"note: {note}", file=sys.stderr, flush=True)
+    predictions = score_split(model, split, config, resolved, progress, stride=stride)
     scores = compute_metrics(predictions, config)
     result = {
         "category": category,
@@ -361,6 +374,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, devic
         "device": str(resolved),
         "data_root": str(data_root.source or data_root.root) if isinstance(data_root, DataSetFile) else str(data_root),
         "threshold": normal_threshold(predictions, config.eval.threshold_quantile),
+        "pixel_stride": stride,
         "per_defect": scores["per_defect"],
     }
     if isinstance(data_root, DataSetFile):
