@@ -26,11 +26,14 @@ from dhkd.run.evaluate import load_model
 from dhkd.run.folder import RUN_INFO_NAME
 
 SCALES = ("stride 4", "stride 8", "stride 16")
+SUM = "sum (the kit's map)"
+COARSE = "stride 8 + 16 (the finest left out)"  # the scales the training-free reference uses
 
 
 @torch.inference_mode()
 def per_scale_maps(run: Path, data: str, batch: int = 16) -> tuple[torch.Tensor, object]:
-    """``(N, 4, H, W)``: each scale's blurred map and their sum, 0 on padding; and the test split."""
+    """``(N, 5, H, W)``: each scale's blurred map, their sum, and the sum of the two coarser ones,
+    0 on padding; and the test split."""
     model, config = load_model(run, "cpu")
     category = json.loads((run / RUN_INFO_NAME).read_text())["category"]
     split = stream_split(data, category, "test", config.data.fit(), progress=False)
@@ -39,7 +42,7 @@ def per_scale_maps(run: Path, data: str, batch: int = 16) -> tuple[torch.Tensor,
         x = normalize(split.images[start:start + batch])
         teacher = model.teacher(x)
         scales = scale_maps(teacher, model.student(teacher), config.data.shape)  # (B, 3, H, W)
-        maps = torch.cat([scales, scales.sum(dim=1, keepdim=True)], dim=1)
+        maps = torch.cat([scales, scales.sum(dim=1, keepdim=True), scales[:, 1:].sum(dim=1, keepdim=True)], dim=1)
         b, k, h, w = maps.shape
         if config.eval.blur_sigma > 0:
             maps = gaussian_blur(maps.reshape(b * k, h, w), config.eval.blur_sigma).reshape(b, k, h, w)
@@ -51,11 +54,11 @@ def per_scale_maps(run: Path, data: str, batch: int = 16) -> tuple[torch.Tensor,
 
 
 def table(maps: torch.Tensor, split) -> pd.DataFrame:
-    """Rows: the three scales and their sum; columns: image AUROC over all kinds, per kind, and pixel AUROC."""
+    """Rows: the three scales, their sum and the two coarser ones' sum; columns: image AUROC over all kinds, per kind, and pixel AUROC."""
     labels, kinds = split.labels, split.defect_types
     good = [i for i, kind in enumerate(kinds) if kind == "good"]
     rows = {}
-    for index, name in enumerate(SCALES + ("sum (the kit's map)",)):
+    for index, name in enumerate(SCALES + (SUM, COARSE)):
         scale = maps[:, index]
         scores = image_scores(scale, split.valid)
         row = {"image AUROC": 100 * metrics.image_auroc(scores, labels)}

@@ -242,6 +242,8 @@ def test_tune_profile_scores_at_the_chosen_epochs_and_tabulates(tmp_path: Path, 
 
 def test_per_scale_sums_to_the_evaluations_map(toy_root, tmp_path) -> None:
     """benchmarks/per_scale.py: its 'sum' row is the kit's own map, so its image AUROC is evaluate's."""
+    import torch
+
     from benchmarks import per_scale
     from dhkd.config import load_config
     from dhkd.run.evaluate import evaluate_run
@@ -253,5 +255,6 @@ def test_per_scale_sums_to_the_evaluations_map(toy_root, tmp_path) -> None:
     maps, split = per_scale.per_scale_maps(run, str(toy_root))
     frame = per_scale.table(maps, split)
     assert list(frame.index)[:3] == list(per_scale.SCALES)
-    assert frame.loc["sum (the kit's map)", "image AUROC"] == round(100 * result["image_auroc"], 1)
-    assert frame.loc["sum (the kit's map)", "pixel AUROC"] == round(100 * result["pixel_auroc"], 1)
+    assert frame.loc[per_scale.SUM, "image AUROC"] == round(100 * result["image_auroc"], 1)
+    assert frame.loc[per_scale.SUM, "pixel AUROC"] == round(100 * result["pixel_auroc"], 1)
+    assert torch.allclose(maps[:, 4], maps[:, 1] + maps[:, 2], atol=1e-5) and len(frame) == 5
