@@ -11,8 +11,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -23,6 +21,7 @@ from dhkd.kit import reproduce
 from dhkd.kit import tables
 from dhkd.errors import DhkdError
 from dhkd.data.toy import generate_toy
+from conftest import run_reproduce
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # Parameters a learner sets by hand; make reproduce leaves them at the notebook's default.
@@ -153,25 +152,11 @@ def test_the_widgets_are_imported_plainly() -> None:
 # ----------------------------------------------------------------------------- headless runs
 
 
-def run_reproduce(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "dhkd.cli", "reproduce", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900)
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The toy nut at 64 px (8 training images), and one full reproduce run on it."""
-    root = tmp_path_factory.mktemp("reproduce")
-    data = root / "toy"
-    generate_toy(data, image_size=64, n_train=8, n_test_good=3, n_test_per_defect=2, categories=["nut"], progress=False)
-    readme = root / "README.md"
-    readme.write_text(f"# Kit\n\n## Results\n\n{tables.README_START}\n{tables.README_END}\n\n## Citation\n")
-    args = ["--data", "toy", "--categories", "nut", "--profile", "smoke", "--device", "cpu",  # as typed, from root
-            "--out", "results", "--readme", "README.md"]
-    first = run_reproduce(*args, cwd=root)
-    return {"root": root, "data": data, "readme": readme, "args": args, "first": first,
-            "results": root / "results" / "toy" / "smoke"}
+def tiny(tiny_reproduce: dict) -> dict:
+    """The toy nut at 64 px (8 training images), and one full reproduce run on it (conftest.py's,
+    shared with the book's browser test)."""
+    return tiny_reproduce
 
 
 @pytest.mark.slow
