@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[dev,deploy]'
+	$(BIN)/pip install --quiet -e '.[dev,deploy,book]'
 	touch $@
 
 test: setup
@@ -70,6 +70,19 @@ reproduce: setup
 ablation: setup
 	$(MAKE_DATA)
 	$(REPRODUCE) --ablation --seeds '$(SEEDS)' --variants '$(VARIANTS)' $(if $(filter 1 yes true,$(README)),--readme docs/ablation.md)
+
+# ---------------------------------------------------------------------------------------------
+# make book: the executed notebooks make reproduce left under RESULTS (each <data>/<profile>/
+# there, or RESULTS=one results folder) as a static web site, figures and the widgets' last
+# state included (MkDocs with mkdocs-jupyter). It goes to BOOK, inside the checkout or RESULTS;
+# a book make book wrote there before is replaced, any other folder left alone.
+#   make book                                   every results folder under results/ -> build/book/index.html
+#   make book RESULTS=results/mvtec_ad/paper BOOK=results/mvtec_ad/paper/book
+BOOK ?= build/book
+
+.PHONY: book
+book: setup
+	$(BIN)/dhkd book --results '$(RESULTS)' --out '$(BOOK)'
 
 # ---------------------------------------------------------------------------------------------
 # make bench: training, inference and metric timings (dhkd bench, from benchmarks/) as a table
