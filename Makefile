@@ -112,10 +112,11 @@ bench-readme: setup
 	$(PY) -m benchmarks.report $(BENCH_JSONS) --readme benchmarks/README.md
 
 # ---------------------------------------------------------------------------------------------
-# make test-ui: the browser test. JupyterLab on loopback, the visual-analysis notebook in
-# headless Chromium (Debian's `chromium`, driven by Playwright), the threshold slider moved;
-# screenshots go to results/ui/. Installs chromium with apt-get when it is missing (needs root
-# or sudo). About a minute. UI_RUN=runs/bottle shows that evaluated run instead of toy maps.
+# make test-ui: the browser tests, in headless Chromium (Debian's `chromium`, driven by
+# Playwright). JupyterLab on loopback with the visual-analysis notebook, the threshold slider
+# moved (about a minute); and make book on a tiny make reproduce run, every page opened (about
+# three, most of it that run). Screenshots go to results/ui/. Installs chromium with apt-get
+# when it is missing (needs root or sudo). UI_RUN=runs/bottle shows that evaluated run instead of toy maps.
 CHROMIUM ?= /usr/bin/chromium
 UI_RUN   ?=
 
