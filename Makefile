@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[dev,deploy]'
+	$(BIN)/pip install --quiet -e '.[dev,deploy,book]'
 	touch $@
 
 test: setup
@@ -76,6 +76,19 @@ ablation: setup
 	$(REPRODUCE) --ablation --seeds '$(SEEDS)' --variants '$(VARIANTS)' $(if $(filter 1 yes true,$(README)),--readme docs/ablation.md)
 
 # ---------------------------------------------------------------------------------------------
+# make book: the executed notebooks make reproduce left under RESULTS (each <data>/<profile>/
+# there, or RESULTS=one results folder) as a static web site, figures and the widgets' last
+# state included (MkDocs with mkdocs-jupyter). It goes to BOOK, inside the checkout or RESULTS;
+# a book make book wrote there before is replaced, any other folder left alone.
+#   make book                                   every results folder under results/ -> build/book/index.html
+#   make book RESULTS=results/mvtec_ad/paper BOOK=results/mvtec_ad/paper/book
+BOOK ?= build/book
+
+.PHONY: book
+book: setup
+	$(BIN)/dhkd book --results '$(RESULTS)' --out '$(BOOK)'
+
+# ---------------------------------------------------------------------------------------------
 # make bench: training, inference and metric timings (dhkd bench, from benchmarks/) as a table
 # and a JSON file; make bench-readme: benchmarks/README.md's tables from BENCH_JSONS.
 # benchmarks/README.md lists the commands behind its tables.
@@ -103,10 +116,11 @@ bench-readme: setup
 	$(PY) -m benchmarks.report $(BENCH_JSONS) --readme benchmarks/README.md
 
 # ---------------------------------------------------------------------------------------------
-# make test-ui: the browser test. JupyterLab on loopback, the visual-analysis notebook in
-# headless Chromium (Debian's `chromium`, driven by Playwright), the threshold slider moved;
-# screenshots go to results/ui/. Installs chromium with apt-get when it is missing (needs root
-# or sudo). About a minute. UI_RUN=runs/bottle shows that evaluated run instead of toy maps.
+# make test-ui: the browser tests, in headless Chromium (Debian's `chromium`, driven by
+# Playwright). JupyterLab on loopback with the visual-analysis notebook, the threshold slider
+# moved (about a minute); and make book on a tiny make reproduce run, every page opened (about
+# three, most of it that run). Screenshots go to results/ui/. Installs chromium with apt-get
+# when it is missing (needs root or sudo). UI_RUN=runs/bottle shows that evaluated run instead of toy maps.
 CHROMIUM ?= /usr/bin/chromium
 UI_RUN   ?=
 

@@ -1,9 +1,10 @@
 """The ``dhkd`` command, one argparse tree: data, train, evaluate, predict, export, reproduce,
-tables, settings, bench.
+book, tables, settings, bench.
 
-``make reproduce`` and ``make ablation`` run ``dhkd reproduce``; each verb's options are declared
-beside the code that runs it where that code is a layer of its own (:mod:`dhkd.kit.reproduce`,
-:mod:`dhkd.kit.tables`, the benchmarks' ``benchmarks/bench.py``).
+``make reproduce`` and ``make ablation`` run ``dhkd reproduce``, ``make book`` ``dhkd book``; each
+verb's options are declared beside the code that runs it where that code is a layer of its own
+(:mod:`dhkd.kit.reproduce`, :mod:`dhkd.kit.book`, :mod:`dhkd.kit.tables`, the benchmarks'
+``benchmarks/bench.py``).
 
 Every user-fixable problem is a :class:`DhkdError`: printed as one clear message with a
 non-zero exit and no traceback (``--debug`` shows the traceback).
@@ -93,10 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, type=Path, metavar="FILE.onnx")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
 
-    from dhkd.kit import reproduce, tables
+    from dhkd.kit import book, reproduce, tables
 
     reproduce.add_arguments(commands.add_parser(
         "reproduce", help="run the notebooks headless per category, then the results tables (make reproduce, make ablation)"))
+    book.add_arguments(commands.add_parser(
+        "book", help="the executed notebooks of a results folder as a static web site (make book)"))
     tables.add_arguments(commands.add_parser("tables", help="the results tables: rebuild, verify, or parse the paper's"))
     settings = commands.add_parser("settings", help="every setting with its default and allowed values")
     settings.add_argument("what", choices=["table", "help"], help="table: Markdown (docs/settings.md's); help: plain text")
@@ -120,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
         return _export(args)
     if args.command == "reproduce":
         from dhkd.kit.reproduce import run_command
+
+        return run_command(args)
+    if args.command == "book":
+        from dhkd.kit.book import run_command
 
         return run_command(args)
     if args.command == "tables":

@@ -46,7 +46,6 @@
 data_root = "../data/toy"     # a folder in MVTec AD's layout; a missing toy category is generated
 category = "nut"              # a folder under data_root
 profile = "offline"           # paper | rd | offline | smoke | path/to/profile.yaml
-epochs = 3                    # None: the profile's own epoch count
 device = "auto"               # auto | cpu | cuda | cuda:N
 out_dir = "../runs/tutorial"  # run folders go to out_dir/<category>
 solutions = False             # True: also run the exercises' solution cells

@@ -11,8 +11,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -23,9 +21,11 @@ from dhkd.kit import reproduce
 from dhkd.kit import tables
 from dhkd.errors import DhkdError
 from dhkd.data.toy import generate_toy
+from conftest import run_reproduce
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-PARAMETERS = ("data_root", "category", "profile", "epochs", "device", "out_dir")
+# Parameters a learner sets by hand; make reproduce leaves them at the notebook's default.
+BY_HAND = {"solutions", "compare_run", "ablation_dir"}
 
 
 def notebooks() -> list[Path]:
@@ -90,13 +90,58 @@ def test_notebook_is_committed_clean_with_a_parameters_cell(path: Path) -> None:
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
     namespace: dict = {}
     exec(tagged[0].source, namespace)  # plain assignments only
-    assert set(PARAMETERS) <= set(namespace)
-    assert namespace["profile"] == "offline" and namespace["device"] == "auto"
-    assert namespace["data_root"] == "../data/toy"
+    declared = [name for name in namespace if name != "__builtins__"]
+    assert declared == reproduce.declared_parameters(path), "what papermill sees is what the cell assigns"
+    defaults = {"profile": "offline", "device": "auto", "data_root": "../data/toy"}
+    assert {k: namespace[k] for k in defaults if k in namespace} == {k: v for k, v in defaults.items() if k in namespace}
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {path.name[:2]} ·")
     source = "\n".join(c.source for c in code)
     assert "from dhkd" in source
     assert nb.metadata.kernelspec.name == "python3"
+
+
+def names_read(nb: nbformat.NotebookNode) -> set[str]:
+    """Every name the notebook's code reads, outside its parameters cell (magics turned into Python first)."""
+    import ast
+
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    to_python = TransformerManager().transform_cell
+    return {node.id for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])
+            for node in ast.walk(ast.parse(to_python(c.source)))
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_every_declared_parameter_is_used(path: Path) -> None:
+    """A notebook's parameters cell holds only what the notebook reads; make reproduce passes it
+    those of its parameters (data_root, category, profile, epochs, device, out_dir) that it declares."""
+    declared = reproduce.declared_parameters(path)
+    unused = sorted(set(declared) - names_read(nbformat.read(path, as_version=4)))
+    assert not unused, f"{path.name} declares {unused} but never reads them: drop them from its parameters cell"
+
+
+def test_reproduce_passes_each_notebook_exactly_its_declared_parameters(tmp_path: Path) -> None:
+    data = tmp_path / "toy"
+    generate_toy(data, image_size=64, n_train=1, n_test_good=1, n_test_per_defect=1, categories=["nut"], progress=False)
+    plan = reproduce.make_plan(data, ["nut"], "smoke", None, "cpu", tmp_path / "results")
+    kit = set(plan.parameters("nut"))
+    for name in reproduce.ALL_NOTEBOOKS:
+        declared = set(reproduce.declared_parameters(NOTEBOOKS / name))
+        passed = plan.notebook_parameters(name, "nut")
+        assert set(passed) == declared & kit, name
+        assert declared - kit <= BY_HAND, f"{name}: {sorted(declared - kit - BY_HAND)} is set by nobody"
+        assert not [v for k, v in passed.items() if k in ("data_root", "out_dir") and os.path.isabs(v)], passed
+    # the results tables notebook reads only the results folder
+    assert plan.notebook_parameters(reproduce.TABLES_NOTEBOOK, "all", out_dir=plan.results) == {
+        "out_dir": os.path.relpath(plan.results, NOTEBOOKS)}
+
+
+def test_a_parameter_the_notebook_does_not_declare_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "executed.ipynb"
+    with pytest.raises(reproduce.NotebookFailed, match="does not declare the parameter.s. category"):
+        reproduce.execute(NOTEBOOKS / reproduce.TABLES_NOTEBOOK, target, {"category": "nut"}, "(test)")
+    assert not target.exists(), "refused before anything ran"
 
 
 def test_the_widgets_are_imported_plainly() -> None:
@@ -107,25 +152,11 @@ def test_the_widgets_are_imported_plainly() -> None:
 # ----------------------------------------------------------------------------- headless runs
 
 
-def run_reproduce(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "dhkd.cli", "reproduce", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900)
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The toy nut at 64 px (8 training images), and one full reproduce run on it."""
-    root = tmp_path_factory.mktemp("reproduce")
-    data = root / "toy"
-    generate_toy(data, image_size=64, n_train=8, n_test_good=3, n_test_per_defect=2, categories=["nut"], progress=False)
-    readme = root / "README.md"
-    readme.write_text(f"# Kit\n\n## Results\n\n{tables.README_START}\n{tables.README_END}\n\n## Citation\n")
-    args = ["--data", "toy", "--categories", "nut", "--profile", "smoke", "--device", "cpu",  # as typed, from root
-            "--out", "results", "--readme", "README.md"]
-    first = run_reproduce(*args, cwd=root)
-    return {"root": root, "data": data, "readme": readme, "args": args, "first": first,
-            "results": root / "results" / "toy" / "smoke"}
+def tiny(tiny_reproduce: dict) -> dict:
+    """The toy nut at 64 px (8 training images), and one full reproduce run on it (conftest.py's,
+    shared with the book's browser test)."""
+    return tiny_reproduce
 
 
 @pytest.mark.slow
@@ -143,6 +174,11 @@ def test_reproduce_executes_every_notebook(tiny: dict) -> None:
         assert not [c for c in code if absolute.search(c.source)], "papermill injected machine paths"
         errors = [o for c in code for o in c.outputs if o.output_type == "error"]
         assert not errors, f"{path.name}: {errors}"
+        injected = [c for c in code if "injected-parameters" in c.metadata.get("tags", [])]
+        namespace: dict = {}
+        exec(injected[0].source if injected else "", namespace)
+        declared = set(reproduce.declared_parameters(NOTEBOOKS / path.name))
+        assert set(namespace) - {"__builtins__"} == declared - BY_HAND, f"{path.name}: papermill set other names"
         assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs) or path.name.startswith("07"), (
             f"{path.name} drew no figure")
         text = json.dumps([o for c in code for o in c.outputs if o.output_type != "display_data"] +

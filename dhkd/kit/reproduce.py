@@ -69,6 +69,13 @@ def notebook_hash(path: Path) -> str:
     return hashlib.sha256(content.encode()).hexdigest()[:16]
 
 
+def declared_parameters(path: Path) -> list[str]:
+    """The names a notebook's cell tagged ``parameters`` assigns, in order (what papermill can set)."""
+    import papermill
+
+    return list(papermill.inspect_notebook(str(path)))
+
+
 def stamp(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -126,11 +133,16 @@ def execute(source: Path, target: Path, parameters: dict[str, Any], label: str, 
     ``env``: extra environment variables of the notebook's kernel.
 
     Raises :class:`NotebookFailed` naming the notebook and the cell when a cell raises; the
-    executed notebook, error included, stays at ``target`` for a look.
+    executed notebook, error included, stays at ``target`` for a look. A parameter the notebook
+    does not declare (:func:`declared_parameters`) is refused before it runs.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    undeclared = sorted(set(parameters) - set(declared_parameters(source)))
+    if undeclared:
+        raise NotebookFailed(f"notebook {source.name} does not declare the parameter(s) {', '.join(undeclared)} {label}",
+                             "pass only the names its cell tagged 'parameters' assigns (declared_parameters)")
     target.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # the kernel's debugger warning
     started = time.perf_counter()
@@ -232,12 +244,15 @@ class Plan:
         return stamp(notebook=notebook_hash(self.notebooks / name), parameters=self.parameters(self.categories[0]),
                      config=to_dict(self.config))
 
-    def notebook_parameters(self, category: str, out_dir: Path | None = None) -> dict[str, Any]:
-        """:meth:`parameters` with the paths relative to the notebooks' folder (the kernel's working
-        directory), so that executed notebooks show no machine paths."""
-        parameters = self.parameters(category, out_dir)
+    def notebook_parameters(self, name: str, category: str, out_dir: Path | None = None) -> dict[str, Any]:
+        """The :meth:`parameters` that notebook ``name`` declares (:func:`declared_parameters`; the
+        others it does not use), with the paths relative to the notebooks' folder (the kernel's
+        working directory), so that executed notebooks show no machine paths."""
+        declared = declared_parameters(self.notebooks / name)
+        parameters = {key: value for key, value in self.parameters(category, out_dir).items() if key in declared}
         for key in ("data_root", "out_dir"):
-            parameters[key] = os.path.relpath(parameters[key], self.notebooks.resolve())
+            if key in parameters:
+                parameters[key] = os.path.relpath(parameters[key], self.notebooks.resolve())
         return parameters
 
 
@@ -387,7 +402,7 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
         if not force and _recorded_stamp(sidecar) == wanted:
             say(f"[1/{n}] {plan.categories[0]} · {name} up to date, skipped")
             return
-        notebook(1, plan.categories[0], name, notebooks_out / name, plan.notebook_parameters(plan.categories[0]),
+        notebook(1, plan.categories[0], name, notebooks_out / name, plan.notebook_parameters(name, plan.categories[0]),
                  gpu=plan.devices[0] if plan.devices else None)
         if not dry_run:
             atomic_write_json(sidecar, {"stamp": wanted})
@@ -405,7 +420,8 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
         category_started = time.perf_counter()
         for name in PER_CATEGORY:
             watch = plan.runs / category / HISTORY_NAME if name == PER_CATEGORY[0] else None
-            notebook(index, category, name, notebooks_out / category / name, plan.notebook_parameters(category), watch, gpu)
+            notebook(index, category, name, notebooks_out / category / name, plan.notebook_parameters(name, category),
+                     watch, gpu)
         if not dry_run:
             _write_result(plan, category, wanted, time.perf_counter() - category_started, gpu)
 
@@ -424,8 +440,7 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
             notebook(n, "all", TABLES_NOTEBOOK, notebooks_out / TABLES_NOTEBOOK, {})
             return ran
         if force or ran or _recorded_stamp(sidecar) != wanted or tables.verify(plan.results):
-            parameters = plan.notebook_parameters(plan.categories[0], out_dir=plan.results)
-            parameters["category"] = "all"
+            parameters = plan.notebook_parameters(TABLES_NOTEBOOK, "all", out_dir=plan.results)
             notebook(n, "all", TABLES_NOTEBOOK, notebooks_out / TABLES_NOTEBOOK, parameters)
             atomic_write_json(sidecar, {"stamp": wanted})
         else:
