@@ -166,10 +166,10 @@ from dhkd.run.evaluate import batch_maps, load_model
 
 runtime = onnxruntime.InferenceSession(exported["path"], providers=["CPUExecutionProvider"])
 about = runtime.get_modelmeta().custom_metadata_map
-size = json.loads(about["dhkd.input"])["image_size"]
+_, _, height, width = json.loads(about["dhkd.input"])["shape"]  # ["batch", 3, H, W]
 recorded = json.loads(about["dhkd.threshold"])
 path = test.paths[int(predictions.labels.argmax())]  # the first defective test image
-pixels = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR))
+pixels = np.asarray(Image.open(path).convert("RGB").resize((width, height), Image.BILINEAR))
 onnx_map, onnx_score = runtime.run(None, {"images": pixels.transpose(2, 0, 1)[None].copy()})
 
 model, _ = load_model(run_dir, "cpu")
