@@ -9,6 +9,7 @@ shape ``dhkd data folder`` suggests and writes.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,13 @@ def test_a_rectangular_run_trains_evaluates_predicts_and_shows_in_the_widgets(to
     for image in images:  # the maps are written at each image's own size
         written = next((tmp_path / "predicted" / "maps").glob(f"*{image.stem}.png"))
         assert Image.open(written).size == Image.open(image).size
+    pytest.importorskip("onnxruntime")
+    from dhkd.run.export import export_run
+
+    done = export_run(tmp_path / "run", tmp_path / "rect.onnx")
+    assert (done["height"], done["width"]) == (64, 96) and done["check"]["checked"]
+    onnx = predict(None, images, model=tmp_path / "rect.onnx", threshold=0.5, progress=False)
+    assert np.allclose(onnx["score"], table["score"], atol=1e-3)  # the same scores from the exported file
     split = load_split(toy_root, CATEGORY, "test", (64, 96), progress=False)
     explorer = ThresholdExplorer(predictions, split.images, thumb_size=48)
     assert explorer._thumbs.shape[1:3] == (32, 48)  # the thumbnails keep the 2 : 3 shape
@@ -201,8 +209,14 @@ def test_a_kept_aspect_run_leaves_the_padding_out_of_its_maps_and_metrics(mixed_
     pooled = metrics.pixel_auroc(torch.cat([m for m, _ in own])[None], torch.cat([k for _, k in own])[None])
     assert again["pixel_auroc"] == pytest.approx(pooled, abs=1e-12)
     image = sorted((mixed_root / CATEGORY / "test").rglob("*.png"))[0]
-    predict(tmp_path / "run", [image], out=tmp_path / "predicted", threshold=0.5, progress=False)
+    table = predict(tmp_path / "run", [image], out=tmp_path / "predicted", threshold=0.5, progress=False)
     assert Image.open(next((tmp_path / "predicted" / "maps").glob("*.png"))).size == Image.open(image).size
+    if importlib.util.find_spec("onnxruntime") is not None:  # the exported file pads and crops alike
+        from dhkd.run.export import export_run
+
+        export_run(tmp_path / "run", tmp_path / "kept.onnx")
+        onnx = predict(None, [image], model=tmp_path / "kept.onnx", threshold=0.5, progress=False)
+        assert onnx["score"][0] == pytest.approx(table["score"][0], abs=1e-3)
 
 
 # ------------------------------------------------------------------ errors and the data-set file
