@@ -498,3 +498,25 @@ def test_streamed_images_are_the_loaded_images(toy_root) -> None:
     assert torch.equal(streamed.images[order[:3]], loaded.images[order[:3]])  # the older prefetch is kept
     assert torch.equal(streamed.images[order[3:]], loaded.images[order[3:]])
     assert torch.equal(streamed.images[1:4], loaded.images[1:4])
+
+
+def test_a_tiff_is_checked_from_its_header_and_decoded_once(tmp_path, monkeypatch) -> None:
+    """Checking a TIFF reads its tags, not its pixels: a truncated copy is caught all the same."""
+    from PIL import TiffImagePlugin
+
+    from dhkd.data.files import BadFile, open_image
+
+    path = tmp_path / "tile.tif"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 80, 3), dtype=np.uint8)).save(path)
+    truncated = tmp_path / "cut.tif"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    def no_decoding(self):  # the check must not decode
+        raise AssertionError("decoded while checking")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TiffImagePlugin.TiffImageFile, "load", no_decoding)
+        assert open_image(path, "image", decode=False).size == (80, 120)
+        with pytest.raises(BadFile, match="truncated"):
+            open_image(truncated, "image", decode=False)
+    assert open_image(path, "image", decode=True).size == (80, 120)
