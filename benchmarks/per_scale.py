@@ -21,7 +21,7 @@ import torch
 from dhkd import metrics
 from dhkd.data import normalize, stream_split
 from dhkd.kit.tables import markdown_table
-from dhkd.method.anomaly_map import gaussian_blur, image_scores, scale_maps
+from dhkd.method.anomaly_map import gaussian_blur, image_scores, scale_maps, without_padding
 from dhkd.run.evaluate import load_model
 from dhkd.run.folder import RUN_INFO_NAME
 
@@ -48,8 +48,7 @@ def per_scale_maps(run: Path, data: str, batch: int = 16) -> tuple[torch.Tensor,
             maps = gaussian_blur(maps.reshape(b * k, h, w), config.eval.blur_sigma).reshape(b, k, h, w)
         parts.append(maps)
     maps = torch.cat(parts)
-    if split.valid is not None:
-        maps.masked_fill_(~split.valid[:, None], 0.0)
+    without_padding(maps, split.valid)
     return maps, split
 
 

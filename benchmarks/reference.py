@@ -47,7 +47,7 @@ from dhkd.data import CategorySplit, list_categories, load_split, normalize
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write_json
 from dhkd.kit.tables import load_ablation
-from dhkd.method.anomaly_map import gaussian_blur, image_scores
+from dhkd.method.anomaly_map import gaussian_blur, image_scores, without_padding
 from dhkd.run.build import build_teacher
 from dhkd.run.evaluate import Predictions, compute_metrics
 
@@ -112,8 +112,7 @@ def score(train: CategorySplit, test: CategorySplit, config: Config, seed: int) 
     maps = F.interpolate(distances, size=tuple(test.images.shape[-2:]), mode="bilinear", align_corners=False).squeeze(1)
     if config.eval.blur_sigma > 0:
         maps = gaussian_blur(maps, config.eval.blur_sigma)
-    if test.valid is not None:
-        maps.masked_fill_(~test.valid, 0.0)  # padding is not part of the image (data.resize keep_aspect)
+    without_padding(maps, test.valid)
     seconds["test"] = time.perf_counter() - start
     predictions = Predictions(maps, image_scores(maps, test.valid), test.masks, test.labels, test.defect_types,
                               [str(p) for p in test.paths], test.has_mask, test.valid)

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from dhkd.data.fit import RESIZE_MODES, Fit
+from dhkd.data.fit import RESIZE_MODES, Fit, as_fit
 from dhkd.errors import DhkdError
 from dhkd.method.teacher import TEACHER_CHANNELS
 
@@ -261,8 +261,7 @@ class DataConfig:
     @property
     def shape(self) -> tuple[int, int]:
         """``(height, width)`` of the network's input."""
-        size = self.image_size
-        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        return as_fit(self.image_size).shape
 
     def fit(self) -> Fit:
         """How the data layer brings each image to :attr:`shape`."""

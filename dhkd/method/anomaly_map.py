@@ -42,6 +42,14 @@ def teacher_only_map(features: list[torch.Tensor], normal_mean: list[torch.Tenso
                        size, sigma)
 
 
+def without_padding(maps: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """``maps (B, ..., H, W)`` with 0 where ``valid (B, H, W)`` is False (padding is not part of an
+    image, so never anomalous; maps are >= 0), in place; unchanged when ``valid`` is None."""
+    if valid is not None:
+        maps.masked_fill_(~valid.view(valid.shape[0], *([1] * (maps.dim() - 3)), *valid.shape[1:]), 0.0)
+    return maps
+
+
 def image_scores(maps: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """``(B, H, W) -> (B,)``: the maximum of each map (over its ``valid`` pixels only, where given:
     bool ``(B, H, W)``, False on padding)."""
@@ -89,4 +97,4 @@ def blur_kernel_size(sigma: float, truncate: float = 4.0) -> int:
     return 2 * int(truncate * sigma + 0.5) + 1 if sigma > 0 else 1
 
 
-__all__ = ["anomaly_map", "scale_maps", "mean_features", "teacher_only_map", "image_scores", "gaussian_blur", "blur_kernel_size"]
+__all__ = ["without_padding", "anomaly_map", "scale_maps", "mean_features", "teacher_only_map", "image_scores", "gaussian_blur", "blur_kernel_size"]

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dhkd import metrics
-from dhkd.method.anomaly_map import anomaly_map, image_scores, mean_features, teacher_only_map
+from dhkd.method.anomaly_map import anomaly_map, image_scores, mean_features, teacher_only_map, without_padding
 from dhkd.run.checkpoint import check_compatible, load_checkpoint
 from dhkd.config import Config, read_config
 from dhkd.data import CategorySplit, StreamedImages, normalize, stream_split, validate_category
@@ -177,17 +177,14 @@ def score_split(model: DHKD, split: CategorySplit, config: Config, device: torch
     maps, scores = [], []
     batch = max(1, config.eval.batch_size)
     valid = None if split.valid is None else split.valid.to(device)
+    kept = (lambda x: x) if stride == 1 else (lambda x: x[:, ::stride, ::stride].contiguous())
     for start in tqdm(range(0, len(images), batch), desc="anomaly maps", unit="batch", disable=not progress):
         if isinstance(images, StreamedImages) and start + batch < len(images):
             images.prefetch(slice(start + batch, start + 2 * batch))
-        part = batch_maps(model, images[start:start + batch], config, device).float()
-        if valid is not None:
-            part.masked_fill_(~valid[start:start + batch], 0.0)  # padding is not part of the image: never anomalous
-            scores.append(image_scores(part, valid[start:start + batch]))
-        else:
-            scores.append(image_scores(part))
-        maps.append(part[:, ::stride, ::stride].contiguous() if stride > 1 else part)
-    kept = (lambda x: x) if stride == 1 else (lambda x: x[:, ::stride, ::stride].contiguous())
+        inside = None if valid is None else valid[start:start + batch]
+        part = without_padding(batch_maps(model, images[start:start + batch], config, device).float(), inside)
+        scores.append(image_scores(part, inside))
+        maps.append(kept(part))
     return Predictions(torch.cat(maps), torch.cat(scores), kept(split.masks.to(device)), split.labels.to(device),
                        list(split.defect_types), [str(p) for p in split.paths],
                        None if split.has_mask is None else split.has_mask.to(device),
