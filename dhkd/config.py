@@ -27,7 +27,7 @@ import yaml
 
 from dhkd.data.fit import RESIZE_MODES, Fit, as_fit
 from dhkd.errors import DhkdError
-from dhkd.method.teacher import TEACHER_CHANNELS
+from dhkd.method.teacher import DEFAULT_STAGES, STAGE_CHANNELS, STAGE_CHOICES, stage_channels, stage_strides
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -126,7 +126,7 @@ FLAG = Range(choices=(True, False))
 COUNT = Range(low=1)
 POSITIVE = Range(low=0, low_open=True)
 FRACTION = Range(low=0, high=1)
-TEACHERS = tuple(TEACHER_CHANNELS)  # the teachers the method can build, in its order
+TEACHERS = tuple(STAGE_CHANNELS)  # the teachers the method can build, in its order
 
 
 @dataclass
@@ -135,6 +135,11 @@ class TeacherConfig:
 
     name: str = setting("wide_resnet50_2", Range(choices=TEACHERS), "the frozen encoder")
     weights: str = setting("imagenet", Range(choices=("imagenet", "none")), "none: random weights, for tests")
+    # Stage k ends at stride 2 ** (k + 1): RD4AD distils stages 1-3 (strides 4, 8, 16). [2, 3, 4]
+    # drops the finest scale for the coarsest (strides 8, 16, 32); the input then needs a multiple
+    # of 64 (the bottleneck sits one stride below the coarsest stage).
+    stages: list[int] = setting(list(DEFAULT_STAGES), Range(choices=STAGE_CHOICES, length=3),
+                                "the three consecutive teacher stages distilled, finest first (stage k: stride 2^(k+1))")
 
 
 @dataclass
@@ -243,6 +248,10 @@ class TrainConfig:
     channels_last: bool = setting(True, FLAG, "NHWC tensors, on CUDA and on the CPU (cuDNN and oneDNN are faster so)")
     compile: bool = setting(False, FLAG, "torch.compile the student")
     checkpoint_every: int = setting(1, COUNT, "epochs between checkpoints")
+    # A learning curve needs the weights of earlier epochs: the resumable checkpoint is
+    # overwritten every epoch, so these are copies of the student alone (RUN/kept/epoch-NNNN.pt).
+    keep_every: int = setting(0, Range(low=0, note="0: none"),
+                              "keep the student's weights every this many epochs in RUN/kept/ (dhkd curve scores them)")
 
 
 @dataclass
@@ -280,6 +289,10 @@ class EvalConfig:
     batch_size: int = setting(32, COUNT, "images per inference batch")
     fpr_limit: float = setting(0.3, Range(low=0, high=1, low_open=True), "AUPRO integrates up to this false-positive rate")
     pro_thresholds: int = setting(200, Range(low=2), "thresholds of RD4AD's per-image PRO")
+    # Which of the three distilled scales the anomaly map sums (1: the finest). Training always
+    # distils all three; this only chooses what is scored, so one run can be scored both ways.
+    scales: list[int] = setting([1, 2, 3], Range(choices=(1, 2, 3)),
+                                "the distilled scales the anomaly map sums, 1 = finest (each at most once)")
     threshold_quantile: float = setting(0.99, FRACTION, "dhkd predict's default threshold: this quantile of "
                                         "the defect-free test scores")
 
@@ -463,7 +476,25 @@ def _range_problem(s: Setting, value: Any) -> tuple[str, str] | None:
 def _model_problems(config: Config) -> list[tuple[str, str]]:
     """Widths that would be zero for the chosen teacher, and a blur wider than the image."""
     problems = []
-    channels = TEACHER_CHANNELS[config.model.teacher.name]
+    teacher = config.model.teacher
+    stages = teacher.stages
+    if stages != list(range(stages[0], stages[0] + 3)):
+        problems.append((f"model.teacher.stages={_shown(stages)} are not three consecutive stages, finest first "
+                         "(the decoder doubles the resolution from one to the next)",
+                         "model.teacher.stages=[1, 2, 3] (RD4AD: strides 4, 8, 16) or [2, 3, 4] (strides 8, 16, 32)"))
+        return problems
+    scales = config.eval.scales
+    if not scales or len(set(scales)) != len(scales):
+        problems.append((f"eval.scales={_shown(scales)} must name each scale at most once, and at least one",
+                         "e.g. eval.scales=[1, 2, 3] (all, RD4AD) or eval.scales=[2, 3]"))
+    channels = stage_channels(teacher.name, tuple(stages))
+    multiple = 2 * stage_strides(tuple(stages))[-1]  # the bottleneck is one stride below the coarsest stage
+    if any(side % multiple for side in config.data.shape):
+        height, width = config.data.shape
+        nearest = [max(multiple, multiple * round(side / multiple)) for side in (height, width)]
+        problems.append((f"data.image_size={_shown(config.data.image_size)} is not a multiple of {multiple}, which "
+                         f"model.teacher.stages={_shown(stages)} need (the bottleneck has stride {multiple})",
+                         f"nearest valid: data.image_size={_shown(nearest if height != width else nearest[0])}"))
     decoder = config.model.decoder
     narrowest = min(max(decoder.min_width, int(c * decoder.width_ratio)) for c in channels)
     if narrowest < 1:

@@ -23,8 +23,12 @@ def scale_maps(teacher: list[torch.Tensor], student: list[torch.Tensor], size: S
     return torch.cat(maps, dim=1)
 
 
-def anomaly_map(teacher: list[torch.Tensor], student: list[torch.Tensor], size: Size, sigma: float = 4.0) -> torch.Tensor:
-    """The blurred sum of the scale maps, ``(B, H, W)``."""
+def anomaly_map(teacher: list[torch.Tensor], student: list[torch.Tensor], size: Size, sigma: float = 4.0,
+                scales: tuple[int, ...] | None = None) -> torch.Tensor:
+    """The blurred sum of the scale maps, ``(B, H, W)``; of the ``scales`` only (1-based, finest
+    first; None: all, as RD4AD) where given. A scale left out costs nothing: it is not computed."""
+    if scales is not None:
+        teacher, student = [teacher[s - 1] for s in scales], [student[s - 1] for s in scales]
     summed = scale_maps(teacher, student, size).sum(dim=1)
     return gaussian_blur(summed, sigma) if sigma > 0 else summed
 

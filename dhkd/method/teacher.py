@@ -1,7 +1,10 @@
-"""The frozen teacher: an ImageNet encoder cut after its third stage.
+"""The frozen teacher: an ImageNet encoder, three consecutive of its stages tapped.
 
 Reverse distillation compares the student's reconstruction with the teacher's features at
-strides 4, 8 and 16. The teacher never learns: its weights are frozen and it stays in eval
+three scales. RD4AD taps stages 1, 2 and 3 (strides 4, 8 and 16; ResNet's layer1-3); ``stages``
+can move the three one stage deeper (2, 3, 4: strides 8, 16, 32), which on a small teacher
+such as EfficientNet-Lite0 trades its 24-channel stride-4 features, too low-level to tell a
+defect from texture, for its 320-channel stride-32 ones. The teacher never learns: its weights are frozen and it stays in eval
 mode even when the surrounding model is put in train mode, so BatchNorm statistics and
 drop-connect never change what "normal" looks like.
 """
@@ -15,15 +18,44 @@ import torch
 from torch import nn
 
 
-#: Channels of the three returned scales, finest first.
-TEACHER_CHANNELS: dict[str, tuple[int, int, int]] = {
-    "wide_resnet50_2": (256, 512, 1024),
-    "resnet18": (64, 128, 256),
-    "efficientnet_lite0": (24, 40, 112),
+#: Channels of each teacher's four stages, finest first; stage k has stride 2 ** (k + 1).
+STAGE_CHANNELS: dict[str, tuple[int, int, int, int]] = {
+    "wide_resnet50_2": (256, 512, 1024, 2048),
+    "resnet18": (64, 128, 256, 512),
+    "efficientnet_lite0": (24, 40, 112, 320),
 }
 
-#: MBConv blocks of EfficientNet-Lite0 whose outputs are taken (24x64x64, 40x32x32, 112x16x16).
-EFFICIENTNET_TAPS = (2, 4, 10)
+#: The stages RD4AD distils (strides 4, 8, 16), and the choices of ``stages``.
+DEFAULT_STAGES = (1, 2, 3)
+STAGE_CHOICES = (1, 2, 3, 4)
+
+#: Channels of the three scales RD4AD distils (the default stages), finest first.
+TEACHER_CHANNELS: dict[str, tuple[int, int, int]] = {
+    name: tuple(channels[s - 1] for s in DEFAULT_STAGES) for name, channels in STAGE_CHANNELS.items()}
+
+#: MBConv blocks of EfficientNet-Lite0 that end each stage: the last block at strides 4, 8, 16
+#: and 32 (24, 40, 112 and 320 channels; at stride 16 after the 112-channel blocks, not the 80).
+EFFICIENTNET_TAPS = (2, 4, 10, 15)
+
+
+def stage_channels(name: str, stages: tuple[int, ...] = DEFAULT_STAGES) -> tuple[int, ...]:
+    """Channels of the tapped ``stages`` of teacher ``name``, finest first."""
+    check_stages(stages)
+    return tuple(STAGE_CHANNELS[name][s - 1] for s in stages)
+
+
+def stage_strides(stages: tuple[int, ...] = DEFAULT_STAGES) -> tuple[int, ...]:
+    """The strides of the tapped ``stages`` (stage k: ``2 ** (k + 1)``)."""
+    return tuple(2 ** (s + 1) for s in stages)
+
+
+def check_stages(stages: tuple[int, ...]) -> None:
+    """Three consecutive stages: the decoder doubles the resolution from one to the next."""
+    stages = tuple(stages)
+    if len(stages) != 3 or any(s not in STAGE_CHOICES for s in stages) or list(stages) != list(
+            range(stages[0], stages[0] + 3)):
+        raise ValueError(f"teacher stages {list(stages)}: three consecutive of {list(STAGE_CHOICES)}, "
+                         "finest first, e.g. [1, 2, 3] (RD4AD) or [2, 3, 4]")
 
 
 class TeacherWeightsUnavailable(RuntimeError):
@@ -31,24 +63,29 @@ class TeacherWeightsUnavailable(RuntimeError):
 
 
 class Teacher(nn.Module):
-    """Frozen encoder. ``(B, 3, S, S) -> [(B, c1, S/4, S/4), (B, c2, S/8, S/8), (B, c3, S/16, S/16)]``.
+    """Frozen encoder. ``(B, 3, H, W) -> [(B, c1, H/r, W/r), (B, c2, H/2r, W/2r), (B, c3, H/4r, W/4r)]``
+    with ``r = 2 ** (stages[0] + 1)`` (4 for RD4AD's stages 1, 2, 3).
 
     Attributes:
         channels: ``(c1, c2, c3)``.
+        strides: ``(r, 2r, 4r)``.
         nonnegative: whether the features are ReLU outputs. EfficientNet's linear-bottleneck
             outputs are not, so a decoder must not end in a ReLU to match them.
     """
 
-    def __init__(self, name: str = "wide_resnet50_2", weights: str = "imagenet") -> None:
+    def __init__(self, name: str = "wide_resnet50_2", weights: str = "imagenet",
+                 stages: tuple[int, int, int] = DEFAULT_STAGES) -> None:
         super().__init__()
-        if name not in TEACHER_CHANNELS:
-            raise ValueError(f"unknown teacher {name!r}: one of {', '.join(TEACHER_CHANNELS)}")
+        if name not in STAGE_CHANNELS:
+            raise ValueError(f"unknown teacher {name!r}: one of {', '.join(STAGE_CHANNELS)}")
         if weights not in ("imagenet", "none"):
             raise ValueError(f"unknown teacher weights {weights!r}: imagenet or none")
         self.name = name
-        self.channels = TEACHER_CHANNELS[name]
+        self.tapped = tuple(stages)
+        self.channels = stage_channels(name, self.tapped)
+        self.strides = stage_strides(self.tapped)
         self.nonnegative = name != "efficientnet_lite0"
-        self.stages = _build_stages(name, weights == "imagenet")
+        self.stages = _build_stages(name, weights == "imagenet", self.tapped)
         for parameter in self.parameters():
             parameter.requires_grad_(False)
         super().train(False)
@@ -66,8 +103,16 @@ class Teacher(nn.Module):
         return features
 
 
-def _build_stages(name: str, pretrained: bool) -> nn.ModuleList:
-    """Split the backbone into three sequential pieces ending at the tapped layers."""
+def _build_stages(name: str, pretrained: bool, tapped: tuple[int, ...]) -> nn.ModuleList:
+    """Split the backbone into three sequential pieces ending at the tapped stages (the first
+    piece holds everything before its stage too; nothing after the last is built into it)."""
+    pieces = _all_stages(name, pretrained)
+    first = nn.Sequential(*pieces[: tapped[0]])
+    return nn.ModuleList([first] + [pieces[s - 1] for s in tapped[1:]])
+
+
+def _all_stages(name: str, pretrained: bool) -> list[nn.Module]:
+    """The backbone as four sequential pieces ending at strides 4, 8, 16 and 32."""
     if name == "efficientnet_lite0":
         return _efficientnet_stages(pretrained)
     import torchvision
@@ -82,10 +127,10 @@ def _build_stages(name: str, pretrained: bool) -> nn.ModuleList:
         raise TeacherWeightsUnavailable(
             f"could not get the ImageNet weights of {name} ({type(error).__name__}: {error})") from None
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
-    return nn.ModuleList([stem, net.layer2, net.layer3])
+    return [stem, net.layer2, net.layer3, net.layer4]
 
 
-def _efficientnet_stages(pretrained: bool) -> nn.ModuleList:
+def _efficientnet_stages(pretrained: bool) -> list[nn.Module]:
     from efficientnet_lite_pytorch import EfficientNet
 
     if pretrained:
@@ -98,6 +143,6 @@ def _efficientnet_stages(pretrained: bool) -> nn.ModuleList:
     else:
         net = EfficientNet.from_name("efficientnet-lite0")
     blocks = list(net._blocks)
-    first, second, third = EFFICIENTNET_TAPS
+    first = EFFICIENTNET_TAPS[0]
     stem = nn.Sequential(net._conv_stem, net._bn0, net._swish, *blocks[: first + 1])
-    return nn.ModuleList([stem, nn.Sequential(*blocks[first + 1 : second + 1]), nn.Sequential(*blocks[second + 1 : third + 1])])
+    return [stem] + [nn.Sequential(*blocks[start + 1: end + 1]) for start, end in zip(EFFICIENTNET_TAPS, EFFICIENTNET_TAPS[1:])]

@@ -24,10 +24,9 @@ import torch
 
 from dhkd.config import Config
 from dhkd.errors import DhkdError
-from dhkd.method.teacher import TEACHER_CHANNELS
+from dhkd.method.teacher import stage_channels, stage_strides
 
 DATA_SHARE = 0.5  # of the available memory, for the training data (images and cached features)
-STRIDES = (4, 8, 16)  # the teachers' feature levels
 
 
 def image_bytes(config: Config) -> int:
@@ -39,7 +38,9 @@ def image_bytes(config: Config) -> int:
 def feature_bytes(config: Config) -> int:
     """The teacher's float32 features of one image, all three levels."""
     height, width = config.data.shape
-    return 4 * sum(c * (height // s) * (width // s) for c, s in zip(TEACHER_CHANNELS[config.model.teacher.name], STRIDES))
+    stages = tuple(config.model.teacher.stages)
+    return 4 * sum(c * (height // s) * (width // s)
+                   for c, s in zip(stage_channels(config.model.teacher.name, stages), stage_strides(stages)))
 
 
 def available_bytes(device: torch.device) -> int | None:

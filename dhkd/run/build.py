@@ -20,7 +20,7 @@ from dhkd.method import (DHKD, Decoder, MemoryBank, MutualMappingFusion, OneClas
 def build_teacher(config: ModelConfig) -> Teacher:
     """The frozen teacher, or a :class:`DhkdError` saying how to get its weights."""
     try:
-        return Teacher(config.teacher.name, config.teacher.weights)
+        return Teacher(config.teacher.name, config.teacher.weights, tuple(config.teacher.stages))
     except TeacherWeightsUnavailable as error:
         raise DhkdError(str(error), "connect to the internet once (torchvision caches the weights under "
                         "~/.cache/torch/hub/checkpoints), or use the offline teacher (--profile offline), "

@@ -63,7 +63,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 def check_compatible(state: dict[str, Any], config: Config, path: Path) -> None:
     """Refuse a checkpoint made with another teacher or another model/training config."""
-    saved, current = _flatten(state["config"]), _flatten(to_dict(config))
+    current = _flatten(to_dict(config))
+    # a setting added after the checkpoint was made has its default there (e.g. model.teacher.stages)
+    saved = {**_flatten(to_dict(Config())), **_flatten(state["config"])}
     differences = [
         f"{key}: checkpoint has {saved.get(key)!r}, this run has {current.get(key)!r}"
         for key in sorted(set(saved) | set(current))

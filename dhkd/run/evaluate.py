@@ -200,7 +200,7 @@ def batch_maps(model: DHKD, images: torch.Tensor, config: Config, device: torch.
     teacher = model.teacher(x)  # fp32 always: the reference the student is scored against
     with autocast(device, config.train.amp):
         student = [feature.float() for feature in model.student(teacher)]
-    return anomaly_map(teacher, student, config.data.shape, config.eval.blur_sigma)
+    return anomaly_map(teacher, student, config.data.shape, config.eval.blur_sigma, tuple(config.eval.scales))
 
 
 def compute_metrics(predictions: Predictions, config: Config) -> dict[str, Any]:

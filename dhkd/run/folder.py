@@ -11,6 +11,8 @@
                          data-driven starts of epoch 0: fusion scale matching, memory k-means)
     RUN/metrics.json     dhkd evaluate's metrics, diagnostics and recorded threshold
     RUN/predictions.npz  the test images' anomaly maps and scores
+    RUN/kept/epoch-NNNN.pt  the student after epoch NNNN, every train.keep_every epochs (dhkd curve)
+    RUN/curve.csv        dhkd curve's metrics of every kept checkpoint (a diagnostic: scored on the test split)
     RUN/model.onnx       the scoring graph for onnxruntime (dhkd export; made by dhkd predict --engine onnxruntime)
     RUN/.replaced-<time>/  an earlier run that a new one replaced, moved aside (never deleted)
 
@@ -42,6 +44,8 @@ START_NAME = "start.pt"
 METRICS_NAME = "metrics.json"
 PREDICTIONS_NAME = "predictions.npz"
 ONNX_NAME = "model.onnx"
+KEPT_DIR = "kept"
+CURVE_NAME = "curve.csv"
 RUN_FILES = (CHECKPOINT_NAME, START_NAME, HISTORY_NAME, RUN_INFO_NAME, CONFIG_NAME, METRICS_NAME, PREDICTIONS_NAME, ONNX_NAME)
 REPLACED_PREFIX = ".replaced-"
 
@@ -137,3 +141,18 @@ def prepare_run_dir(run_dir: str | Path, config: Config) -> bool:
     print(f"moved an earlier run of another configuration aside, to {run_dir.name}/{moved.name if moved else '?'} "
           f"(delete that folder when you no longer need it)")
     return False
+
+
+def kept_name(epoch: int) -> str:
+    """The kept checkpoint of ``epoch``, relative to the run folder (``kept/epoch-0012.pt``)."""
+    return f"{KEPT_DIR}/epoch-{epoch:04d}.pt"
+
+
+def kept_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(epoch, path)`` of every checkpoint ``train.keep_every`` kept in a run folder, by epoch."""
+    found = []
+    for path in sorted((Path(run_dir) / KEPT_DIR).glob("epoch-*.pt")):
+        stem = path.stem.removeprefix("epoch-")
+        if stem.isdigit():
+            found.append((int(stem), path))
+    return sorted(found)

@@ -37,8 +37,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dhkd.run.checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from dhkd.run.folder import (CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, RUN_INFO_NAME, START_NAME, no_checkpoint_error,
-                             prepare_run_dir, start_run_dir, stopped_before_checkpoint)
+from dhkd.run.folder import (CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, RUN_INFO_NAME, START_NAME, kept_name,
+                             no_checkpoint_error, prepare_run_dir, start_run_dir, stopped_before_checkpoint)
 from dhkd.config import Config, check_run, save_config, to_dict
 from dhkd.data import StreamedImages, count_images, load_split, normalize, stream_split, validate_category
 from dhkd.data.dataset_file import DataSetFile, as_dataset, is_dataset_file, split_record
@@ -446,6 +446,9 @@ class Trainer:
         last = position.epoch == self.config.train.epochs
         if last or position.epoch % max(1, self.config.train.checkpoint_every) == 0:
             self._save(position)
+        keep = self.config.train.keep_every
+        if keep and position.epoch % keep == 0:
+            self._keep(position.epoch)
         if self.dist.main:
             _write_history(self.out_dir / HISTORY_NAME, position.history)
             self._write_info(position, status="training")
@@ -495,6 +498,14 @@ class Trainer:
             "rng_torch": torch.get_rng_state(),
             "rng_generator": self.generator.get_state(),
         })
+
+    def _keep(self, epoch: int) -> None:
+        """The student after ``epoch`` (weights, config, epoch), for :mod:`dhkd.run.curve`."""
+        if self.dist.main:
+            path = self.out_dir / kept_name(epoch)
+            path.parent.mkdir(exist_ok=True)
+            save_checkpoint(path, {"student": self.student.state_dict(), "config": to_dict(self.config),
+                                   "category": self.category, "epoch": epoch, "step": 0})
 
     def _interrupted(self, position: Position, signum: int) -> None:
         self._save(position)
