@@ -2,11 +2,12 @@
 
     python -m benchmarks.per_scale RUN --data data/mtd.yaml
 
-Scores a trained run's test split once per scale: the ``1 - cos`` map of the stride-4, stride-8
-and stride-16 features alone (upsampled and blurred as the full map is; padding left out), and
-their sum (the kit's map), and prints image AUROC per defect kind and pixel AUROC per scale, in
-percent. Where the student trails a detector on the same features, this says at which scale the
-normal and the defective images are not told apart.
+Scores a trained run's final checkpoint once per scale and per sum of scales, with the kit's own
+map and metrics (``dhkd curve --last --scales ...``, :mod:`dhkd.run.curve`): each distilled scale
+alone, the kit's map (all three) and the two coarser ones (the finest left out, ``eval.scales=[2,
+3]``), and prints image AUROC overall and per defect kind, pixel AUROC and AUPRO, in percent.
+Where the student trails a detector on the same features, this says at which scale the normal
+and the defective images are not told apart. Writes nothing.
 """
 
 from __future__ import annotations
@@ -16,68 +17,46 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from dhkd import metrics
-from dhkd.data import normalize, stream_split
 from dhkd.kit.tables import markdown_table
-from dhkd.method.anomaly_map import gaussian_blur, image_scores, scale_maps, without_padding
-from dhkd.run.evaluate import load_model
-from dhkd.run.folder import RUN_INFO_NAME
+from dhkd.method.teacher import stage_strides
+from dhkd.config import read_config
+from dhkd.run.curve import score_curve
+from dhkd.run.folder import CONFIG_NAME
 
-SCALES = ("stride 4", "stride 8", "stride 16")
-SUM = "sum (the kit's map)"
-COARSE = "stride 8 + 16 (the finest left out)"  # the scales the training-free reference uses
-
-
-@torch.inference_mode()
-def per_scale_maps(run: Path, data: str, batch: int = 16) -> tuple[torch.Tensor, object]:
-    """``(N, 5, H, W)``: each scale's blurred map, their sum, and the sum of the two coarser ones,
-    0 on padding; and the test split."""
-    model, config = load_model(run, "cpu")
-    category = json.loads((run / RUN_INFO_NAME).read_text())["category"]
-    split = stream_split(data, category, "test", config.data.fit(), progress=False)
-    parts = []
-    for start in range(0, len(split), batch):
-        x = normalize(split.images[start:start + batch])
-        teacher = model.teacher(x)
-        scales = scale_maps(teacher, model.student(teacher), config.data.shape)  # (B, 3, H, W)
-        maps = torch.cat([scales, scales.sum(dim=1, keepdim=True), scales[:, 1:].sum(dim=1, keepdim=True)], dim=1)
-        b, k, h, w = maps.shape
-        if config.eval.blur_sigma > 0:
-            maps = gaussian_blur(maps.reshape(b * k, h, w), config.eval.blur_sigma).reshape(b, k, h, w)
-        parts.append(maps)
-    maps = torch.cat(parts)
-    without_padding(maps, split.valid)
-    return maps, split
+#: The sets of scales scored: each alone, their sum (the kit's map), the two coarser ones.
+SCALE_SETS = ((1,), (2,), (3,), (1, 2, 3), (2, 3))
 
 
-def table(maps: torch.Tensor, split) -> pd.DataFrame:
-    """Rows: the three scales, their sum and the two coarser ones' sum; columns: image AUROC over all kinds, per kind, and pixel AUROC."""
-    labels, kinds = split.labels, split.defect_types
-    good = [i for i, kind in enumerate(kinds) if kind == "good"]
-    rows = {}
-    for index, name in enumerate(SCALES + (SUM, COARSE)):
-        scale = maps[:, index]
-        scores = image_scores(scale, split.valid)
-        row = {"image AUROC": 100 * metrics.image_auroc(scores, labels)}
-        for kind in sorted(set(kinds) - {"good"}):
-            chosen = good + [i for i, k in enumerate(kinds) if k == kind]
-            row[kind] = 100 * metrics.image_auroc(scores[chosen], labels[chosen])
-        known = split.mask_known()
-        row["pixel AUROC"] = 100 * metrics.pixel_auroc(scale[known], split.masks[known],
-                                                       valid=None if split.valid is None else split.valid[known])
-        rows[name] = row
-    return pd.DataFrame(rows).T.round(1)
+def names(run: Path) -> dict[str, str]:
+    """``"2+3"`` -> ``"stride 16 + 32"`` etc., from the run's teacher stages."""
+    strides = stage_strides(tuple(read_config(run / CONFIG_NAME).model.teacher.stages))
+    shown = {}
+    for scales in SCALE_SETS:
+        key = "+".join(map(str, scales))
+        text = "stride " + " + ".join(str(strides[s - 1]) for s in scales)
+        shown[key] = text + (" (the kit's map)" if scales == (1, 2, 3) else " (the finest left out)" if scales == (2, 3) else "")
+    return shown
+
+
+def table(run: Path, data: str | None = None) -> pd.DataFrame:
+    """Rows: each scale, their sum and the two coarser ones' sum; columns: image AUROC over all kinds,
+    per kind, pixel AUROC and AUPRO, in percent (one decimal)."""
+    rows = score_curve(run, data, "cpu", list(SCALE_SETS), progress=False, last_only=True, write=False)
+    shown = names(run)
+    frame = pd.DataFrame({shown[row["scales"]]: {
+        "image AUROC": 100 * row["image_auroc"],
+        **{key.split("/", 1)[1]: 100 * value for key, value in row.items() if key.startswith("image_auroc/")},
+        "pixel AUROC": 100 * row["pixel_auroc"], "AUPRO": 100 * row["aupro"]} for row in rows}).T
+    return frame.round(1)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.per_scale", description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path, help="a trained and evaluated run folder")
-    parser.add_argument("--data", required=True, help="the data root or data-set file the run was trained on")
+    parser.add_argument("run", type=Path, help="a trained run folder")
+    parser.add_argument("--data", help="the data root or data-set file the run was trained on (default: as recorded)")
     args = parser.parse_args(argv)
-    maps, split = per_scale_maps(args.run, args.data)
-    print(markdown_table(table(maps, split), signed=()))
+    print(markdown_table(table(args.run, args.data), signed=()))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The ``dhkd`` command, one argparse tree: data, train, evaluate, predict, export, reproduce,
+"""The ``dhkd`` command, one argparse tree: data, train, evaluate, curve, predict, export, reproduce,
 book, tables, settings, bench.
 
 ``make reproduce`` and ``make ablation`` run ``dhkd reproduce``, ``make book`` ``dhkd book``; each
@@ -75,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--quiet", action="store_true")
 
+    curve = commands.add_parser("curve", help="score every checkpoint train.keep_every kept (a learning curve, "
+                                "on the test split: a diagnostic, never a way to pick an epoch)")
+    curve.add_argument("--run", required=True, type=Path)
+    curve.add_argument("--data-root", "--data", type=Path, dest="data_root",
+                       help="a data root or data-set file; defaults to the one the run was trained on")
+    curve.add_argument("--scales", action="append", default=[], metavar="S,S",
+                       help="the distilled scales the map sums, 1 = finest (repeatable: one row per set; default: eval.scales)")
+    curve.add_argument("--last", action="store_true", help="the final checkpoint only (the run's per-scale table)")
+    curve.add_argument("--device", default="auto")
+    curve.add_argument("--quiet", action="store_true")
+
     predict = commands.add_parser("predict", help="score images with a trained run: scores.csv, maps, overlays, masks")
     predict.add_argument("--run", type=Path, help="a trained run folder (or give --model)")
     predict.add_argument("--model", type=Path, metavar="FILE.onnx",
@@ -117,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         return _train(args)
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "curve":
+        return _curve(args)
     if args.command == "predict":
         return _predict(args)
     if args.command == "export":
@@ -138,6 +151,23 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "bench":
         return _bench(args)
     raise AssertionError(args.command)
+
+
+def _curve(args: argparse.Namespace) -> int:
+    from dhkd.run.curve import curve_text, score_curve
+    from dhkd.run.folder import CURVE_NAME
+
+    scale_sets = []
+    for text in args.scales:
+        try:
+            scale_sets.append(tuple(int(part) for part in text.split(",")))
+        except ValueError:
+            raise DhkdError(f"--scales {text}: not a comma-separated list of scales", "e.g. --scales 1,2,3 or --scales 2,3") from None
+    rows = score_curve(args.run, args.data_root, args.device, scale_sets or None, progress=not args.quiet,
+                       last_only=args.last)
+    print(curve_text(rows))
+    print(f"wrote {args.run / CURVE_NAME} (scored on the test split: a diagnostic of the budget, not a way to choose an epoch)")
+    return 0
 
 
 def _data(args: argparse.Namespace) -> int:

@@ -241,20 +241,21 @@ def test_tune_profile_scores_at_the_chosen_epochs_and_tabulates(tmp_path: Path, 
 
 
 def test_per_scale_sums_to_the_evaluations_map(toy_root, tmp_path) -> None:
-    """benchmarks/per_scale.py: its 'sum' row is the kit's own map, so its image AUROC is evaluate's."""
-    import torch
-
+    """benchmarks/per_scale.py: its all-scales row is the kit's own map, so its metrics are evaluate's;
+    it names the strides of the run's teacher stages and writes nothing into the run."""
     from benchmarks import per_scale
     from dhkd.config import load_config
     from dhkd.run.evaluate import evaluate_run
+    from dhkd.run.folder import CURVE_NAME
     from dhkd.run.train import train
 
     config = load_config("smoke", ["train.epochs=2", "data.image_size=[64,96]"])
     run = train(config, toy_root, "nut", tmp_path / "run", device="cpu", progress=False)
     result = evaluate_run(run, device="cpu", progress=False, diagnostics=False)
-    maps, split = per_scale.per_scale_maps(run, str(toy_root))
-    frame = per_scale.table(maps, split)
-    assert list(frame.index)[:3] == list(per_scale.SCALES)
-    assert frame.loc[per_scale.SUM, "image AUROC"] == round(100 * result["image_auroc"], 1)
-    assert frame.loc[per_scale.SUM, "pixel AUROC"] == round(100 * result["pixel_auroc"], 1)
-    assert torch.allclose(maps[:, 4], maps[:, 1] + maps[:, 2], atol=1e-5) and len(frame) == 5
+    frame = per_scale.table(run, str(toy_root))
+    assert list(frame.index) == ["stride 4", "stride 8", "stride 16", "stride 4 + 8 + 16 (the kit's map)",
+                                 "stride 8 + 16 (the finest left out)"]
+    kit = "stride 4 + 8 + 16 (the kit's map)"
+    for column, metric in (("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"), ("AUPRO", "aupro")):
+        assert frame.loc[kit, column] == round(100 * result[metric], 1), column
+    assert not (run / CURVE_NAME).exists()

@@ -738,3 +738,29 @@ def _masking_panel(ax, entry: dict, thresholds: dict) -> None:
     ax.set_ylabel("1 - cos to the clean features")
     ax.text(0.02, 0.95, f"restoration {entry['restoration']:.2f} (inert below {thresholds['masking_min_restoration']})",
             transform=ax.transAxes, fontsize="small", va="top")
+
+
+CURVE_METRICS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO"}
+
+
+def learning_curves(curves: dict[str, pd.DataFrame], reference: dict[str, float] | None = None,
+                    stage2_from: dict[str, int] | None = None) -> Figure:
+    """One panel per metric, one line per run: ``curves`` maps a label to ``dhkd curve``'s rows
+    (``epoch`` and the metrics as fractions, one set of scales). ``reference``: a detector's value per
+    metric (drawn flat, e.g. the training-free reference); ``stage2_from``: a run's first stage-2 epoch
+    (marked), since a constant-rate curve changes regime there."""
+    figure = Figure(figsize=(11, 3.3), layout="constrained")
+    axes = figure.subplots(1, len(CURVE_METRICS), sharex=True)
+    for ax, (metric, title) in zip(axes, CURVE_METRICS.items()):
+        for label, rows in curves.items():
+            line, = ax.plot(rows["epoch"], 100 * rows[metric], "o-", markersize=3, label=label)
+            if stage2_from and label in stage2_from:
+                ax.axvline(stage2_from[label], color=line.get_color(), linestyle=":", alpha=0.6)
+        if reference and metric in reference:
+            ax.axhline(100 * reference[metric], color="black", linestyle="--", linewidth=1, label="reference, no training")
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("% on the test split")
+    axes[-1].legend(fontsize="small", loc="lower right")
+    return figure

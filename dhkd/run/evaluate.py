@@ -198,17 +198,28 @@ def batch_maps(model: DHKD, images: torch.Tensor, config: Config, device: torch.
     if config.train.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     teacher = model.teacher(x)  # fp32 always: the reference the student is scored against
+    return maps_from_features(model, teacher, config, device)
+
+
+@torch.inference_mode()
+def maps_from_features(model: DHKD, teacher: list[torch.Tensor], config: Config, device: torch.device,
+                       scales: tuple[int, ...] | None = None) -> torch.Tensor:
+    """The teacher's features of a batch -> its anomaly maps ``(B, H, W)``: the student's side of
+    :func:`batch_maps`, for tools that hold the teacher's features already (:mod:`dhkd.run.curve`).
+    ``scales``: the distilled scales summed (1 = finest), ``eval.scales`` when None."""
     with autocast(device, config.train.amp):
         student = [feature.float() for feature in model.student(teacher)]
-    return anomaly_map(teacher, student, config.data.shape, config.eval.blur_sigma, tuple(config.eval.scales))
+    chosen = tuple(config.eval.scales) if scales is None else tuple(scales)
+    return anomaly_map(teacher, student, config.data.shape, config.eval.blur_sigma, chosen)
 
 
-def compute_metrics(predictions: Predictions, config: Config) -> dict[str, Any]:
+def compute_metrics(predictions: Predictions, config: Config, full: bool = True) -> dict[str, Any]:
     """Image AUROC, pixel AUROC, AUPRO (official) and RD4AD's PRO, plus per-defect-type scores.
 
     Image AUROC uses every test image; the pixel metrics only the images whose pixels are
     labelled (defective images without a mask are left out of them; NaN when none has one), and
-    only their pixels, not the padding around them (``valid``).
+    only their pixels, not the padding around them (``valid``). ``full=False`` leaves out RD4AD's
+    PRO (NaN) and the per-defect pixel metrics, the slow ones, for a curve of many checkpoints.
     """
     p = predictions
     maps, masks, valid = _labelled_pixels(p, torch.arange(len(p.labels), device=p.maps.device))
@@ -218,9 +229,9 @@ def compute_metrics(predictions: Predictions, config: Config) -> dict[str, Any]:
         "pixel_auroc": metrics.pixel_auroc(maps, masks, valid=valid) if pixel else math.nan,
         "aupro": metrics.aupro(maps, masks, fpr_limit=config.eval.fpr_limit, valid=valid) if pixel else math.nan,
         "pro_rd4ad": (metrics.pro_rd4ad(maps, masks, num_thresholds=config.eval.pro_thresholds, valid=valid)
-                      if pixel else math.nan),
+                      if pixel and full else math.nan),
     }
-    result["per_defect"] = per_defect_metrics(p, config)
+    result["per_defect"] = per_defect_metrics(p, config, pixels=full)
     return result
 
 
@@ -233,13 +244,13 @@ def _labelled_pixels(p: Predictions, chosen: torch.Tensor) -> tuple[torch.Tensor
     return p.maps[known], p.masks[known], None if p.valid is None else p.valid[known]
 
 
-def per_defect_metrics(p: Predictions, config: Config) -> dict[str, dict[str, Any]]:
-    """Each defect type scored against the good test images alone."""
+def per_defect_metrics(p: Predictions, config: Config, pixels: bool = True) -> dict[str, dict[str, Any]]:
+    """Each defect type scored against the good test images alone (its pixel metrics NaN unless ``pixels``)."""
     good = [i for i, kind in enumerate(p.defect_types) if kind == "good"]
     table = {}
     for kind in sorted(set(p.defect_types) - {"good"}):
         chosen = torch.tensor(good + [i for i, k in enumerate(p.defect_types) if k == kind], device=p.maps.device)
-        maps, masks, valid = _labelled_pixels(p, chosen)
+        maps, masks, valid = _labelled_pixels(p, chosen) if pixels else (None, None, None)
         table[kind] = {
             "n": len(chosen) - len(good),
             "image_auroc": metrics.image_auroc(p.scores[chosen], p.labels[chosen]) if good else float("nan"),
@@ -325,6 +336,17 @@ def _data_source(info: dict[str, Any], data_root: str | Path | None) -> Path | D
     return dataset
 
 
+def run_test_data(run_dir: Path, data_root: str | Path | None = None) -> tuple[dict[str, Any], Path | DataSetFile]:
+    """A run's ``run.json`` and the data its test split is read from (``data_root`` when given, else
+    what it was trained on: a moved data root, or a data set whose split changed, is an error)."""
+    info = _run_info(run_dir)
+    if data_root is None and info.get("dataset") is None:
+        data_root = _test_data_root(run_dir, info, None)  # a moved data root is named here
+    data = _data_source(info, data_root)
+    validate_category(data, info["category"])
+    return info, data
+
+
 def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, device: str | None = "auto",
                  json_path: str | Path | None = None, progress: bool = True, diagnostics: bool = True) -> dict[str, Any]:
     """Evaluate a trained run on its category's test split; writes metrics (and maps) to disk.
@@ -336,12 +358,8 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, devic
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    info = _run_info(run_dir)
+    info, data_root = run_test_data(run_dir, data_root)
     category = info["category"]
-    if data_root is None and info.get("dataset") is None:
-        data_root = _test_data_root(run_dir, info, None)  # a moved data root is named here
-    data_root = _data_source(info, data_root)
-    validate_category(data_root, category)
     resolved = resolve_device(device)
     model, config, state = _load_model(run_dir, resolved)
     progress_of_training = training_progress(state, config, info)
