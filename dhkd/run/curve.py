@@ -27,12 +27,12 @@ from dhkd.config import Config, read_config
 from dhkd.data import CategorySplit, StreamedImages, normalize, stream_split
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write_text
-from dhkd.method.anomaly_map import image_scores, without_padding
+from dhkd.method.anomaly_map import anomaly_map, image_scores, without_padding
 from dhkd.run.budget import available_bytes, feature_bytes, pixel_stride
 from dhkd.run.build import build_model
 from dhkd.run.checkpoint import check_compatible, load_checkpoint
 from dhkd.run.device import resolve_device, set_memory_format
-from dhkd.run.evaluate import Predictions, compute_metrics, maps_from_features, run_test_data
+from dhkd.run.evaluate import Predictions, compute_metrics, run_test_data, student_features
 from dhkd.run.folder import CHECKPOINT_NAME, CONFIG_NAME, CURVE_NAME, kept_checkpoints
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -86,21 +86,27 @@ class _TestFeatures:
 
 @torch.inference_mode()
 def _score(model: torch.nn.Module, features: _TestFeatures, config: Config, device: torch.device,
-           scales: tuple[int, ...], stride: int) -> Predictions:
-    """:func:`dhkd.run.evaluate.score_split` from held teacher features."""
+           scale_sets: list[tuple[int, ...]], stride: int) -> dict[tuple[int, ...], Predictions]:
+    """:func:`dhkd.run.evaluate.score_split` from held teacher features, for several sets of scales
+    at once (the student runs once per batch; each set sums its own scales' maps)."""
     split = features.split
     valid = None if split.valid is None else split.valid.to(device)
     kept = (lambda x: x) if stride == 1 else (lambda x: x[:, ::stride, ::stride].contiguous())
-    maps, scores = [], []
+    maps: dict[tuple[int, ...], list[torch.Tensor]] = {scales: [] for scales in scale_sets}
+    scores: dict[tuple[int, ...], list[torch.Tensor]] = {scales: [] for scales in scale_sets}
     for start, teacher in features.batches():
         inside = None if valid is None else valid[start:start + features.batch]
-        part = without_padding(maps_from_features(model, teacher, config, device, scales).float(), inside)
-        scores.append(image_scores(part, inside))
-        maps.append(kept(part))
-    return Predictions(torch.cat(maps), torch.cat(scores), kept(split.masks.to(device)), split.labels.to(device),
-                       list(split.defect_types), [str(p) for p in split.paths],
-                       None if split.has_mask is None else split.has_mask.to(device),
-                       None if valid is None else kept(valid))
+        student = student_features(model, teacher, config, device)
+        for scales in scale_sets:
+            part = anomaly_map(teacher, student, config.data.shape, config.eval.blur_sigma, scales)
+            part = without_padding(part.float(), inside)
+            scores[scales].append(image_scores(part, inside))
+            maps[scales].append(kept(part))
+    return {scales: Predictions(torch.cat(maps[scales]), torch.cat(scores[scales]), kept(split.masks.to(device)),
+                                split.labels.to(device), list(split.defect_types), [str(p) for p in split.paths],
+                                None if split.has_mask is None else split.has_mask.to(device),
+                                None if valid is None else kept(valid))
+            for scales in scale_sets}
 
 
 def score_curve(run_dir: str | Path, data_root: str | Path | None = None, device: str | None = "auto",
@@ -133,8 +139,8 @@ def score_curve(run_dir: str | Path, data_root: str | Path | None = None, device
         check_compatible(state, config, path)
         model.student.load_state_dict(state["student"])
         model.eval()
-        for scales in scale_sets:
-            scored = compute_metrics(_score(model, features, config, resolved, scales, stride), config, full=False)
+        for scales, predictions in _score(model, features, config, resolved, scale_sets, stride).items():
+            scored = compute_metrics(predictions, config, full=False)
             row = {"epoch": epoch, "scales": "+".join(map(str, scales)), **{m: scored[m] for m in METRICS}}
             row.update({f"image_auroc/{kind}": value["image_auroc"] for kind, value in scored["per_defect"].items()})
             rows.append(row)

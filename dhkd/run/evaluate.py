@@ -207,10 +207,16 @@ def maps_from_features(model: DHKD, teacher: list[torch.Tensor], config: Config,
     """The teacher's features of a batch -> its anomaly maps ``(B, H, W)``: the student's side of
     :func:`batch_maps`, for tools that hold the teacher's features already (:mod:`dhkd.run.curve`).
     ``scales``: the distilled scales summed (1 = finest), ``eval.scales`` when None."""
-    with autocast(device, config.train.amp):
-        student = [feature.float() for feature in model.student(teacher)]
     chosen = tuple(config.eval.scales) if scales is None else tuple(scales)
-    return anomaly_map(teacher, student, config.data.shape, config.eval.blur_sigma, chosen)
+    return anomaly_map(teacher, student_features(model, teacher, config, device), config.data.shape,
+                       config.eval.blur_sigma, chosen)
+
+
+@torch.inference_mode()
+def student_features(model: DHKD, teacher: list[torch.Tensor], config: Config, device: torch.device) -> list[torch.Tensor]:
+    """The student's reconstruction of the teacher's features, in float32 (``train.amp`` as in training)."""
+    with autocast(device, config.train.amp):
+        return [feature.float() for feature in model.student(teacher)]
 
 
 def compute_metrics(predictions: Predictions, config: Config, full: bool = True) -> dict[str, Any]:
