@@ -30,6 +30,7 @@ same settings is not run again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -96,7 +97,9 @@ def nearest_distances(patches: torch.Tensor, memory: torch.Tensor, chunk: int = 
 def score(train: CategorySplit, test: CategorySplit, config: Config, seed: int) -> tuple[Predictions, dict[str, float]]:
     """The reference's predictions on ``test`` with a memory from ``train``, and where the time went."""
     torch.manual_seed(seed)
-    teacher = build_teacher(config.model).eval()
+    # PatchCore's strides 8 and 16 whatever stages the profile distils (model.teacher.stages)
+    teacher_config = dataclasses.replace(config.model, teacher=dataclasses.replace(config.model.teacher, stages=[1, 2, 3]))
+    teacher = build_teacher(teacher_config).eval()
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     features = patch_features(teacher, train.images)

@@ -121,3 +121,25 @@ def test_a_folder_without_checkpoints_says_how_to_keep_them(tmp_path: Path) -> N
     with pytest.raises(DhkdError) as error:
         curve_points(tmp_path)
     assert "train.keep_every" in error.value.fix
+
+
+def test_a_folder_of_curves_reads_back_as_tables(kept_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from dhkd.kit.curves import curve_table, last_epoch, load_curves, scales_table
+
+    score_curve(kept_run, device="cpu", scale_sets=[(1, 2, 3), (2, 3)], progress=False)
+    folder = tmp_path / "curves"
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+        shutil.copy(kept_run / CURVE_NAME, folder / name / CURVE_NAME)
+    curves = load_curves(folder)
+    rows = read_curve(kept_run)
+    table = curve_table(curves, metric="aupro")
+    assert list(table.columns) == ["a", "b"] and list(table.index) == [2, 4]
+    assert table.loc[4, "a"] == pytest.approx(100 * rows[2]["aupro"])
+    assert curve_table(curves, "2+3").loc[2, "b"] == pytest.approx(100 * rows[1]["image_auroc"])
+    assert last_epoch(curves["a"])["epoch"] == 4
+    assert list(scales_table(curves["a"]).index) == ["1+2+3", "2+3"]
+    with pytest.raises(ValueError, match="no rows with scales"):
+        curve_table(curves, "1")
