@@ -29,18 +29,20 @@ def report(folder: Path) -> str:
     parts = []
     for metric, label in LABELS.items():
         parts += [f"**{label}, the kit's map (scales 1+2+3), by epoch**", "",
-                  markdown_table(curve_table(curves, metric=metric).round(1).reset_index(), signed=()), ""]
+                  markdown_table(curve_table(curves, metric=metric).round(1), signed=()), ""]
     coarse = {name: curve for name, curve in curves.items() if "2+3" in set(curve["scales"])}
     if coarse:
         parts += ["**image AUROC, the two coarser scales alone (2+3), by epoch**", "",
-                  markdown_table(curve_table(coarse, "2+3").round(1).reset_index(), signed=()), ""]
+                  markdown_table(curve_table(coarse, "2+3").round(1), signed=()), ""]
     last = pd.DataFrame({name: last_epoch(curve) for name, curve in curves.items()}).T
+    last = last.rename(columns={**LABELS, **{c: c.split("/", 1)[1] for c in last.columns if "/" in c}})
+    last["epoch"] = last["epoch"].astype(int)
     parts += ["**last epoch, the kit's map, per defect kind (image AUROC)**", "",
-              markdown_table(last.round(1).rename_axis("run").reset_index(), signed=()), ""]
+              markdown_table(last.round(1).rename_axis("run"), signed=()), ""]
     for name, curve in curves.items():
         if curve["scales"].nunique() > 1:
             parts += [f"**{name}: every set of scales at its last epoch**", "",
-                      markdown_table(scales_table(curve).round(1).reset_index(), signed=()), ""]
+                      markdown_table(scales_table(curve).round(1), signed=()), ""]
     seconds = {name: json.loads((folder / name / RUN_INFO_NAME).read_text()).get("train_seconds")
                for name in curves if (folder / name / RUN_INFO_NAME).exists()}
     if seconds:
