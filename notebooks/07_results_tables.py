@@ -287,6 +287,9 @@ for m, label in METRICS.items():  # a difference within the spreads (root of the
 #   averages may follow RD4AD's code (the kit reports that one too, as `pro_rd4ad`).
 # - One run per category is one sample. A claim that one setting beats another needs several
 #   seeds, their mean and their spread.
+# - On MTD, DHKD's deficit against a detector with no training was a budget and a scale, not the
+#   method: stage 1 plateaus early, the masking stage carries the gain, and the stride-4 map is
+#   the weakest (the curves above, one seed each, scored on the test split).
 #
 # ## Questionnaire
 #
@@ -296,6 +299,9 @@ for m, label in METRICS.items():  # a difference within the spreads (root of the
 #    seed; only a difference larger than the spread over seeds is measured.
 # 3. *Why are the toy numbers not comparable with the published ones?* Other images, far fewer
 #    epochs and another teacher.
+# 4. *Why may a learning curve scored on the test split not be used to pick the epoch you report?*
+#    Picking the best test epoch tunes on the test images; the curve only shows how the metrics
+#    move with the budget, and the kit reports the last epoch.
 #
 # ## Try this
 #
