@@ -268,6 +268,7 @@ def test_data_readme_lists_every_layout_error_as_the_kit_says_it(tmp_path: Path)
 # ------------------------------------------------------------------------------------------ CLI end to end
 
 
+@pytest.mark.slow
 def test_data_folder_train_evaluate_predict(folder_set: Path, tmp_path: Path, capsys) -> None:
     root = folder_set.parent / "parts"
     out = tmp_path / "written.yaml"

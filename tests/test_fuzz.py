@@ -189,6 +189,7 @@ def affordable(chosen: config.Config) -> bool:
 @fuzz(5)
 @given(overrides=st.tuples(st.lists(VALID_OVERRIDE, min_size=1, max_size=3), st.lists(OVERRIDE, max_size=1))
        .map(lambda parts: parts[0] + parts[1]))
+@pytest.mark.slow
 def test_random_overrides_train_and_evaluate_or_fail_with_a_fix(overrides: list[str], tiny_root: Path, capsys) -> None:
     chosen, error = outcome(overrides)
     if chosen is not None and not affordable(chosen):
@@ -421,6 +422,7 @@ KEEPING = st.one_of(  # damage that leaves every picture readable as it was
 
 @fuzz(2)
 @given(damages=st.lists(st.one_of(KEEPING, KEEPING, DAMAGE), min_size=1, max_size=2))
+@pytest.mark.slow
 def test_damaged_data_trains_or_fails_with_a_fix_through_the_cli(damages: list[tuple], tiny_root: Path, reference,
                                                                 capsys) -> None:
     with tempfile.TemporaryDirectory() as tmp:

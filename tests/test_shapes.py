@@ -164,6 +164,7 @@ def _train_evaluate(data: Path, out: Path, overrides: list[str]) -> dict:
     return evaluate_run(run, device="cpu", progress=False)
 
 
+@pytest.mark.slow
 def test_a_rectangular_run_trains_evaluates_predicts_and_shows_in_the_widgets(toy_root: Path, tmp_path: Path) -> None:
     from dhkd.notebook.widgets import FailureBrowser, ThresholdExplorer
     from dhkd.run.evaluate import load_predictions
@@ -193,6 +194,7 @@ def test_a_rectangular_run_trains_evaluates_predicts_and_shows_in_the_widgets(to
     FailureBrowser(predictions, split.images, panel_size=96)
 
 
+@pytest.mark.slow
 def test_a_kept_aspect_run_leaves_the_padding_out_of_its_maps_and_metrics(mixed_root: Path, tmp_path: Path) -> None:
     from dhkd.run.evaluate import compute_metrics, load_predictions
     from dhkd.run.predict import predict
