@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from dhkd import cli
-from dhkd import config
+from dhkd import config, ranges
 from dhkd.config import check_run, load_config
 from dhkd.data import load_split, validate_category
 from dhkd.errors import DhkdError
@@ -96,7 +96,7 @@ def valid_value(s: config.Setting) -> st.SearchStrategy[str]:
     """A value inside the setting's range, kept small enough to train in seconds."""
     r = s.range
     if r.choices:
-        return st.sampled_from([config._shown(c) for c in r.choices])
+        return st.sampled_from([ranges.shown(c) for c in r.choices])
     if s.name == "data.image_size":
         return st.just("64")
     if s.name == "model.decoder.blocks":
@@ -157,7 +157,7 @@ def test_random_overrides_load_exactly_or_fail_with_a_fix(overrides: list[str]) 
             last[pair[0]] = pair[1]
     for key, raw in last.items():  # the value that runs is the value written, as its declared type
         s = next(s for s in SETTINGS if s.name == key)
-        value = config._get(chosen, key)
+        value = ranges.get(chosen, key)
         assert s.range.problem(value) is None
         stripped = raw.strip()
         if stripped in ("on", "off", "yes", "no"):

@@ -261,7 +261,8 @@ def test_data_folder_suggests_the_shape_and_writes_it_on_request(mixed_root: Pat
 
 def test_a_data_set_file_with_a_bad_shape_is_refused(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
-    for key, value, fragment in (("image_size", "[64]", "image_size must be"), ("resize", "pad", "resize must be one of")):
+    for key, value, fragment in (("image_size", "[64]", "image_size=.64. has 1 items; it must have 2"),
+                                 ("resize", "pad", "resize must be one of")):
         path = tmp_path / f"{key}.yaml"
         path.write_text(f"name: x\nroot: images\nnormal: '*.png'\n{key}: {value}\n")
         with pytest.raises(DhkdError, match=fragment):
