@@ -25,7 +25,9 @@ import yaml
 
 from dhkd.data.fit import IMAGE_SIZE, RESIZE_MODES, Fit, as_fit
 from dhkd.errors import DhkdError
-from dhkd.method.teacher import DEFAULT_STAGES, STAGE_CHANNELS, STAGE_CHOICES, stage_channels, stage_strides
+from dhkd.method.loss import LOSS_KINDS
+from dhkd.method.masking import FILLS, SHAPES
+from dhkd.method.teacher import DEFAULT_STAGES, STAGE_CHANNELS, STAGE_CHOICES, WEIGHTS, stage_channels, stage_strides
 from dhkd.ranges import (COUNT, FLAG, FRACTION, POSITIVE, Range, Setting, check_leaves, coerce, format_number, from_dict,
                          leaves, raise_all, setting, shown, type_name)
 from dhkd.yamlfile import parse_yaml, read_yaml
@@ -42,7 +44,7 @@ class TeacherConfig:
     """The frozen ImageNet encoder whose features the student learns to reproduce."""
 
     name: str = setting("wide_resnet50_2", Range(choices=TEACHERS), "the frozen encoder")
-    weights: str = setting("imagenet", Range(choices=("imagenet", "none")), "none: random weights, for tests")
+    weights: str = setting("imagenet", Range(choices=WEIGHTS), "none: random weights, for tests")
     # Stage k ends at stride 2 ** (k + 1): RD4AD distils stages 1-3 (strides 4, 8, 16). [2, 3, 4]
     # drops the finest scale for the coarsest (strides 8, 16, 32); the input then needs a multiple
     # of 64 (the bottleneck sits one stride below the coarsest stage).
@@ -132,9 +134,9 @@ class MaskingConfig:
     stage2_fraction: float = setting(0.25, Range(low=0, high=1, low_open=True, high_open=True),
                                      "share of the epochs spent in stage 2 (at the end; each stage gets ≥ 1 epoch)")
     ratio: float = setting(0.2, Range(low=0, high=1, low_open=True), "target share of the image area that is masked")
-    shape: str = setting("mixed", Range(choices=("perlin", "rect", "mixed", "crack", "all")),
+    shape: str = setting("mixed", Range(choices=SHAPES),
                          "shape of the masked regions (mixed: perlin or rect; crack: thin random walks; all: a third each)")
-    fill: str = setting("mixed", Range(choices=("image", "noise", "mixed")),
+    fill: str = setting("mixed", Range(choices=FILLS),
                         "what fills them: a cut from another training image, noise, or either")
 
 
@@ -147,7 +149,7 @@ class TrainConfig:
                                "constant (RD4AD) or cosine: decays to 0 over the run, per step")
     betas: list[float] = setting([0.5, 0.999], Range(low=0, high=1, high_open=True, length=2), "Adam's betas")
     seed: int = setting(111, Range(low=0, high=2**32 - 1), "seed of the weights and the data order")
-    loss: str = setting("flatten", Range(choices=("flatten", "pixel")), "flatten (official RD4AD) or pixel (the paper's text)")
+    loss: str = setting("flatten", Range(choices=LOSS_KINDS), "flatten (official RD4AD) or pixel (the paper's text)")
     cache_teacher_features: bool = setting(True, FLAG, "reuse clean-image features across epochs")
     stream: str = setting("auto", Range(choices=("auto", "off", "on")),
                           "decode the training images from disk per batch: auto when the images and the feature "
