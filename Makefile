@@ -1,4 +1,4 @@
-# The two commands a fresh machine needs: `make reproduce` and `make test`.
+# The commands a fresh machine needs: `make reproduce`, and `make test` (fast) or `make test-all` (everything).
 # Everything else (the virtual environment, the toy data) is made on the way.
 
 PYTHON ?= python3
@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: setup test reproduce ablation
+.PHONY: setup test test-all reproduce ablation
 
 setup: $(VENV)/.installed
 
@@ -16,9 +16,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,deploy,book]'
 	touch $@
 
+# make test: the fast tier, to run before a commit (no training past a few steps, no Jupyter kernel,
+# browser or torchrun; the markers are declared in pyproject.toml). make test-all: every test (CI).
+# PYTEST="..." passes more pytest arguments, e.g. PYTEST="tests/test_metrics.py -x".
+FAST   := not (slow or kernel or ui or torchrun)
+PYTEST ?=
+
 test: setup
 	$(BIN)/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m '$(FAST)' $(PYTEST)
+
+test-all: setup
+	$(BIN)/lint-imports
+	$(PY) -m pytest -q $(PYTEST)
 
 # ---------------------------------------------------------------------------------------------
 # make reproduce: every notebook headless (papermill) per category, then the results tables.

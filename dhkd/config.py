@@ -5,19 +5,17 @@ name another profile under ``inherits:`` and then only lists what differs. ``--s
 section.key=value`` overrides are applied last and type-checked against the dataclasses, so
 a typo or a wrong type fails at once with a message instead of silently doing nothing.
 
-Every setting declares its allowed values next to its field (:func:`setting` with a
-:class:`Range`): :func:`validate` checks them when a config is loaded, :func:`check_run`
-adds the checks that depend on the run's length, and the README's settings table and
-``dhkd train --help`` are generated from the same declarations (``dhkd settings table``).
+Every setting declares its allowed values next to its field (:func:`~dhkd.ranges.setting` with a
+:class:`~dhkd.ranges.Range`, the machinery data-set files use too): :func:`validate` checks them
+when a config is loaded, :func:`check_run` adds the checks that depend on the run's length, and
+the README's settings table and ``dhkd train --help`` are generated from the same declarations
+(``dhkd settings table``). Profiles are read by :mod:`dhkd.yamlfile`, as data-set files are.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
-import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,107 +23,19 @@ from typing import Any
 
 import yaml
 
-from dhkd.data.fit import RESIZE_MODES, Fit, as_fit
+from dhkd.data.fit import IMAGE_SIZE, RESIZE_MODES, Fit, as_fit
 from dhkd.errors import DhkdError
-from dhkd.method.teacher import DEFAULT_STAGES, STAGE_CHANNELS, STAGE_CHOICES, stage_channels, stage_strides
+from dhkd.method.loss import LOSS_KINDS
+from dhkd.method.masking import FILLS, SHAPES
+from dhkd.method.teacher import DEFAULT_STAGES, STAGE_CHANNELS, STAGE_CHOICES, WEIGHTS, stage_channels, stage_strides
+from dhkd.ranges import (COUNT, FLAG, FRACTION, POSITIVE, Range, Setting, check_leaves, coerce, format_number, from_dict,
+                         leaves, raise_all, setting, shown, type_name)
+from dhkd.yamlfile import parse_yaml, read_yaml
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
 # ---------------------------------------------------------------------------- allowed values
 
-
-@dataclass(frozen=True)
-class Range:
-    """The values one setting accepts. Bounds are inclusive unless ``*_open``; lists are checked
-    item by item (and for their ``length``); ``choices`` lists every allowed value."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    choices: tuple[Any, ...] = ()
-    multiple_of: int | None = None
-    length: int | None = None
-    single_too: bool = False  # one value is allowed as well as a list of ``length``
-    note: str = ""  # what a special value means, shown in the table
-
-    def text(self) -> str:
-        """The range in a few characters, e.g. ``> 0``, ``0 ≤ x ≤ 1``, ``a / b``."""
-        if self.choices:
-            parts = [" / ".join(_shown(c) for c in self.choices)]
-        else:
-            low = None if self.low is None else f"{_number(self.low)} {'<' if self.low_open else '≤'} "
-            high = None if self.high is None else f" {'<' if self.high_open else '≤'} {_number(self.high)}"
-            if low and high:
-                parts = [f"{low}x{high}"]
-            elif low:
-                parts = [f"{'>' if self.low_open else '≥'} {_number(self.low)}"]
-            elif high:
-                parts = [f"{'<' if self.high_open else '≤'} {_number(self.high)}"]
-            else:
-                parts = ["any"]
-            if self.multiple_of:
-                parts.append(f"a multiple of {self.multiple_of}")
-        text = ", ".join(parts)
-        if self.length is not None:
-            text = (f"one number or {self.length} items, each " if self.single_too else f"{self.length} items, each ") + text
-        return f"{text} ({self.note})" if self.note else text
-
-    def problem(self, value: Any) -> str | None:
-        """Why one scalar ``value`` is not allowed, or None."""
-        if self.choices:
-            return None if value in self.choices and type(value) is type(self.choices[0]) else f"must be one of {self.text()}"
-        if isinstance(value, float) and not math.isfinite(value):
-            return f"must be a finite number ({self.text()})"
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-            too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
-            if too_low or too_high or (self.multiple_of and value % self.multiple_of):
-                return f"must be {self.text()}"
-        return None
-
-    def nearest(self, value: Any) -> Any:
-        """The allowed value closest to ``value`` (None when there is no single closest one)."""
-        if self.choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1, cutoff=0.5)
-            return next((c for c in self.choices if str(c) == close[0]), None) if close else None
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            return None
-        whole = isinstance(value, int)
-        step = self.multiple_of or (1 if whole else 0)
-        if self.multiple_of:
-            value = self.multiple_of * round(value / self.multiple_of)
-        if self.low is not None and (value < self.low or (self.low_open and value <= self.low)):
-            if self.low_open and not step:
-                return None
-            value = self.low + step if self.low_open else self.low
-            if self.multiple_of:
-                value = self.multiple_of * math.ceil(value / self.multiple_of)
-        if self.high is not None and (value > self.high or (self.high_open and value >= self.high)):
-            if self.high_open and not step:
-                return None
-            value = self.high - step if self.high_open else self.high
-            if self.multiple_of:
-                value = self.multiple_of * math.floor(value / self.multiple_of)
-        return int(value) if whole else float(value)
-
-
-def _number(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
-
-
-def setting(default: Any, allowed: Range, help: str) -> Any:
-    """A dataclass field with its allowed values and a one-line meaning (shown in the table)."""
-    metadata = {"range": allowed, "help": help}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-FLAG = Range(choices=(True, False))
-COUNT = Range(low=1)
-POSITIVE = Range(low=0, low_open=True)
-FRACTION = Range(low=0, high=1)
 TEACHERS = tuple(STAGE_CHANNELS)  # the teachers the method can build, in its order
 
 
@@ -134,7 +44,7 @@ class TeacherConfig:
     """The frozen ImageNet encoder whose features the student learns to reproduce."""
 
     name: str = setting("wide_resnet50_2", Range(choices=TEACHERS), "the frozen encoder")
-    weights: str = setting("imagenet", Range(choices=("imagenet", "none")), "none: random weights, for tests")
+    weights: str = setting("imagenet", Range(choices=WEIGHTS), "none: random weights, for tests")
     # Stage k ends at stride 2 ** (k + 1): RD4AD distils stages 1-3 (strides 4, 8, 16). [2, 3, 4]
     # drops the finest scale for the coarsest (strides 8, 16, 32); the input then needs a multiple
     # of 64 (the bottleneck sits one stride below the coarsest stage).
@@ -224,9 +134,9 @@ class MaskingConfig:
     stage2_fraction: float = setting(0.25, Range(low=0, high=1, low_open=True, high_open=True),
                                      "share of the epochs spent in stage 2 (at the end; each stage gets ≥ 1 epoch)")
     ratio: float = setting(0.2, Range(low=0, high=1, low_open=True), "target share of the image area that is masked")
-    shape: str = setting("mixed", Range(choices=("perlin", "rect", "mixed", "crack", "all")),
+    shape: str = setting("mixed", Range(choices=SHAPES),
                          "shape of the masked regions (mixed: perlin or rect; crack: thin random walks; all: a third each)")
-    fill: str = setting("mixed", Range(choices=("image", "noise", "mixed")),
+    fill: str = setting("mixed", Range(choices=FILLS),
                         "what fills them: a cut from another training image, noise, or either")
 
 
@@ -239,7 +149,7 @@ class TrainConfig:
                                "constant (RD4AD) or cosine: decays to 0 over the run, per step")
     betas: list[float] = setting([0.5, 0.999], Range(low=0, high=1, high_open=True, length=2), "Adam's betas")
     seed: int = setting(111, Range(low=0, high=2**32 - 1), "seed of the weights and the data order")
-    loss: str = setting("flatten", Range(choices=("flatten", "pixel")), "flatten (official RD4AD) or pixel (the paper's text)")
+    loss: str = setting("flatten", Range(choices=LOSS_KINDS), "flatten (official RD4AD) or pixel (the paper's text)")
     cache_teacher_features: bool = setting(True, FLAG, "reuse clean-image features across epochs")
     stream: str = setting("auto", Range(choices=("auto", "off", "on")),
                           "decode the training images from disk per batch: auto when the images and the feature "
@@ -258,11 +168,9 @@ class TrainConfig:
 class DataConfig:
     """The network's input shape, and how images of other shapes are brought to it (:mod:`dhkd.data.fit`)."""
 
-    # A multiple of 32: the decoder's upsampling must land on the teacher's stride-4 grid, from the
-    # stride-32 bottleneck. One number is a square; [H, W] is height, width (e.g. [256, 640] for strips).
-    image_size: int | list[int] = setting(256, Range(low=64, high=1024, multiple_of=32, length=2, single_too=True,
-                                                     note="one number: a square; [H, W]: height and width"),
-                                          "the network's input size in pixels")
+    # IMAGE_SIZE (dhkd.data.fit): a multiple of 32; one number is a square, [H, W] height and width
+    # (e.g. [256, 640] for strips).
+    image_size: int | list[int] = setting(256, IMAGE_SIZE, "the network's input size in pixels")
     resize: str = setting("squeeze", Range(choices=RESIZE_MODES),
                           "squeeze: every image resized to that size (RD4AD); keep_aspect: scaled to fit with its "
                           "proportions, centred, the rest padded with its edge pixels and left out of maps and metrics")
@@ -320,46 +228,9 @@ ABLATION_VARIANTS = {"rd": ("RD (baseline)", ()), "fusion": ("+ fusion (MMF)", (
 # ---------------------------------------------------------------------------- the declarations
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One leaf of the tree: its dotted name, type, default and allowed values."""
-
-    name: str
-    kind: Any
-    default: Any
-    range: Range | None
-    help: str
-
-
-def settings(cls: type = None, prefix: str = "") -> list[Setting]:
+def settings(cls: type | None = None, prefix: str = "") -> list[Setting]:
     """Every leaf setting of ``cls`` (default: :class:`Config`), in declaration order."""
-    cls = cls or Config
-    hints = typing.get_type_hints(cls)
-    leaves = []
-    for f in dataclasses.fields(cls):
-        name = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(hints[f.name]):
-            leaves += settings(hints[f.name], f"{name}.")
-            continue
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        leaves.append(Setting(name, hints[f.name], default, f.metadata.get("range"), f.metadata.get("help", "")))
-    return leaves
-
-
-def type_name(kind: Any) -> str:
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        return " or ".join(type_name(option) for option in typing.get_args(kind))
-    if typing.get_origin(kind) in (list, tuple):
-        return f"list[{type_name(typing.get_args(kind)[0])}]"
-    return getattr(kind, "__name__", str(kind))
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return "[" + ", ".join(_shown(v) for v in value) + "]"
-    return str(value)
+    return leaves(cls or Config, prefix)
 
 
 def settings_table() -> str:
@@ -367,7 +238,7 @@ def settings_table() -> str:
     rows = ["| setting | type | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
     for s in settings():
         allowed = s.range.text() if s.range else "?"
-        rows.append(f"| `{s.name}` | {type_name(s.kind)} | `{_shown(s.default)}` | {allowed} | {s.help} |")
+        rows.append(f"| `{s.name}` | {type_name(s.kind)} | `{shown(s.default)}` | {allowed} | {s.help} |")
     return "\n".join(rows)
 
 
@@ -377,7 +248,7 @@ def settings_help() -> str:
     lines = ["settings for --set SECTION.KEY=VALUE (type, allowed values, default; profiles change the defaults):"]
     for s in settings():
         allowed = s.range.text() if s.range else "?"
-        lines.append(f"  {s.name:<{width}}  {type_name(s.kind)}, {allowed}; default {_shown(s.default)}")
+        lines.append(f"  {s.name:<{width}}  {type_name(s.kind)}, {allowed}; default {shown(s.default)}")
     return "\n".join(lines)
 
 
@@ -390,18 +261,7 @@ def validate(config: Config) -> Config:
     Raises one :class:`DhkdError` listing every problem, each with the setting, the value,
     the allowed range and the nearest allowed value.
     """
-    problems: list[tuple[str, str]] = []
-    for s in settings():
-        value = _get(config, s.name)
-        try:
-            value = _coerce(value, s.kind, s.name)
-        except DhkdError as error:
-            problems.append((error.what, error.fix or f"see `dhkd train --help` for {s.name}"))
-            continue
-        if s.range is not None:
-            problem = _range_problem(s, value)
-            if problem:
-                problems.append(problem)
+    problems = check_leaves(config)
     from dhkd.io import plain_name_problem
 
     problem = plain_name_problem(config.profile)
@@ -411,7 +271,7 @@ def validate(config: Config) -> Config:
                          "write a plain name (e.g. profile: my_profile), or leave the key out: the file's name is used"))
     if not problems:
         problems += _model_problems(config)
-    _raise_all(problems)
+    raise_all(problems)
     return config
 
 
@@ -438,63 +298,28 @@ def check_run(config: Config) -> Config:
                           f"{longer}or masking.enabled=false")
 
 
-def _get(config: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        config = getattr(config, key)
-    return config
-
-
-def _range_problem(s: Setting, value: Any) -> tuple[str, str] | None:
-    r = s.range
-    items = value if isinstance(value, list) else None
-    if items is not None and r.length is not None and len(items) != r.length:
-        default = _shown(s.default)
-        return (f"{s.name}={_shown(value)} has {len(items)} items; it must have {r.length}",
-                f"give {r.length} items, e.g. {s.name}={default} (the default)")
-    for position, item in enumerate(items if items is not None else [value]):
-        problem = r.problem(item)
-        if problem is None:
-            continue
-        which = f"{s.name}={_shown(value)}" + (f" (item {position + 1}: {_shown(item)})" if items is not None else "")
-        nearest = r.nearest(item)
-        if items is not None and nearest is not None:
-            nearest = [nearest if i == position else v for i, v in enumerate(items)]
-        if isinstance(item, float) and not math.isfinite(item):
-            hint = f"give a finite number, {r.text()}, e.g. {s.name}={_shown(s.default)} (the default)"
-        elif nearest is not None:
-            hint = f"nearest valid value: {s.name}={_shown(nearest)}"
-        else:  # an open bound of a float: no single nearest value
-            side = f"above {_number(r.low)}" if r.low is not None and isinstance(item, (int, float)) and item <= r.low \
-                else f"below {_number(r.high)}" if r.high is not None else f"within {r.text()}"
-            hint = f"the nearest valid values lie just {side}; e.g. {s.name}={_shown(s.default)} (the default)"
-        if r.choices and nearest is not None:
-            hint = f"did you mean {s.name}={_shown(nearest)}? allowed: {r.text()}"
-        return (f"{which} is out of range: {s.name} {problem}", hint)
-    return None
-
-
 def _model_problems(config: Config) -> list[tuple[str, str]]:
     """Widths that would be zero for the chosen teacher, and a blur wider than the image."""
     problems = []
     teacher = config.model.teacher
     stages = teacher.stages
     if stages != list(range(stages[0], stages[0] + 3)):
-        problems.append((f"model.teacher.stages={_shown(stages)} are not three consecutive stages, finest first "
+        problems.append((f"model.teacher.stages={shown(stages)} are not three consecutive stages, finest first "
                          "(the decoder doubles the resolution from one to the next)",
                          "model.teacher.stages=[1, 2, 3] (RD4AD: strides 4, 8, 16) or [2, 3, 4] (strides 8, 16, 32)"))
         return problems
     scales = config.eval.scales
     if not scales or len(set(scales)) != len(scales):
-        problems.append((f"eval.scales={_shown(scales)} must name each scale at most once, and at least one",
+        problems.append((f"eval.scales={shown(scales)} must name each scale at most once, and at least one",
                          "e.g. eval.scales=[1, 2, 3] (all, RD4AD) or eval.scales=[2, 3]"))
     channels = stage_channels(teacher.name, tuple(stages))
     multiple = 2 * stage_strides(tuple(stages))[-1]  # the bottleneck is one stride below the coarsest stage
     if any(side % multiple for side in config.data.shape):
         height, width = config.data.shape
         nearest = [max(multiple, multiple * round(side / multiple)) for side in (height, width)]
-        problems.append((f"data.image_size={_shown(config.data.image_size)} is not a multiple of {multiple}, which "
-                         f"model.teacher.stages={_shown(stages)} need (the bottleneck has stride {multiple})",
-                         f"nearest valid: data.image_size={_shown(nearest if height != width else nearest[0])}"))
+        problems.append((f"data.image_size={shown(config.data.image_size)} is not a multiple of {multiple}, which "
+                         f"model.teacher.stages={shown(stages)} need (the bottleneck has stride {multiple})",
+                         f"nearest valid: data.image_size={shown(nearest if height != width else nearest[0])}"))
     decoder = config.model.decoder
     narrowest = min(max(decoder.min_width, int(c * decoder.width_ratio)) for c in channels)
     if narrowest < 1:
@@ -512,93 +337,8 @@ def _model_problems(config: Config) -> list[tuple[str, str]]:
         side = f"{height}-pixel image" if height == width else f"{min(height, width)}-pixel short side of the image"
         problems.append((f"eval.blur_sigma={config.eval.blur_sigma} blurs over more than the whole {side} "
                          "(its kernel reaches 4 sigma)",
-                         f"nearest valid: eval.blur_sigma={_number(largest)} (RD4AD: 4)"))
+                         f"nearest valid: eval.blur_sigma={format_number(largest)} (RD4AD: 4)"))
     return problems
-
-
-def _raise_all(problems: list[tuple[str, str]]) -> None:
-    if not problems:
-        return
-    if len(problems) == 1:
-        raise DhkdError(*problems[0])
-    lines = [f"{len(problems)} settings are not allowed:"] + [f"  - {what}" for what, _ in problems]
-    raise DhkdError("\n".join(lines), "\n       ".join(dict.fromkeys(fix for _, fix in problems)))
-
-
-# ---------------------------------------------------------------------------- reading YAML
-
-
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when there: 10x faster
-    """YAML as people write it in settings: only ``true``/``false`` are booleans (a bare ``on``
-    or ``no`` stays text, so ``output_projection: on`` means "on"), ``1e-3`` is a number (PyYAML
-    alone reads it as text), and a key given twice in one mapping is an error, not "last wins"."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, yaml.Mark] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                first = seen.get(key)
-            except TypeError:
-                continue  # an unhashable key: the base class says so
-            if first is not None and key != "<<":
-                raise yaml.constructor.ConstructorError(
-                    f"while reading the mapping that starts at line {node.start_mark.line + 1}", node.start_mark,
-                    f"the key {key!r} appears twice (first at line {first.line + 1})", key_node.start_mark)
-            seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-                              list("-+0123456789"))
-
-YAML_HELP = ("YAML is `key: value` with a space after the colon, sections indented with spaces (never tabs), "
-             "lists as [a, b]; quote text that holds ':' or '#'")
-
-
-def parse_yaml(text: str, where: str) -> Any:
-    """``text`` parsed by the settings' YAML rules; a syntax error names ``where``, the line and the column."""
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a safe loader
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        if mark is None:
-            raise DhkdError(f"{where} is not valid YAML: {problem}", YAML_HELP) from None
-        lines = text.splitlines() or [""]
-        line, column = mark.line, mark.column
-        if line >= len(lines):  # the text ended too early: point at its end
-            line, column = len(lines) - 1, len(lines[-1])
-        shown = lines[line]
-        context = getattr(error, "context", None)
-        fix = "indent with spaces: YAML does not allow tabs" if "\t" in shown or "'\\t'" in problem else YAML_HELP
-        if "appears twice" in problem:
-            fix = "keep one of the two (the second would silently replace the first)"
-        raise DhkdError(f"{where} is not valid YAML at line {line + 1}, column {column + 1}: "
-                        f"{problem}{f' ({context})' if context else ''}\n    {shown}\n    {' ' * column}^", fix) from None
-
-
-def read_yaml(path: str | Path, what: str = "profile") -> Any:
-    """A user's YAML file (a profile, a data-set file): a missing file, one that is not text and
-    one that is not valid YAML each end in a :class:`DhkdError` that says so."""
-    path = Path(path)
-    if not path.exists():
-        raise DhkdError(f"{what} file {path} does not exist", "check the path (relative paths start in the current folder)")
-    if path.is_dir():
-        raise DhkdError(f"{what} {path} is a folder, not a YAML file", f"give the path of the {what}'s .yaml file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DhkdError(f"{what} file {path} is not a text file (not UTF-8)", "give a YAML file saved as UTF-8 text") from None
-    except OSError as error:
-        raise DhkdError(f"cannot read {what} file {path}: {error.strerror}", "check the file's permissions") from None
-    return parse_yaml(text, f"{what} file {path}")
 
 
 # ---------------------------------------------------------------------------- loading
@@ -705,59 +445,7 @@ def apply_override(config: Config, override: str) -> None:
                                 f"set it as --set {'.'.join(keys[: depth + 1])}=VALUE")
     hints = typing.get_type_hints(type(node))
     value = parse_yaml(raw, f"the value of --set {dotted}") if raw.strip() else ""
-    setattr(node, keys[-1], _coerce(value, hints[keys[-1]], dotted))
-
-
-def from_dict(cls: type, tree: dict[str, Any], where: str = "") -> Any:
-    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types."""
-    if not isinstance(tree, dict):
-        raise DhkdError(f"config section '{where or 'root'}' must be a mapping, got {tree!r}",
-                        f"write it as a section of key: value lines (keys: "
-                        f"{', '.join(f.name for f in dataclasses.fields(cls))})")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in tree.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise DhkdError(f"config has an unknown key '{path}'", f"{hint}known keys here: {', '.join(names)}")
-        kind = hints[key]
-        if dataclasses.is_dataclass(kind):
-            kwargs[key] = from_dict(kind, value, path)
-        else:
-            kwargs[key] = _coerce(value, kind, path)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, kind: Any, path: str) -> Any:
-    """Check ``value`` against the annotated type; ints are accepted where floats are."""
-    if dataclasses.is_dataclass(kind):
-        raise DhkdError(f"'{path}' is a section, not a value", f"set its keys one by one, e.g. {path}.<key>=...")
-    origin = typing.get_origin(kind)
-    if origin in (list, tuple):
-        (item_kind, *_) = typing.get_args(kind)
-        if not isinstance(value, (list, tuple)):
-            raise DhkdError(f"'{path}' must be a list, got {value!r}", "write it as [a, b, ...]")
-        return [_coerce(item, item_kind, path) for item in value]
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(kind):
-            try:
-                return _coerce(value, option, path)
-            except DhkdError:
-                continue
-        raise DhkdError(f"'{path}' has the wrong type: {value!r}", f"give a value of type {type_name(kind)}")
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is type(None) and value is None:
-        return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        example = {int: "a whole number such as 10", float: "a number such as 0.5 or 1e-3", bool: "true or false",
-                   str: "text (quote it if it looks like a number)"}.get(kind, kind.__name__)
-        raise DhkdError(f"'{path}' must be of type {kind.__name__}, got {value!r} ({type(value).__name__})",
-                        f"give {example}")
-    return value
+    setattr(node, keys[-1], coerce(value, hints[keys[-1]], dotted))
 
 
 def to_dict(config: Config) -> dict[str, Any]:

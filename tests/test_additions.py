@@ -105,6 +105,7 @@ def _share(trainer: Trainer) -> float:
     return float(readout.norm() / (z + readout).norm())
 
 
+@pytest.mark.slow
 def test_training_starts_the_memory_from_kmeans_of_the_training_embeddings(toy_root: Path, tmp_path: Path) -> None:
     shares = {}
     for init in ("random", "kmeans"):

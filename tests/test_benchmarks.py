@@ -37,6 +37,7 @@ def one_thread_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_bench_smoke_cli_writes_positive_figures(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, "-m", "dhkd.cli", "bench", "--profile", "smoke", "--device", "cpu",

@@ -189,6 +189,7 @@ def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
 
 @pytest.mark.ui
 @pytest.mark.slow
+@pytest.mark.kernel
 def test_every_page_of_the_book_in_chromium(tiny_reproduce: dict, chromium) -> None:
     """make book on the tiny make reproduce run, then every page in headless Chromium: HTTP 200, its
     title, its figures drawn, the widget state embedded, every page in the navigation, no broken link."""

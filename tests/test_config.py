@@ -47,7 +47,7 @@ def test_every_default_and_every_profile_is_within_its_range() -> None:
 
 
 def test_every_declared_choice_is_accepted_by_the_code_and_others_are_refused() -> None:
-    """The choices live in the config alone; the code must take each of them and refuse the rest."""
+    """The code must take each declared choice and refuse the rest."""
     import torch
 
     from dhkd.method.loss import distillation_loss
@@ -76,6 +76,22 @@ def test_every_declared_choice_is_accepted_by_the_code_and_others_are_refused() 
     run.train.lr_schedule = "stepwise"
     with pytest.raises(ValueError):
         learning_rate(run, 0, 0, 4)
+
+
+def test_each_set_of_allowed_values_is_declared_once_in_the_method() -> None:
+    """The method (torch only, plain arguments) declares the values it takes; the config's ranges
+    are those very tuples, and no module of the package spells one of them out again."""
+    from dhkd.method import loss, masking, teacher
+
+    choices = {s.name: s.range.choices for s in config.settings() if s.range.choices}
+    declared = {"model.teacher.weights": teacher.WEIGHTS, "masking.shape": masking.SHAPES,
+                "masking.fill": masking.FILLS, "train.loss": loss.LOSS_KINDS, "model.teacher.stages": teacher.STAGE_CHOICES}
+    for name, values in declared.items():
+        assert choices[name] is values, f"{name}: declare its choices once, in the method, and import them"
+    sources = "\n".join(path.read_text() for path in Path(config.__file__).parent.rglob("*.py"))
+    for name, values in declared.items():
+        spelled = ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in values)
+        assert sources.count(spelled) <= 1, f"{name}'s values ({spelled}) are typed more than once under dhkd/"
 
 
 def test_settings_doc_table_is_generated_from_the_declarations() -> None:

@@ -82,6 +82,49 @@ def make_folder_set(tmp_path: Path) -> Path:
 # ------------------------------------------------------------------------------------------ reading
 
 
+def _refusal(path: Path) -> DhkdError:
+    with pytest.raises(DhkdError) as error:
+        dataset_file.read_dataset_file(path)
+    print(f"{path.name}: dhkd: {error.value.what}\n  fix: {error.value.fix}")  # pytest -s shows the messages
+    return error.value
+
+
+def test_a_data_set_file_is_read_by_the_profiles_yaml_rules(tmp_path: Path) -> None:
+    """``on``/``no`` are text, never booleans; a key given twice is refused (not "last wins"); ``1e-3``
+    is a number, not text. Plain yaml.safe_load got all three the other way."""
+    head = "name: parts\nroot: parts\nnormal: good/*.jpg\n"
+    (tmp_path / "parts").mkdir()
+    text = tmp_path / "no.yaml"
+    text.write_text("name: no\nroot: parts\nnormal: good/*.jpg\n")
+    assert dataset_file.read_dataset_file(text).name == "no"  # safe_load: False, "name must be a text"
+    on = tmp_path / "on.yaml"
+    on.write_text(head + "test_share: on\n")
+    error = _refusal(on)
+    assert "'test_share' must be of type float, got 'on' (str)" in error.what and str(on) in error.what
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(head + "test_share: 0.3\nnormal: good/*.png\n")
+    error = _refusal(twice)
+    assert f"data-set file {twice} is not valid YAML at line 5" in error.what
+    assert "the key 'normal' appears twice (first at line 3)" in error.what and "keep one of the two" in error.fix
+    small = tmp_path / "small.yaml"
+    small.write_text(head + "test_share: 1e-3\n")
+    assert dataset_file.read_dataset_file(small).test_share == 1e-3  # safe_load: the text '1e-3', refused
+
+
+def test_data_set_keys_are_checked_with_the_settings_ranges(tmp_path: Path) -> None:
+    """Types and ranges come from :class:`DataSetKeys`' declarations, as a profile's do: every
+    problem in one message, each with the nearest allowed value."""
+    (tmp_path / "parts").mkdir()
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: parts\nroot: parts\nnormal: good/*.jpg\ntest_share: 1.5\nsplit_seed: -1\nimage_size: 100\n")
+    error = _refusal(path)
+    assert error.what.startswith("3 keys are not allowed:")
+    assert "test_share=1.5 is out of range: test_share must be 0 < x < 1" in error.what
+    assert "split_seed=-1 is out of range" in error.what and "nearest valid value: split_seed=0" in error.fix
+    assert "image_size=100 is out of range" in error.what and "nearest valid value: image_size=96" in error.fix
+
+
+
 def test_data_set_file_loads_as_a_split_with_kinds_masks_and_paths(folder_set: Path) -> None:
     assert list_categories(folder_set) == ["parts"]
     validate_category(folder_set, "parts")
@@ -209,7 +252,7 @@ LAYOUT_ERRORS = [
     ("a missing key", {"normal": None}, "lacks normal"),
     ("a root that is not there", {"root": "nowhere"}, "does not exist"),
     ("a glob leaving the root", {"normal": "../x/*.jpg"}, "leaves the root folder"),
-    ("test_share out of range", {"test_share": 1.5}, "test_share must be a number between 0 and 1"),
+    ("test_share out of range", {"test_share": 1.5}, "test_share=1.5 is out of range: test_share must be 0 < x < 1"),
     ("an unknown template field", {"masks": "{folder}/{stem}.png"}, "{{folder}}, which is not a field"),
     ("a kind named good", {"kind": "good"}, "other than 'good'"),
     ("another category name", None, "describes the data set 'parts', not 'other'"),
@@ -268,6 +311,7 @@ def test_data_readme_lists_every_layout_error_as_the_kit_says_it(tmp_path: Path)
 # ------------------------------------------------------------------------------------------ CLI end to end
 
 
+@pytest.mark.slow
 def test_data_folder_train_evaluate_predict(folder_set: Path, tmp_path: Path, capsys) -> None:
     root = folder_set.parent / "parts"
     out = tmp_path / "written.yaml"

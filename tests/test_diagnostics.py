@@ -118,6 +118,7 @@ def test_a_student_that_copies_the_corruption_restores_nothing() -> None:
     assert result["inert"] is True
 
 
+@pytest.mark.slow
 def test_diagnose_a_whole_model_reports_every_addition() -> None:
     config = load_config("smoke")
     model = build_model(config.model, 0)
@@ -145,6 +146,7 @@ def test_the_masking_probe_gives_no_verdict_on_a_student_worse_than_copying() ->
     assert result["probe_resolves"] is False and result["inert"] is None
 
 
+@pytest.mark.slow
 def test_the_diagnostics_figure_draws_every_addition_on_or_off() -> None:
     from dhkd.notebook import plots
 

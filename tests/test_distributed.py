@@ -19,17 +19,9 @@ import torch.distributed
 
 from dhkd.run.evaluate import evaluate_run
 from dhkd.run.train import Distributed
-from dhkd.data.toy import generate_toy
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("toy")
-    generate_toy(root, image_size=64, n_train=8, n_test_good=2, n_test_per_defect=2, categories=["nut"], progress=False)
-    return root
 
 
 def torchrun(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -40,6 +32,7 @@ def torchrun(*args: str, cwd: Path, timeout: float = 180) -> subprocess.Complete
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.torchrun
 def test_torchrun_two_cpu_processes_train_and_evaluate(toy_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     started = time.perf_counter()
@@ -66,6 +59,7 @@ def test_torchrun_two_cpu_processes_train_and_evaluate(toy_root: Path, tmp_path:
         assert 0.0 <= result[key] <= 1.0
 
 
+@pytest.mark.torchrun
 def test_torchrun_resume_continues_the_run(toy_root: Path, tmp_path: Path) -> None:
     """A torchrun run extended with --resume picks up rank 0's checkpoint on every rank."""
     run_dir = tmp_path / "run"
@@ -79,6 +73,7 @@ def test_torchrun_resume_continues_the_run(toy_root: Path, tmp_path: Path) -> No
     assert info["epochs_done"] == 3 and info["world_size"] == 2
 
 
+@pytest.mark.torchrun
 def test_torchrun_into_an_existing_run_stops_every_rank(toy_root: Path, tmp_path: Path) -> None:
     """Without --resume a finished run folder is refused by every rank at once (no rank left waiting)."""
     run_dir = tmp_path / "run"
@@ -106,6 +101,7 @@ def _any_flag(rank: int, world: int, port: int, results: "mp.Queue") -> None:  #
     dist.close()
 
 
+@pytest.mark.torchrun
 def test_a_stop_flag_on_one_rank_stops_all_ranks() -> None:
     """The per-step stop check: a signal that reached rank 1 only is seen by rank 0 too."""
     import torch.multiprocessing as mp
@@ -139,6 +135,7 @@ def _sharded_cache(rank: int, world: int, port: int, out_dir: str, results: "mp.
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.torchrun
 def test_teacher_cache_is_split_over_ranks_and_gathered(tmp_path: Path) -> None:
     """Each rank computes the teacher features of its own slice of the training images (7 images
     over 2 ranks: 4 and 3, padded to 4); after the all_gather every rank holds all 7, equal to a

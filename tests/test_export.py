@@ -19,18 +19,17 @@ onnx = pytest.importorskip("onnx", reason="the deploy extra is not installed (pi
 onnxruntime = pytest.importorskip("onnxruntime", reason="the deploy extra is not installed (pip install -e '.[deploy]')")
 
 import dhkd  # noqa: E402
+from conftest import TOY_CATEGORY, copy_run  # noqa: E402
 from dhkd import cli  # noqa: E402
 from dhkd.config import load_config, save_config, to_dict  # noqa: E402
 from dhkd.data import load_split  # noqa: E402
 from dhkd.errors import DhkdError  # noqa: E402
 from dhkd.run.build import build_model  # noqa: E402
 from dhkd.run.checkpoint import save_checkpoint  # noqa: E402
-from dhkd.run.evaluate import batch_maps, evaluate_run, load_model  # noqa: E402
+from dhkd.run.evaluate import batch_maps, load_model  # noqa: E402
 from dhkd.run.export import FORMAT, MAP_TOLERANCE, METADATA_KEYS, OPSET, export_run  # noqa: E402
 from dhkd.run.onnx_scoring import open_onnx, run_onnx  # noqa: E402
-from dhkd.run.train import train  # noqa: E402
 
-TOY_CATEGORY = "nut"  # the toy_root fixture's category (tests/conftest.py)
 
 ADDITIONS = ("fusion", "attention", "memory")
 
@@ -66,6 +65,7 @@ def assert_exports(run: Path, out: Path) -> None:
 @pytest.mark.parametrize("teacher", ["resnet18", "efficientnet_lite0"])
 @pytest.mark.parametrize("on", [c for k in range(4) for c in itertools.combinations(ADDITIONS, k)],
                          ids=lambda on: "+".join(on) or "rd")
+@pytest.mark.slow
 def test_every_teacher_and_addition_combination_exports(teacher: str, on: tuple[str, ...], tmp_path: Path) -> None:
     run = untrained_run(tmp_path / "run", [f"model.teacher.name={teacher}", *switches(on)])
     assert_exports(run, tmp_path / "model.onnx")
@@ -78,12 +78,10 @@ def test_the_wide_resnet_teacher_exports_with_every_addition(tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def toy_run(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A trained and evaluated smoke run of the toy set."""
-    run = tmp_path_factory.mktemp("runs") / "toy"
-    train(load_config("smoke"), toy_root, TOY_CATEGORY, run, device="cpu", progress=False)
-    evaluate_run(run, device="cpu", progress=False, diagnostics=False)
-    return run
+def toy_run(toy_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's trained and evaluated smoke run (conftest.py): these tests export
+    into the run folder and touch its checkpoint."""
+    return copy_run(toy_run, tmp_path_factory.mktemp("runs"), "toy")
 
 
 def test_exported_toy_run_scores_the_test_split_as_torch_eager(toy_run: Path, toy_root: Path, tmp_path: Path) -> None:

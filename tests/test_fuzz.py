@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from dhkd import cli
-from dhkd import config
+from dhkd import config, ranges
 from dhkd.config import check_run, load_config
 from dhkd.data import load_split, validate_category
 from dhkd.errors import DhkdError
@@ -96,7 +96,7 @@ def valid_value(s: config.Setting) -> st.SearchStrategy[str]:
     """A value inside the setting's range, kept small enough to train in seconds."""
     r = s.range
     if r.choices:
-        return st.sampled_from([config._shown(c) for c in r.choices])
+        return st.sampled_from([ranges.shown(c) for c in r.choices])
     if s.name == "data.image_size":
         return st.just("64")
     if s.name == "model.decoder.blocks":
@@ -157,7 +157,7 @@ def test_random_overrides_load_exactly_or_fail_with_a_fix(overrides: list[str]) 
             last[pair[0]] = pair[1]
     for key, raw in last.items():  # the value that runs is the value written, as its declared type
         s = next(s for s in SETTINGS if s.name == key)
-        value = config._get(chosen, key)
+        value = ranges.get(chosen, key)
         assert s.range.problem(value) is None
         stripped = raw.strip()
         if stripped in ("on", "off", "yes", "no"):
@@ -189,6 +189,7 @@ def affordable(chosen: config.Config) -> bool:
 @fuzz(5)
 @given(overrides=st.tuples(st.lists(VALID_OVERRIDE, min_size=1, max_size=3), st.lists(OVERRIDE, max_size=1))
        .map(lambda parts: parts[0] + parts[1]))
+@pytest.mark.slow
 def test_random_overrides_train_and_evaluate_or_fail_with_a_fix(overrides: list[str], tiny_root: Path, capsys) -> None:
     chosen, error = outcome(overrides)
     if chosen is not None and not affordable(chosen):
@@ -421,6 +422,7 @@ KEEPING = st.one_of(  # damage that leaves every picture readable as it was
 
 @fuzz(2)
 @given(damages=st.lists(st.one_of(KEEPING, KEEPING, DAMAGE), min_size=1, max_size=2))
+@pytest.mark.slow
 def test_damaged_data_trains_or_fails_with_a_fix_through_the_cli(damages: list[tuple], tiny_root: Path, reference,
                                                                 capsys) -> None:
     with tempfile.TemporaryDirectory() as tmp:

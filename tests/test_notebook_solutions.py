@@ -50,6 +50,7 @@ def _fingerprint(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.kernel
 def test_every_notebook_runs_with_its_solutions(tmp_path: Path) -> None:
     """01-07 in reading order with solutions = True (smoke profile, 64 px, 8 training images)."""
     data = tmp_path / "toy"

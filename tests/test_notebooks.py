@@ -160,6 +160,7 @@ def tiny(tiny_reproduce: dict) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.kernel
 def test_reproduce_executes_every_notebook(tiny: dict) -> None:
     first = tiny["first"]
     assert first.returncode == 0, first.stdout + first.stderr
@@ -195,6 +196,7 @@ def test_reproduce_executes_every_notebook(tiny: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.kernel
 def test_reproduce_writes_json_tables_and_readme(tiny: dict) -> None:
     assert tiny["first"].returncode == 0, tiny["first"].stderr
     results = tiny["results"]
@@ -215,6 +217,7 @@ def test_reproduce_writes_json_tables_and_readme(tiny: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.kernel
 def test_second_run_skips_what_is_up_to_date(tiny: dict) -> None:
     assert tiny["first"].returncode == 0, tiny["first"].stderr
     result = tiny["results"] / "nut.json"
@@ -230,6 +233,7 @@ def test_second_run_skips_what_is_up_to_date(tiny: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.kernel
 def test_force_runs_everything_again(tiny: dict) -> None:
     assert tiny["first"].returncode == 0, tiny["first"].stderr
     dry = run_reproduce(*tiny["args"], "--force", "--dry-run", cwd=tiny["root"])
@@ -238,6 +242,7 @@ def test_force_runs_everything_again(tiny: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.kernel
 def test_a_missing_category_result_is_redone_and_training_resumes(tiny: dict) -> None:
     """As after an interruption: the JSON is written last, so without it the category runs again."""
     assert tiny["first"].returncode == 0, tiny["first"].stderr
@@ -252,6 +257,7 @@ def test_a_missing_category_result_is_redone_and_training_resumes(tiny: dict) ->
     assert (results / "nut.json").exists() and tables.verify(results) == []
 
 
+@pytest.mark.kernel
 def test_a_failing_notebook_names_the_notebook_and_the_cell(tmp_path: Path) -> None:
     """Exit non-zero with "notebook X failed at cell N"; no result JSON is written."""
     data = tmp_path / "toy"
@@ -271,6 +277,7 @@ def test_a_failing_notebook_names_the_notebook_and_the_cell(tmp_path: Path) -> N
     assert not list((tmp_path / "out").glob("**/nut.json"))
 
 
+@pytest.mark.slow
 def test_bad_inputs_fail_before_any_notebook_runs(tmp_path: Path) -> None:
     missing = run_reproduce("--data", str(tmp_path / "nowhere"), "--profile", "smoke", cwd=tmp_path)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
@@ -286,6 +293,7 @@ def test_bad_inputs_fail_before_any_notebook_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.kernel
 def test_devices_spread_categories_over_workers_each_seeing_one_gpu(tmp_path: Path) -> None:
     """DEVICES=0,1 runs two workers at once; every kernel gets its own CUDA_VISIBLE_DEVICES (here
     with DEVICE=cpu, so that the scheduling is tested on a machine without GPUs)."""
@@ -308,6 +316,7 @@ def test_devices_spread_categories_over_workers_each_seeing_one_gpu(tmp_path: Pa
     assert (results / "tables" / "results.md").exists()
 
 
+@pytest.mark.slow
 def test_devices_are_checked_before_any_notebook_runs(tmp_path: Path) -> None:
     assert reproduce.parse_devices("0, 1 2") == ["0", "1", "2"] and reproduce.parse_devices("") == []
     with pytest.raises(DhkdError, match="GPU numbers"):

@@ -21,31 +21,10 @@ from typing import Callable
 import pytest
 import torch
 
+from conftest import TOY_CATEGORY as CATEGORY, copy_run, lock_holder, train_args
 from dhkd import cli
 from dhkd.run.checkpoint import load_checkpoint
 from dhkd.errors import DhkdError
-
-CATEGORY = "nut"
-
-
-@pytest.fixture(scope="module")
-def trained_run(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "smoke"
-    assert cli.main(["train", "--data-root", str(toy_root), "--category", CATEGORY, "--profile", "smoke",
-                     "--out", str(run), "--epochs", "2", "--quiet"]) == 0  # smoke: one epoch per stage
-    return run
-
-
-def train_args(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--data-root", str(root), "--category", CATEGORY, "--profile", "smoke", "--out", str(out),
-            "--quiet", *extra]
-
-
-def copy_run(run: Path, tmp: Path) -> Path:
-    target = tmp / "run copy"
-    shutil.copytree(run, target)
-    return target
-
 
 def truncated_checkpoint(root: Path, run: Path, tmp: Path) -> list[str]:
     target = copy_run(run, tmp)
@@ -109,8 +88,8 @@ BAD_RUNS: list[tuple[str, Callable[[Path, Path, Path], list[str]], str]] = [
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the --device cuda case needs a machine without a GPU")
 @pytest.mark.parametrize("name,prepare,fragment", BAD_RUNS, ids=[row[0] for row in BAD_RUNS])
-def test_bad_input_gives_one_clear_message(name, prepare, fragment, toy_root, trained_run, tmp_path, capsys) -> None:
-    args = prepare(toy_root, trained_run, tmp_path)
+def test_bad_input_gives_one_clear_message(name, prepare, fragment, toy_root, toy_run, tmp_path, capsys) -> None:
+    args = prepare(toy_root, toy_run, tmp_path)
     code = cli.main(args)
     err = capsys.readouterr().err
     print(f"{name}: {err.strip()}")  # the table of messages, shown with pytest -s
@@ -136,6 +115,7 @@ def test_bad_category_fails_before_training_starts(toy_root, tmp_path) -> None:
     assert not (tmp_path / "out" / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(toy_root, tmp_path, monkeypatch) -> None:
     from dhkd.run import train as train_module
 
@@ -161,6 +141,7 @@ def run_cli(*args: str) -> subprocess.Popen:
 
 @pytest.mark.parametrize("signum, schedule", [(signal.SIGINT, "constant"), (signal.SIGTERM, "cosine")],
                          ids=["SIGINT", "SIGTERM-cosine-lr"])
+@pytest.mark.slow
 def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(toy_root, tmp_path, signum, schedule) -> None:
     epochs = ["--epochs", "4", "--set", "train.batch_size=2", "--set", f"train.lr_schedule={schedule}"]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
@@ -191,10 +172,10 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(toy_root, tmp_
         assert metrics[0][key] == pytest.approx(metrics[1][key], abs=1e-6)
 
 
-def test_kill_during_checkpoint_write_leaves_the_previous_file(trained_run, tmp_path, monkeypatch) -> None:
+def test_kill_during_checkpoint_write_leaves_the_previous_file(toy_run, tmp_path, monkeypatch) -> None:
     from dhkd.run import checkpoint as checkpoint_module
 
-    target = copy_run(trained_run, tmp_path)
+    target = copy_run(toy_run, tmp_path)
     before = (target / "checkpoint.pt").read_bytes()
 
     def dying_save(state, path):
@@ -258,16 +239,16 @@ def test_evaluating_an_unfinished_run_says_so_and_records_the_epochs(toy_root, t
     assert (result["epochs_done"], result["epochs"], result["finished"]) == (1, 2, False)
 
 
-def test_evaluating_a_finished_run_records_it_finished(trained_run, tmp_path, capsys) -> None:
-    target = copy_run(trained_run, tmp_path)
+def test_evaluating_a_finished_run_records_it_finished(toy_run, tmp_path, capsys) -> None:
+    target = copy_run(toy_run, tmp_path)
     assert cli.main(["evaluate", "--run", str(target), "--json", str(tmp_path / "m.json"), "--quiet"]) == 0
     assert "warning" not in capsys.readouterr().err
     result = json.loads((tmp_path / "m.json").read_text())
     assert (result["epochs_done"], result["epochs"], result["finished"]) == (2, 2, True)
 
 
-def test_evaluating_a_run_whose_data_moved_names_what_is_missing(toy_root, trained_run, tmp_path, capsys) -> None:
-    target = copy_run(trained_run, tmp_path)
+def test_evaluating_a_run_whose_data_moved_names_what_is_missing(toy_root, toy_run, tmp_path, capsys) -> None:
+    target = copy_run(toy_run, tmp_path)
     info = json.loads((target / "run.json").read_text())
     info["data_root"] = str(tmp_path / "old disk" / "toy")  # trained on data that has since moved
     (target / "run.json").write_text(json.dumps(info))
@@ -285,16 +266,7 @@ def test_evaluating_a_run_whose_data_moved_names_what_is_missing(toy_root, train
 # ----------------------------------------------------------------------------- one writer per folder
 
 
-def lock_holder(folder: Path, command: str = "dhkd train ...") -> subprocess.Popen:
-    """A process that takes ``folder``'s lock and sleeps; returns once it holds it."""
-    code = ("import sys, time; from pathlib import Path; from dhkd.run.lock import acquire; "
-            f"sys.argv = [{command!r}]; acquire(Path({str(folder)!r})); "
-            "print('locked', flush=True); time.sleep(60)")
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline().strip() == "locked"
-    return process
-
-
+@pytest.mark.slow
 def test_a_second_training_into_the_same_folder_refuses_naming_the_first(toy_root, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     first = run_cli(*train_args(toy_root, out, "--epochs", "4"))
@@ -408,13 +380,13 @@ def failing_fsync(code: int):
     return fsync
 
 
-def test_full_disk_during_a_checkpoint_keeps_the_previous_one(trained_run, tmp_path, monkeypatch) -> None:
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(toy_run, tmp_path, monkeypatch) -> None:
     import errno
 
     from dhkd.run import checkpoint as checkpoint_module
     from dhkd import io
 
-    target = copy_run(trained_run, tmp_path)
+    target = copy_run(toy_run, tmp_path)
     before = (target / "checkpoint.pt").read_bytes()
     state = torch.load(target / "checkpoint.pt", weights_only=True)
     monkeypatch.setattr(io.os, "fsync", failing_fsync(errno.ENOSPC))
@@ -429,13 +401,13 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(trained_run, tmp_p
 
 
 @pytest.mark.parametrize("code,fragment", [("EACCES", "permission denied"), ("EROFS", "the file system is read-only")])
-def test_unwritable_places_name_the_path(trained_run, tmp_path, monkeypatch, code, fragment) -> None:
+def test_unwritable_places_name_the_path(toy_run, tmp_path, monkeypatch, code, fragment) -> None:
     import errno
 
     from dhkd import io
     from dhkd.run.evaluate import load_predictions, save_predictions
 
-    target = copy_run(trained_run, tmp_path)
+    target = copy_run(toy_run, tmp_path)
     assert cli.main(["evaluate", "--run", str(target), "--json", str(tmp_path / "m.json"), "--quiet"]) == 0
     before = (target / "predictions.npz").read_bytes()
     monkeypatch.setattr(io.os, "fsync", failing_fsync(getattr(errno, code)))
@@ -467,8 +439,8 @@ def test_full_disk_during_table_writes_and_training_is_one_message(toy_root, tmp
     assert err.startswith("dhkd: no space left on the device to write") and "Traceback" not in err
 
 
-def test_a_read_only_run_folder_is_named(trained_run, tmp_path, capsys) -> None:
-    target = copy_run(trained_run, tmp_path)
+def test_a_read_only_run_folder_is_named(toy_run, tmp_path, capsys) -> None:
+    target = copy_run(toy_run, tmp_path)
     os.chmod(target, 0o555)
     try:
         if os.access(target, os.W_OK):

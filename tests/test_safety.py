@@ -22,23 +22,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TOY_CATEGORY as CATEGORY, lock_holder, train_args
 from dhkd import cli
 from dhkd.errors import DhkdError
-
-CATEGORY = "nut"
-
-
-def train_args(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--data-root", str(root), "--category", CATEGORY, "--profile", "smoke", "--out", str(out),
-            "--quiet", *extra]
-
-
-@pytest.fixture(scope="module")
-def trained_run(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "smoke"
-    assert cli.main(train_args(toy_root, run, "--epochs", "2")) == 0
-    assert cli.main(["evaluate", "--run", str(run), "--json", str(run.parent / "m.json"), "--quiet"]) == 0
-    return run
 
 
 def tree(folder: Path) -> set[str]:
@@ -59,7 +45,7 @@ def test_predict_names_are_unique_plain_file_names() -> None:
     assert output_names([Path("/data/a/x.png"), Path("/data/a/x.jpg")]) == ["x_png.png", "x_jpg.png"]
 
 
-def test_predict_writes_only_under_out_and_overwrites_nothing_it_scored(trained_run, toy_root, tmp_path) -> None:
+def test_predict_writes_only_under_out_and_overwrites_nothing_it_scored(toy_run, toy_root, tmp_path) -> None:
     from dhkd.run.predict import predict
 
     images = tmp_path / "in"
@@ -68,7 +54,7 @@ def test_predict_writes_only_under_out_and_overwrites_nothing_it_scored(trained_
     Image.open(source).save(images / "x.png")
     Image.open(source).convert("RGB").save(images / "x.jpg")
     out = tmp_path / "out"
-    table = predict(trained_run, [images], out=out, threshold=1.0, device="cpu", progress=False)
+    table = predict(toy_run, [images], out=out, threshold=1.0, device="cpu", progress=False)
     assert len(table) == 2
     assert tree(out) == {"maps", "overlays", "masks", "scores.csv", *(f"{f}/x_{s}.png" for f in ("maps", "overlays", "masks")
                                                                        for s in ("png", "jpg"))}
@@ -89,6 +75,7 @@ def test_a_profile_name_that_is_a_path_is_refused(tmp_path) -> None:
 
 @pytest.mark.parametrize("tool, name", [("tune_profile", ".."), ("tune_profile", "/tmp/elsewhere"),
                                         ("tune_profile", "a/../../b"), ("screen_additions", "..")])
+@pytest.mark.slow
 def test_benchmark_names_are_plain(tool, name, toy_root, tmp_path) -> None:
     keep = tmp_path / "keep.txt"
     keep.write_text("mine")
@@ -125,14 +112,14 @@ def test_inside_refuses_a_path_that_leaves_its_folder(tmp_path) -> None:
 # ----------------------------------------------------------------------------- 2. never deletes what it cannot prove it made
 
 
-def test_a_run_of_another_config_is_moved_aside_not_deleted(trained_run, toy_root, tmp_path, capsys) -> None:
+def test_a_run_of_another_config_is_moved_aside_not_deleted(toy_run, toy_root, tmp_path, capsys) -> None:
     import shutil
 
     from dhkd.config import load_config
     from dhkd.run.folder import prepare_run_dir
 
     run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
+    shutil.copytree(toy_run, run)
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     config = load_config("smoke", ["train.epochs=4"])
     assert prepare_run_dir(run, config) is False
@@ -143,14 +130,14 @@ def test_a_run_of_another_config_is_moved_aside_not_deleted(trained_run, toy_roo
     assert not (run / "checkpoint.pt").exists()
 
 
-def test_an_unreadable_config_is_never_a_reason_to_delete(trained_run, tmp_path) -> None:
+def test_an_unreadable_config_is_never_a_reason_to_delete(toy_run, tmp_path) -> None:
     import shutil
 
     from dhkd.config import load_config
     from dhkd.run.folder import prepare_run_dir
 
     run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
+    shutil.copytree(toy_run, run)
     (run / "config.yaml").write_text((run / "config.yaml").read_text() + "new_section_of_a_later_kit: 1\n")
     before = tree(run)
     with pytest.raises(DhkdError, match="cannot be read.*left as it is"):
@@ -158,14 +145,14 @@ def test_an_unreadable_config_is_never_a_reason_to_delete(trained_run, tmp_path)
     assert tree(run) == before
 
 
-def test_replacing_a_run_waits_for_its_lock(trained_run, tmp_path) -> None:
+def test_replacing_a_run_waits_for_its_lock(toy_run, tmp_path) -> None:
     import shutil
 
     from dhkd.run.folder import move_aside
     from dhkd.run.lock import FolderBusy
 
     run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
+    shutil.copytree(toy_run, run)
     holder = lock_holder(run)
     try:
         with pytest.raises(FolderBusy, match=f"process {holder.pid}"):
@@ -257,6 +244,7 @@ def test_atomic_writes_keep_modes_and_clean_up_after_a_kill(tmp_path) -> None:
 # ----------------------------------------------------------------------------- killed before the first checkpoint
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_says_so(toy_root, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "dhkd.cli", *train_args(toy_root, out, "--epochs", "40")],
@@ -277,15 +265,6 @@ def test_a_run_killed_before_its_first_checkpoint_says_so(toy_root, tmp_path, ca
 
 
 # ----------------------------------------------------------------------------- 3. a lock the kernel releases
-
-
-def lock_holder(folder: Path) -> subprocess.Popen:
-    code = (f"import time; from pathlib import Path; from dhkd.run.lock import acquire; acquire(Path({str(folder)!r})); "
-            "print('locked', flush=True); time.sleep(60)")
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": os.getcwd()})
-    assert process.stdout.readline().strip() == "locked"
-    return process
 
 
 RACER = """
@@ -326,6 +305,7 @@ print(held, crashed)
 """
 
 
+@pytest.mark.slow
 def test_two_takers_never_both_hold_the_lock(tmp_path) -> None:
     """Three processes take and release one folder's lock 600 times each, while forked holders die
     holding it (as after kill -9), so that takers race on a lock whose holder is gone: the old
@@ -360,13 +340,13 @@ def test_a_lock_goes_with_a_killed_holder(tmp_path) -> None:
 @pytest.mark.parametrize("old, new, message", [("image_size: 64", "image_size: 1000000", "data.image_size"),
                                               ("name: efficientnet_lite0", "name: resnet1800", "model.teacher.name"),
                                               ("profile: smoke", "profile: /some/where", "not a plain name")])
-def test_a_foreign_run_is_checked_before_a_model_is_built(trained_run, tmp_path, monkeypatch, old, new, message) -> None:
+def test_a_foreign_run_is_checked_before_a_model_is_built(toy_run, tmp_path, monkeypatch, old, new, message) -> None:
     import shutil
 
     from dhkd.run import build, evaluate
 
     run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
+    shutil.copytree(toy_run, run)
     text = (run / "config.yaml").read_text()
     assert old in text, text
     (run / "config.yaml").write_text(text.replace(old, new))
@@ -401,7 +381,7 @@ def test_the_estimate_streams_or_refuses_with_the_setting() -> None:
         plan_data(off, 20_000, cpu, available=24 * gb)
 
 
-def test_evaluation_subsamples_the_pixel_metrics_when_the_maps_would_not_fit(trained_run, tmp_path, monkeypatch) -> None:
+def test_evaluation_subsamples_the_pixel_metrics_when_the_maps_would_not_fit(toy_run, tmp_path, monkeypatch) -> None:
     """Pixel metrics need every map at once: past the memory budget every s-th pixel is kept (said
     on stderr and in metrics.json); the image scores still come from the full maps."""
     import shutil
@@ -414,8 +394,8 @@ def test_evaluation_subsamples_the_pixel_metrics_when_the_maps_would_not_fit(tra
     # keeps 128² (7.9 GB), stride 3 keeps 86² (3.55 GB)
     assert stride == 3 and "one pixel in 3 along each side" in note and "31.5 GB" in note
     run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
-    full = json.loads((trained_run.parent / "m.json").read_text())
+    shutil.copytree(toy_run, run)
+    full = json.loads((toy_run / "metrics.json").read_text())
     monkeypatch.setattr(evaluate, "pixel_stride", lambda n, shape, device: budget.pixel_stride(
         n, shape, device, available=n * shape[0] * shape[1] * budget.EVAL_PIXEL_BYTES))  # half of the maps fit
     result = evaluate.evaluate_run(run, device="cpu", progress=False, diagnostics=False)
@@ -426,6 +406,7 @@ def test_evaluation_subsamples_the_pixel_metrics_when_the_maps_would_not_fit(tra
     assert predictions.maps.shape[-1] == -(-evaluate.load_model(run, "cpu")[1].data.shape[1] // 2)
 
 
+@pytest.mark.slow
 def test_streamed_training_matches_in_memory_training(toy_root, tmp_path) -> None:
     from dhkd.config import load_config
     from dhkd.run.checkpoint import load_checkpoint
@@ -442,15 +423,15 @@ def test_streamed_training_matches_in_memory_training(toy_root, tmp_path) -> Non
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
 
 
-def test_evaluation_streams_the_test_split_and_decodes_few_training_images(trained_run, tmp_path, monkeypatch) -> None:
+def test_evaluation_streams_the_test_split_and_decodes_few_training_images(toy_run, tmp_path, monkeypatch) -> None:
     import shutil
 
     from dhkd.data import files
     from dhkd.run.evaluate import evaluate_run
 
     run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
-    reference = json.loads((trained_run.parent / "m.json").read_text())
+    shutil.copytree(toy_run, run)
+    reference = json.loads((toy_run / "metrics.json").read_text())
     decoded = []
     real = files.read_item
     monkeypatch.setattr(files, "read_item", lambda item, size: decoded.append(item.path) or real(item, size))

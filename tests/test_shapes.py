@@ -164,6 +164,7 @@ def _train_evaluate(data: Path, out: Path, overrides: list[str]) -> dict:
     return evaluate_run(run, device="cpu", progress=False)
 
 
+@pytest.mark.slow
 def test_a_rectangular_run_trains_evaluates_predicts_and_shows_in_the_widgets(toy_root: Path, tmp_path: Path) -> None:
     from dhkd.notebook.widgets import FailureBrowser, ThresholdExplorer
     from dhkd.run.evaluate import load_predictions
@@ -193,6 +194,7 @@ def test_a_rectangular_run_trains_evaluates_predicts_and_shows_in_the_widgets(to
     FailureBrowser(predictions, split.images, panel_size=96)
 
 
+@pytest.mark.slow
 def test_a_kept_aspect_run_leaves_the_padding_out_of_its_maps_and_metrics(mixed_root: Path, tmp_path: Path) -> None:
     from dhkd.run.evaluate import compute_metrics, load_predictions
     from dhkd.run.predict import predict
@@ -259,7 +261,8 @@ def test_data_folder_suggests_the_shape_and_writes_it_on_request(mixed_root: Pat
 
 def test_a_data_set_file_with_a_bad_shape_is_refused(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
-    for key, value, fragment in (("image_size", "[64]", "image_size must be"), ("resize", "pad", "resize must be one of")):
+    for key, value, fragment in (("image_size", "[64]", "image_size=.64. has 1 items; it must have 2"),
+                                 ("resize", "pad", "resize must be one of")):
         path = tmp_path / f"{key}.yaml"
         path.write_text(f"name: x\nroot: images\nnormal: '*.png'\n{key}: {value}\n")
         with pytest.raises(DhkdError, match=fragment):

@@ -16,14 +16,13 @@ from dhkd.run import diagnostics
 from dhkd.run.build import build_model
 from dhkd.run.evaluate import load_model, load_start_model
 from dhkd.run.folder import START_NAME
-from dhkd.run.train import Trainer, train
+from dhkd.run.train import Trainer
 
 
-@pytest.fixture(scope="module")
-def run(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run") / TOY_CATEGORY
-    train(training_config("smoke", 2), toy_root, TOY_CATEGORY, out, device="cpu", progress=False)
-    return out
+@pytest.fixture
+def run(toy_run: Path) -> Path:
+    """The session's trained smoke run (conftest.py), two epochs: only read here."""
+    return toy_run
 
 
 def _vector(module: torch.nn.Module) -> torch.Tensor:

@@ -134,6 +134,7 @@ def prepare_notebook(root: Path, work: Path) -> Path:
 
 
 @pytest.mark.ui
+@pytest.mark.kernel
 def test_threshold_slider_in_jupyterlab(tmp_path: Path, playwright_chromium) -> None:
     started = time.monotonic()
     root = tmp_path / "lab"
@@ -248,6 +249,7 @@ def test_threshold_slider_in_jupyterlab(tmp_path: Path, playwright_chromium) -> 
     print(f"\nUI test: {time.monotonic() - started:.1f} s; screenshots in {RESULTS}")
 
 
+@pytest.mark.kernel
 def test_executed_notebook_keeps_the_widget_state(tmp_path: Path) -> None:
     """A notebook executed headless (nbclient, as papermill does) keeps each widget's last
     state: the counts (HTML) and the pictures (JPEG bytes) end up in the static HTML."""

@@ -29,13 +29,17 @@ defective image is a test image. The same file and the same files on disk always
 split; a run records the file's content and a digest of its split, so ``dhkd evaluate`` checks
 that it tests on what was held out.
 
+The file is read by :mod:`dhkd.yamlfile` and its keys are declared in :class:`DataSetKeys` with
+:mod:`dhkd.ranges`, exactly as a profile's settings are: the same YAML rules (``on`` is text, a
+repeated key is an error, ``1e-3`` a number) and the same type and range messages.
+
 Everything here is names only (cheap); :mod:`dhkd.data.mvtec` decodes the images and checks that each
 is readable and that each mask has its image's size.
 """
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import hashlib
 import os
 import string
@@ -47,13 +51,13 @@ import numpy as np
 import yaml
 
 from dhkd.data.files import IMAGE_SUFFIXES, Item, Problem, check_item, image_size_of, is_ignored, raise_problems, run_parallel
-from dhkd.data.fit import RESIZE_MODES, as_fit, suggest_shape
+from dhkd.data.fit import IMAGE_SIZE, RESIZE_MODES, as_fit, suggest_shape
 from dhkd.errors import DhkdError
 from dhkd.io import plain_name_problem
+from dhkd.ranges import REQUIRED, Range, check_leaves, from_dict as build, raise_all, setting
+from dhkd.yamlfile import read_yaml
 
 DATASET_SUFFIXES = (".yaml", ".yml")
-KEYS = ("name", "root", "normal", "abnormal", "masks", "kind", "test_share", "split_seed", "image_size", "resize")
-REQUIRED = ("name", "root", "normal")
 TEMPLATE_FIELDS = ("dir", "stem", "name", "suffix", "top", "parent")
 NORMAL_KIND = "good"  # the kind of every defect-free image, as in MVTec AD's layout
 
@@ -66,6 +70,28 @@ EXAMPLE = """\
     kind: "{top}"                     # optional
     test_share: 0.2
     split_seed: 0"""
+
+
+@dataclass
+class DataSetKeys:
+    """The keys a data-set file may hold, their types and allowed values: what :func:`from_dict`
+    checks, with the machinery that checks a profile's settings (:mod:`dhkd.ranges`)."""
+
+    name: str = setting(REQUIRED, Range(note="a plain name"), "the data set's name: the category, and a folder name")
+    root: str = setting(REQUIRED, Range(), "the folder that holds the images: absolute, or relative to the file")
+    normal: str | list[str] = setting(REQUIRED, Range(), "glob or list of globs, under root: the defect-free images")
+    abnormal: str | list[str] | None = setting(None, Range(), "the defective images (one matched by normal is normal)")
+    masks: str | None = setting(None, Range(), "template of a defective image's mask, relative to root")
+    kind: str | None = setting("{top}", Range(), "template of a defective image's kind")
+    test_share: float = setting(0.2, Range(low=0, high=1, low_open=True, high_open=True),
+                                "share of the normal images kept for testing")
+    split_seed: int = setting(0, Range(low=0), "seed of the split of the normal images")
+    image_size: int | list[int] | None = setting(None, IMAGE_SIZE, "the data set's own data.image_size")
+    resize: str | None = setting(None, Range(choices=RESIZE_MODES), "the data set's own data.resize")
+
+
+KEYS = tuple(f.name for f in dataclasses.fields(DataSetKeys))
+REQUIRED_KEYS = tuple(f.name for f in dataclasses.fields(DataSetKeys) if f.default is dataclasses.MISSING)
 
 
 @dataclass(frozen=True)
@@ -154,50 +180,38 @@ def read_dataset_file(path: str | Path) -> DataSetFile:
         what = "is a folder" if path.is_dir() else "does not exist"
         raise DhkdError(f"data-set file {path} {what}",
                         "write one with `dhkd data folder --root DIR --normal GLOB --out FILE.yaml`")
-    try:
-        content = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError) as error:
-        raise DhkdError(f"cannot read the data-set file {path}: {error}", "check the file's permissions") from None
-    except yaml.YAMLError as error:
-        raise DhkdError(f"the data-set file {path} is not valid YAML: {error}",
-                        f"fix the syntax; a data-set file looks like\n{EXAMPLE}") from None
-    return from_dict(content, _absolute(path).parent, source=path)
+    return from_dict(read_yaml(path, "data-set"), _absolute(path).parent, source=path)
 
 
 def from_dict(content: Any, base: Path, source: Path | None = None) -> DataSetFile:
-    """A :class:`DataSetFile` from parsed YAML; ``root`` is taken relative to ``base``."""
+    """A :class:`DataSetFile` from parsed YAML; ``root`` is taken relative to ``base``. The keys'
+    types and ranges are :class:`DataSetKeys`'; the rest (plain name, globs and templates that
+    stay under root) is checked here."""
     where = f"the data-set file {source}" if source else "the data set"
     if not isinstance(content, dict):
         raise DhkdError(f"{where} must be a mapping of keys to values, got {type(content).__name__}",
                         f"a data-set file looks like\n{EXAMPLE}")
-    for key in content:
-        if key not in KEYS:
-            close = difflib.get_close_matches(str(key), KEYS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise DhkdError(f"{where} has an unknown key {key!r}", f"{hint}the keys are {', '.join(KEYS)}")
-    missing = [key for key in REQUIRED if content.get(key) in (None, "", [])]
+    missing = [key for key in REQUIRED_KEYS if content.get(key) in (None, "", [])]
     if missing:
         raise DhkdError(f"{where} lacks {', '.join(missing)}", f"add {' and '.join(missing)}; a data-set file looks like\n{EXAMPLE}")
-    name = _text(content["name"], "name", where)
+    try:
+        keys = build(DataSetKeys, content, what=where)
+    except DhkdError as error:  # a wrong type names the key alone: say which file
+        raise error if error.what.startswith(where) else DhkdError(f"{where}: {error.what}", error.fix) from None
+    raise_all([(f"{where}: {what}", fix) for what, fix in check_leaves(keys)], noun="keys")
+    name = _text(keys.name, "name", where)
     if plain_name_problem(name):
         raise DhkdError(f"{where}: name {name!r} is not a plain name ({plain_name_problem(name)})",
                         "use a short name such as mtd (it names folders)")
-    root = Path(_text(content["root"], "root", where)).expanduser()
+    root = Path(_text(keys.root, "root", where)).expanduser()
     root = _absolute(root if root.is_absolute() else base / root)
-    share = content.get("test_share", 0.2)
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
-        raise DhkdError(f"{where}: test_share must be a number between 0 and 1 (exclusive), got {share!r}",
-                        "e.g. test_share: 0.2 keeps a fifth of the normal images for testing")
-    seed = content.get("split_seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise DhkdError(f"{where}: split_seed must be a whole number >= 0, got {seed!r}", "e.g. split_seed: 0")
+    size = keys.image_size
     dataset = DataSetFile(
-        name=name, root=root, normal=_globs(content["normal"], "normal", where),
-        abnormal=_globs(content.get("abnormal") or (), "abnormal", where),
-        masks=_text(content["masks"], "masks", where) if content.get("masks") else None,
-        kind=_text(content.get("kind") or "{top}", "kind", where), test_share=float(share), split_seed=seed,
-        image_size=_image_size(content.get("image_size"), where), resize=_resize(content.get("resize"), where),
-        source=source,
+        name=name, root=root, normal=_globs(keys.normal, "normal", where), abnormal=_globs(keys.abnormal or (), "abnormal", where),
+        masks=_text(keys.masks, "masks", where) if keys.masks else None, kind=_text(keys.kind or "{top}", "kind", where),
+        test_share=keys.test_share, split_seed=keys.split_seed,
+        image_size=None if size is None else as_fit(size).height if isinstance(size, int) else as_fit(size).shape,
+        resize=keys.resize, source=source,
     )
     for key in ("masks", "kind"):
         if getattr(dataset, key):
@@ -209,34 +223,16 @@ def from_dict(content: Any, base: Path, source: Path | None = None) -> DataSetFi
     return dataset
 
 
-def _image_size(value: Any, where: str) -> int | tuple[int, int] | None:
-    """The file's image_size: one number or [height, width] (their ranges are the config's to check)."""
-    if value is None:
-        return None
-    try:
-        fit = as_fit(value)
-    except ValueError:
-        raise DhkdError(f"{where}: image_size must be one whole number (a square) or [height, width], got {value!r}",
-                        "e.g. image_size: 256, or image_size: [256, 384]; or leave it out to use the profile's") from None
-    return fit.height if isinstance(value, int) else fit.shape
-
-
-def _resize(value: Any, where: str) -> str | None:
-    if value is None or value in RESIZE_MODES:
-        return value
-    raise DhkdError(f"{where}: resize must be one of {' / '.join(RESIZE_MODES)}, got {value!r}",
-                    "squeeze resizes every image to image_size; keep_aspect keeps each image's proportions and pads")
-
-
-def _text(value: Any, key: str, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
+def _text(value: str, key: str, where: str) -> str:
+    """``value`` stripped; blank text is refused (its type is :class:`DataSetKeys`' to check)."""
+    if not value.strip():
         raise DhkdError(f"{where}: {key} must be a text, got {value!r}", f"write {key}: followed by a text")
     return value.strip()
 
 
-def _globs(value: Any, key: str, where: str) -> tuple[str, ...]:
-    globs = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, (list, tuple)) else None
-    if globs is None or not all(isinstance(g, str) and g.strip() for g in globs):
+def _globs(value: str | list[str] | tuple[()], key: str, where: str) -> tuple[str, ...]:
+    globs = (value,) if isinstance(value, str) else tuple(value)
+    if not all(g.strip() for g in globs):
         raise DhkdError(f"{where}: {key} must be a glob or a list of globs, got {value!r}",
                         f"e.g. {key}: good/*.png  or  {key}: [a/*.png, b/*.jpg]")
     for glob in globs:

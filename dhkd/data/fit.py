@@ -24,8 +24,15 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from dhkd.ranges import Range
+
 #: ``data.resize``'s choices (the configuration's declaration reads them from here).
 RESIZE_MODES = ("squeeze", "keep_aspect")
+# The network's input size: a multiple of 32, so that the decoder's upsampling from the stride-32
+# bottleneck lands on the teacher's stride-4 grid. One number is a square; [H, W] is height, width.
+# data.image_size and a data-set file's image_size both accept exactly this.
+IMAGE_SIZE = Range(low=64, high=1024, multiple_of=32, length=2, single_too=True,
+                   note="one number: a square; [H, W]: height and width")
 #: Images whose aspects (width / height) spread more than this around their median are better
 #: kept at their own aspect than squeezed (a suggestion of ``dhkd data folder``).
 ASPECT_SPREAD = 1.1
@@ -116,4 +123,4 @@ def suggest_shape(sizes: Sequence[tuple[int, int]], area: int = 256 * 256, multi
     return (height, width), "keep_aspect" if varied else "squeeze"
 
 
-__all__ = ["Fit", "RESIZE_MODES", "as_fit", "median_aspect", "suggest_shape"]
+__all__ = ["Fit", "IMAGE_SIZE", "RESIZE_MODES", "as_fit", "median_aspect", "suggest_shape"]

@@ -10,10 +10,13 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+#: The two readings of the loss (train.loss takes these): RD4AD's code, then its paper's text.
+LOSS_KINDS = ("flatten", "pixel")
+
 def distillation_loss(teacher: list[torch.Tensor], student: list[torch.Tensor], kind: str = "flatten") -> torch.Tensor:
     """``sum_scales mean_batch (1 - cos(f_T, f_S))``; zero when the features are identical."""
-    if kind not in ("flatten", "pixel"):
-        raise ValueError(f"unknown loss kind {kind!r}: flatten or pixel")
+    if kind not in LOSS_KINDS:
+        raise ValueError(f"unknown loss kind {kind!r}: {' or '.join(LOSS_KINDS)}")
     total = teacher[0].new_zeros((), dtype=torch.float32)
     for f_t, f_s in zip(teacher, student, strict=True):
         f_t, f_s = f_t.float(), f_s.float()

@@ -17,6 +17,14 @@ from torch.nn import functional as F
 
 from dhkd.method.size import Size, pair
 
+#: The shapes of the masked regions and what fills them (masking.shape and masking.fill take these).
+SHAPES = ("perlin", "rect", "mixed", "crack", "all")
+FILLS = ("image", "noise", "mixed")
+
+
+def _either(choices: tuple[str, ...]) -> str:
+    """``a, b or c``: the allowed values in an error message."""
+    return f"{', '.join(choices[:-1])} or {choices[-1]}"
 
 
 def _uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -139,8 +147,8 @@ def corrupt(images: torch.Tensor, generator: torch.Generator, donors: torch.Tens
     rect or crack, a third each); ``fill``: image, noise or mixed (a coin flip per image);
     ``ratio``: the share of the image area masked.
     """
-    if fill not in ("image", "noise", "mixed"):
-        raise ValueError(f"unknown fill {fill!r}: image, noise or mixed")
+    if fill not in FILLS:
+        raise ValueError(f"unknown fill {fill!r}: {_either(FILLS)}")
     batch, _, height, width = images.shape
     device = images.device
     if donors is None:
@@ -168,8 +176,8 @@ def donor_indices(indices: torch.Tensor, count: int, generator: torch.Generator)
 def region_masks(batch: int, size: Size, shape: str, ratio: float, generator: torch.Generator,
                  device: torch.device) -> torch.Tensor:
     """bool ``(B, H, W)``: the regions to corrupt, of ``shape`` (see :func:`corrupt`)."""
-    if shape not in ("perlin", "rect", "mixed", "crack", "all"):
-        raise ValueError(f"unknown shape {shape!r}: perlin, rect, mixed, crack or all")
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}: {_either(SHAPES)}")
     if shape == "crack":
         return crack_masks(batch, size, ratio, generator, device)
     perlin = perlin_masks(batch, size, ratio, generator, device)

@@ -36,6 +36,9 @@ TEACHER_CHANNELS: dict[str, tuple[int, int, int]] = {
 #: MBConv blocks of EfficientNet-Lite0 that end each stage: the last block at strides 4, 8, 16
 #: and 32 (24, 40, 112 and 320 channels; at stride 16 after the 112-channel blocks, not the 80).
 EFFICIENTNET_TAPS = (2, 4, 10, 15)
+#: The teacher's weights: ImageNet's, or random (none: for tests, no download). The one declaration
+#: (model.teacher.weights's choices are these).
+WEIGHTS = ("imagenet", "none")
 
 
 def stage_channels(name: str, stages: tuple[int, ...] = DEFAULT_STAGES) -> tuple[int, ...]:
@@ -78,8 +81,8 @@ class Teacher(nn.Module):
         super().__init__()
         if name not in STAGE_CHANNELS:
             raise ValueError(f"unknown teacher {name!r}: one of {', '.join(STAGE_CHANNELS)}")
-        if weights not in ("imagenet", "none"):
-            raise ValueError(f"unknown teacher weights {weights!r}: imagenet or none")
+        if weights not in WEIGHTS:
+            raise ValueError(f"unknown teacher weights {weights!r}: {' or '.join(WEIGHTS)}")
         self.name = name
         self.tapped = tuple(stages)
         self.channels = stage_channels(name, self.tapped)
