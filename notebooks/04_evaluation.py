@@ -327,8 +327,9 @@ if solutions:
     from dhkd.run.train import train
 
     longer = Path(out_dir).parent / "exercise_04_longer" / category
-    if not (longer / "checkpoint.pt").exists():
-        train(training_config(profile, 2 * config.train.epochs), data_root, category, longer, device=device, progress=False)
+    # resume="auto": an interrupted run there is finished first, a finished one is left as it is
+    train(training_config(profile, 2 * config.train.epochs, data_root), data_root, category, longer, device=device,
+          resume="auto", progress=False)
     again = evaluate_run(longer, data_root, device, progress=False, diagnostics=False)
     display(pd.DataFrame({f"{config.train.epochs} epochs": result, f"{2 * config.train.epochs} epochs": again}
                          ).loc[["image_auroc", "pixel_auroc", "aupro"]].astype(float).mul(100).round(1))

@@ -365,9 +365,9 @@ if solutions:
     from dhkd.run.train import train
 
     longer = Path(out_dir).parent / "exercise_06_longer" / category
-    longer_config = training_config(profile, 2 * config.train.epochs)
-    if not (longer / "checkpoint.pt").exists():
-        train(longer_config, data_root, category, longer, device=device, progress=False)
+    longer_config = training_config(profile, 2 * config.train.epochs, data_root)
+    # resume="auto": an interrupted run there is finished first, a finished one is left as it is
+    train(longer_config, data_root, category, longer, device=device, resume="auto", progress=False)
     long_model, _ = load_model(longer, dev)
     long_start, _ = load_start_model(longer, dev)
     rows = {}
