@@ -48,6 +48,7 @@ from dhkd.run.lock import folder_lock
 from dhkd.method.loss import distillation_loss
 from dhkd.method.masking import corrupt, donor_indices
 from dhkd.run.budget import DataPlan, feature_bytes, image_bytes, plan_data
+from dhkd.run.diagnostics import batch_statistics
 from dhkd.run.build import build_model, masking_arguments
 from dhkd.run.device import autocast, resolve_device, seed_everything, set_memory_format, synchronize
 
@@ -410,12 +411,8 @@ class Trainer:
     def _batch_statistics(self) -> Iterator[None]:
         """Run the student as training sees it (BatchNorm on batch statistics) without gradients,
         restoring BatchNorm's running statistics afterwards, so the pass changes nothing else."""
-        buffers = {name: value.clone() for name, value in self.student.named_buffers()}
-        self.student.train()
-        with torch.no_grad(), autocast(self.device, self.config.train.amp):
+        with batch_statistics(self.student), torch.no_grad(), autocast(self.device, self.config.train.amp):
             yield
-        for name, value in self.student.named_buffers():
-            value.copy_(buffers[name])
 
     def _init_memory(self) -> None:
         """k-means the bottleneck embeddings of every clean training image into the memory items."""
