@@ -150,6 +150,17 @@ assert torch.isclose(by_hand.float(), packaged.float(), rtol=1e-5, atol=1e-5), (
 print(f"stage-2 loss by hand {float(by_hand):.5f} = Trainer.train_step {float(packaged):.5f} "
       f"({len(indices)} images, {100 * float(m.float().mean()):.1f} % of their pixels corrupted)")
 
+# The corruption itself, x~ = (1 - m) x + m d: outside the masks the image is untouched; with
+# the image fill, d is the donor image at the same place (the noise fill draws d as noise).
+assert torch.equal(x_tilde[~m.unsqueeze(1).expand_as(x)], x[~m.unsqueeze(1).expand_as(x)])
+if donors is not None:
+    image_fill = {**masking_arguments(config.masking), "fill": "image"}
+    x_image, m_image = corrupt(x, torch.Generator(device=x.device).manual_seed(0), donors, **image_fill)
+    m_image = m_image.unsqueeze(1).to(x.dtype)
+    assert torch.equal(x_image, (1 - m_image) * x + m_image * donors)
+    print("x~ = (1 - m) x + m d by hand = dhkd.method.masking.corrupt (image fill, d the donors; "
+          "outside the masks every fill leaves x as it is)")
+
 # %% [markdown]
 # ## Train
 #
