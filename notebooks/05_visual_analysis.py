@@ -170,7 +170,7 @@ for name, value in {"recorded (calibration images)": recorded_threshold["value"]
                     "fitted to the good test images": fitted_to_test}.items():
     rows[name] = {"threshold": value, "good flagged": int((good_test > value).sum()), "of good": len(good_test),
                   "defective caught": int((defective_test > value).sum()), "of defective": len(defective_test)}
-outcome = pd.DataFrame(rows).T
+outcome = pd.DataFrame.from_dict(rows, orient="index")  # one row per threshold, counts kept whole
 display(outcome.round(4))
 nominal = 1 - recorded_threshold["quantile"]
 flagged_share = rows["recorded (calibration images)"]["good flagged"] / len(good_test)
