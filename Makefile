@@ -33,7 +33,9 @@ test-all: setup
 # ---------------------------------------------------------------------------------------------
 # make reproduce: every notebook headless (papermill) per category, then the results tables.
 # Results, executed notebooks (.ipynb and .html) and tables go to results/<data folder>/<profile>/
-# (ignored by git). Up-to-date categories are skipped unless FORCE=1. README=1 also rewrites the
+# (ignored by git). Up-to-date categories are skipped unless FORCE=1. SOLUTIONS=1 also runs the
+# exercises' solutions (into exercise_* folders beside the runs; their outputs then show in the
+# executed notebooks and the book). README=1 also rewrites the
 # README's results section from them (only then is a tracked file changed).
 #   make reproduce                                          toy data set, offline teacher, CPU
 #   make reproduce DATA=data/mvtec_ad PROFILE=paper         the paper's reproduction (GPU)
@@ -53,6 +55,7 @@ EPOCHS     ?=
 DEVICE     ?= auto
 DEVICES    ?=
 FORCE      ?=
+SOLUTIONS  ?=
 SEEDS      ?=
 VARIANTS   ?=
 README     ?=
@@ -73,7 +76,8 @@ RUN_EPOCHS  = $(EPOCHS)
 MAKE_DATA   = @true
 endif
 REPRODUCE = $(BIN)/dhkd reproduce --data '$(RUN_DATA)' --categories '$(CATEGORIES)' --profile '$(RUN_PROFILE)' \
-	--epochs '$(RUN_EPOCHS)' --device '$(DEVICE)' --devices '$(DEVICES)' --out '$(RESULTS)' $(if $(filter 1 yes true,$(FORCE)),--force)
+	--epochs '$(RUN_EPOCHS)' --device '$(DEVICE)' --devices '$(DEVICES)' --out '$(RESULTS)' $(if $(filter 1 yes true,$(FORCE)),--force) \
+	$(if $(filter 1 yes true,$(SOLUTIONS)),--solutions)
 
 reproduce: setup
 	$(MAKE_DATA)

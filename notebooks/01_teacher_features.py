@@ -121,6 +121,12 @@ plots.feature_pca_grid(test.images[picked], examples, titles, fit_on=normal, mas
 # %%
 test_features = teacher_features(teacher, test.images)
 distances = plots.distance_to_normal(normal, test_features)
+# d_s by hand: the mean of the normal features per position, then 1 - a.b / (|a| |b|) over the channels
+for f_test, f_normal, packaged in zip(test_features, normal, distances):
+    f_mean = f_normal.sum(0, keepdim=True) / len(f_normal)
+    by_hand = 1 - (f_test * f_mean).sum(1) / (f_test.norm(dim=1).clamp_min(1e-8) * f_mean.norm(dim=1).clamp_min(1e-8))
+    assert torch.allclose(by_hand, packaged, atol=1e-5), float((by_hand - packaged).abs().max())
+print(f"d_s by hand = plots.distance_to_normal at every position of the {len(test)} test images, all three scales")
 plots.distance_maps(test.images[picked], [d[picked] for d in distances], test.masks[picked], titles)
 
 # %% [markdown]
@@ -153,7 +159,20 @@ from dhkd import metrics
 from dhkd.method.anomaly_map import mean_features, teacher_only_map
 
 teacher_only = teacher_only_map(test_features, mean_features(normal), size, config.eval.blur_sigma)
+# by hand: each d_s upsampled bilinearly to the image (corners aligned, as RD4AD), summed, then
+# blurred by scipy's Gaussian filter (an implementation independent of the kit's)
+import numpy as np
+from scipy.ndimage import gaussian_filter
+from torch.nn import functional as F
+
+summed = sum(F.interpolate(d.unsqueeze(1), size=config.data.shape, mode="bilinear", align_corners=True)[:, 0] for d in distances)
+by_hand = np.stack([gaussian_filter(m.double().numpy(), sigma=config.eval.blur_sigma, mode="reflect", truncate=4.0)
+                    for m in summed])
+largest = float(np.abs(by_hand - teacher_only.double().numpy()).max())
+assert largest < 1e-4, largest
 scores = teacher_only.flatten(1).amax(1)
+print(f"the teacher-only map by hand (upsample, sum, scipy.ndimage.gaussian_filter with sigma {config.eval.blur_sigma}) "
+      f"= dhkd.method.anomaly_map.teacher_only_map within {largest:.1e}")
 print(f"teacher-only detector on {len(test)} test images: image AUROC "
       f"{100 * metrics.image_auroc(scores, test.labels):.1f} %, pixel AUROC "
       f"{100 * metrics.pixel_auroc(teacher_only, test.masks):.1f} %")
@@ -185,8 +204,9 @@ print(f"teacher-only detector on {len(test)} test images: image AUROC "
 #
 # 1. **Another category.** Run the detector on the toy `brick` (a texture; `grass`, `gravel`
 #    and `nut` are the others, a missing one is generated). *What you should see:* the gaps
-#    and the teacher-only AUROC change with the category: on a regular texture the per-position
-#    mean is a better reference than on an object whose pose varies.
+#    and the teacher-only AUROC change with the category; the solution says which of the two
+#    the per-position mean serves better (a texture is not the easy case it may seem: its
+#    pattern shifts from image to image, and the mean blurs it).
 # 2. **Fewer normal images.** Use `train.images[:4]` as the normal reference instead of `[:32]`.
 #    *What you should see:* the good image's distance maps brighten (a noisier mean) and the
 #    teacher-only AUROC moves, usually down.
@@ -218,6 +238,10 @@ if solutions:
     rows[f"{category}, 4 normal images"] = detector(teacher, train.images[:4], test)
     rows[f"{category}, untrained teacher"] = detector(Teacher(config.model.teacher.name, "none").to(dev), train.images[:32], test)
     display(pd.DataFrame(rows).T.round(3))
+    if "brick, 32 normal images" in rows:
+        here, brick = rows[f"{category}, 32 normal images"]["image AUROC"], rows["brick, 32 normal images"]["image AUROC"]
+        print(f"teacher-only image AUROC: {category} {here:.1f} %, brick {brick:.1f} %: the per-position mean serves "
+              f"{'brick' if brick > here else category} better")
 
 # %% [markdown]
 # ---

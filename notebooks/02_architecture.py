@@ -38,7 +38,8 @@
 #
 # This notebook builds the model of the chosen profile **as training starts it** and runs one
 # batch through it, module by module. That start is not only random weights: before its
-# first update, training rescales the fusion's mappings to the scale each one feeds and puts
+# first update, training rescales the fusion's mappings to the scale each one feeds (with
+# BatchNorm on the batch's statistics, as a training step computes them) and puts
 # the memory items at k-means centres of the training embeddings (`Trainer.start`; a run keeps
 # the result as `start.pt`, notebook 06 compares against it). Nothing here needs a trained
 # run. The code is `dhkd/method/` (one module per file); every formula below is also written
@@ -232,21 +233,49 @@ _ = student.eval()
 # > learns its own mixture*. $G_1, G_2, G_3$ replace $F_1, F_2, F_3$ as the bottleneck's input;
 # > the distillation targets stay the raw teacher features. The logits start at zero, so every
 # > $w_{st}$ starts at 0.5: that is what "not learned" looks like in notebook 06.
+#
+# The table lists every borrowed term $w_{st} M_{ts}(F_t)$ and its size against the scale it
+# feeds, $\lVert w_{st} M_{ts}(F_t) \rVert / \lVert F_s \rVert$, **as the first training step
+# sees it**: BatchNorm normalising with the batch's own statistics
+# (`dhkd.run.diagnostics.batch_statistics`). That is where the scale matching (`match_scale`)
+# puts each mapping's output at the RMS of $F_s$, so each term starts at about $w_{st}$ times
+# $F_s$. The last column is the same model in eval mode: `start.pt`'s BatchNorm still holds its
+# initial running statistics (mean 0, variance 1), so the mappings pass the teacher's features
+# unnormalised and the size depends on how large those features are; no training step
+# computes that. The sum of the terms is then checked against the module: $G_s = F_s + \sum_t w_{st} M_{ts}(F_t)$.
 
 # %%
 if student.fusion is None:
     print("fusion is switched off in this profile (model.fusion.enabled=false)")
 else:
+    fusion = student.fusion
+    weights = fusion.mixing_weights().detach().cpu()
+
+    def borrowed_terms() -> dict[tuple[int, int], torch.Tensor]:
+        """w_st M_ts(F_t) for every target s and source t, in the student's current BatchNorm mode."""
+        return {(s, t): weights[s, t] * fusion.mappings[f"{t}to{s}"](F_teacher[t]).cpu()
+                for s in range(3) for t in fusion.sources(s) if t != s}
+
     with torch.inference_mode():
-        G = student.fusion(F_teacher)
-        weights = student.fusion.mixing_weights().cpu()
-        rows = []
-        for s in range(3):
-            for t in student.fusion.sources(s):
-                borrowed = weights[s, t] * student.fusion.mappings[f"{t}to{s}"](F_teacher[t].to(dev)).cpu()
-                rows.append((f"G{s + 1} ← F{t + 1}", float(weights[s, t]), f"{tuple(F_teacher[t].shape[1:])} → "
-                             f"{tuple(borrowed.shape[1:])}", float(borrowed.norm() / F_teacher[s].cpu().norm())))
-    display(pd.DataFrame(rows, columns=["term", "w_st", "M_ts maps", "‖w M(F_t)‖ / ‖F_s‖"]).set_index("term").round(3))
+        eval_terms = borrowed_terms()
+        with diagnostics.batch_statistics(student):
+            terms = borrowed_terms()
+            G_first_step = fusion(F_teacher)
+    for s in range(3):  # the formula by hand against the module
+        by_hand = F_teacher[s].cpu() + sum(term for (target, _), term in terms.items() if target == s)
+        assert torch.allclose(by_hand, G_first_step[s].cpu(), rtol=1e-4, atol=1e-4 * float(G_first_step[s].abs().max()))
+    rows = [(f"G{s + 1} ← F{t + 1}", float(weights[s, t]), f"{tuple(F_teacher[t].shape[1:])} → {tuple(term.shape[1:])}",
+             float(term.norm() / F_teacher[s].cpu().norm()), float(eval_terms[s, t].norm() / F_teacher[s].cpu().norm()))
+            for (s, t), term in terms.items()]
+    table = pd.DataFrame(rows, columns=["term", "w_st", "M_ts maps", "‖w M(F_t)‖ / ‖F_s‖, first step",
+                                        "same, eval mode (initial statistics)"]).set_index("term")
+    display(table.round(3))
+    matched = table["‖w M(F_t)‖ / ‖F_s‖, first step"] / table["w_st"]
+    print(f"G_s = F_s + Σ w_st M_ts(F_t) by hand = dhkd.method.MutualMappingFusion on every scale; as the first step "
+          f"sees it, each mapping's output is {matched.min():.2f}-{matched.max():.2f} times the RMS of the scale it "
+          f"feeds (match_scale: {config.model.fusion.match_scale}, matched on up to 64 training images, this is a batch of {len(x)})")
+    if config.model.fusion.match_scale:
+        assert ((matched - 1).abs() < 0.15).all(), matched
     display(plots.fusion_weights(weights))
 
 # %% [markdown]
@@ -269,26 +298,40 @@ else:
 #
 # > **The kit's interpretation.** Where "inside" is, `model.attention.placement` says: `ocbe`
 # > (the profiles' choice) puts one module on the OCBE's concatenated input; `both` adds one after
-# > each of the three decoder stages (four modules); `decoder` keeps only those three. On Magnetic
-# > Tile Defects, attention after the decoder stages lowered image AUROC below plain RD, where
-# > the OCBE input alone did not (`make ablation`; the numbers are in the README).
+# > each of the three decoder stages (four modules); `decoder` keeps only those three. The choice
+# > of `ocbe` rests on single-seed runs of each placement on Magnetic Tile Defects, listed in
+# > `benchmarks/additions.md`; no notebook recomputes them, and one seed measures no difference.
 #
-# Below, the attention of this untrained model on the batch. The map drawn is
-# $\frac{1}{C}\sum_c a^h_c(i)\, a^w_c(j)$ on the full range [0, 1]: untrained, both sigmoids sit
-# near 0.5, so every module starts by scaling its input by about a quarter, nearly evenly.
+# Below, the attention of this untrained model on the batch, as the first training step sees
+# it (BatchNorm on the batch's statistics, as for the fusion above). The map drawn is
+# $\frac{1}{C}\sum_c a^h_c(i)\, a^w_c(j)$ on the full range [0, 1]. The cell prints the product's
+# mean (with the sigmoids averaging about 0.5, about a quarter) and its **spread** over
+# positions (each channel's std over positions, averaged, over the mean: the diagnostics'
+# measure): whether the untrained module scales its input evenly is that number against the
+# 0.05 under which the diagnostics call a site inert. The last line is the same module in eval
+# mode with `start.pt`'s initial BatchNorm statistics, which no training step uses.
 
 # %%
 if not config.model.attention.enabled:
     print("coordinate attention is switched off in this profile (model.attention.enabled=false)")
 else:
-    sites = diagnostics.attention_maps(student, F_teacher)  # per site (module name): its input, (a_h, a_w), figures
+    with diagnostics.batch_statistics(student):  # as the first training step sees it
+        sites = diagnostics.attention_maps(student, F_teacher)  # per site (module name): its input, (a_h, a_w), figures
+    in_eval_mode = diagnostics.attention_maps(student, F_teacher)
     names = [diagnostics.site_title(name) for name in sites]
     print(f"placement '{config.model.attention.placement}': attention at {', '.join(names)}")
-    for name, site in zip(names, sites.values()):
+    threshold = diagnostics.ATTENTION_MIN_SPREAD
+    for name, site, other in zip(names, sites.values(), in_eval_mode.values()):
         (a_h, a_w), figures = site["attention"], site["figures"]
+        assert abs(figures["mean"] - diagnostics.ATTENTION_UNTRAINED) < 0.05, figures  # "about a quarter"
         print(f"{name:16s} a_h {tuple(a_h.shape[1:])}, a_w {tuple(a_w.shape[1:])}: a_h·a_w has mean {figures['mean']:.3f} "
-              f"and spread over positions {figures['spread']:.4f} (std / mean; the verdict's measure, "
-              f"inert below {diagnostics.ATTENTION_MIN_SPREAD})")
+              f"(from {figures['min']:.3f} to {figures['max']:.3f}) and spread over positions {figures['spread']:.3f}, "
+              f"{'above' if figures['spread'] >= threshold else 'below'} the {threshold} under which a site is inert: "
+              f"it scales its input {'unevenly' if figures['spread'] >= threshold else 'evenly'}")
+        shut = float(((other["attention"][0] * other["attention"][1]).flatten(2).mean(2) < 0.01).float().mean())
+        print(f"{'':16s} eval mode, initial statistics: mean {other['figures']['mean']:.3f}, from "
+              f"{other['figures']['min']:.3f} to {other['figures']['max']:.3f}, spread {other['figures']['spread']:.3f}, "
+              f"{100 * shut:.0f} % of the channels all but shut (mean below 0.01)")
     display(plots.attention_maps(train.images[:2], [(s["attention"][0][:2], s["attention"][1][:2]) for s in sites.values()],
                                  names, ["normal", "normal"], spreads=[s["figures"]["spread"] for s in sites.values()]))
 
@@ -418,13 +461,14 @@ if bank is not None:
 # | memory | read-out's share of the decoder input; effectively used items; mean top weight | `MEMORY_MIN_READOUT_SHARE` or `MEMORY_MIN_EFFECTIVE_ITEMS` |
 # | masking | stage-2 loss against stage 1 (training history); how much of a corruption the student undoes | restoration under `MASKING_MIN_RESTORATION` |
 #
-# Below, the model as training starts it. The evaluation (notebook 04) records the same
+# Below, the model as training starts it, as the first step sees it. The evaluation (notebook 04) records the same
 # figures for a trained run under `diagnostics` in its `metrics.json`; notebook 06 draws them,
 # and the ablation tables list them per variant.
 
 # %%
 print({name: value for name, value in diagnostics.THRESHOLDS.items()})
-untrained_diagnostics = diagnostics.diagnose(model, config, train.images[:8].to(dev))
+# as the first training step sees the model (BatchNorm on the batch's statistics), as above
+untrained_diagnostics = diagnostics.diagnose(model, config, train.images[:8].to(dev), as_training=True)
 display(plots.addition_diagnostics(untrained_diagnostics))
 print("inert at the start:", ", ".join(untrained_diagnostics["inert"]) or "none")
 
@@ -438,16 +482,22 @@ print("inert at the start:", ", ".join(untrained_diagnostics["inert"]) or "none"
 #   image for training, per position for the map.
 # - DHKD's additions are small modules around that core, each a few lines by hand: fusion
 #   before the bottleneck, coordinate attention on its input, a memory bank on $z$ (with the
-#   profiles' residual read-out, $z$ itself still reaches the decoder). At the start the
-#   fusion mixes evenly (0.5), the attention scales by about a quarter everywhere and the
-#   memory items sit at k-means centres; notebook 06 shows how far training moves them.
+#   profiles' residual read-out, $z$ itself still reaches the decoder). At the start, as the
+#   first training step sees it, the fusion mixes its sources evenly (0.5) with each mapping
+#   at the size of the scale it feeds, the attention scales by about a quarter on average but
+#   not evenly over positions (the spread printed above), and the memory items sit at k-means
+#   centres; notebook 06 shows how far training moves them.
+# - A model as training starts it is measured with BatchNorm on the batch's statistics: its
+#   running statistics are still the initial ones, and in eval mode they make the fusion and
+#   the attention compute something no training step does.
 #
 # ## Questionnaire
 #
 # 1. *Why can the student not simply copy the teacher?* It sees the features only through the
 #    bottleneck embedding $z$, several times smaller than what it must rebuild.
-# 2. *What does the untrained attention do?* Both sigmoids sit near 0.5, so it scales its input
-#    by about 0.25, nearly evenly.
+# 2. *What does the untrained attention do?* As the first training step sees it, it scales its
+#    input by about 0.25 on average, but not evenly: the product varies over positions by more
+#    than the 0.05 of its mean under which the diagnostics would call it inert.
 # 3. *With `residual: true`, what does the decoder receive?* $z + \hat z$: the embedding itself
 #    plus the memory's read-out.
 # 4. *Why the temperature in the addressing?* Cosines lie in $[-1, 1]$; without dividing by

@@ -93,7 +93,10 @@ print(f"{config.train.epochs} epochs: stage 1 (clean inputs) epochs {span([e + 1
       f"stage 2 (masked inputs) epochs {span([e + 1 for e, s in enumerate(stages) if s == 2])}")
 if not config.masking.enabled:
     print("masking is switched off in this profile: one stage only (RD4AD)")
-train_images = count_images(data_root, category, "train")  # MVTec layout or a data-set file alike
+share = config.data.calibration_share  # held back from training, for dhkd predict's threshold (notebook 05)
+train_images = count_images(data_root, category, "train", share)  # MVTec layout or a data-set file alike
+held_back = count_images(data_root, category, "calibration", share) if share else 0
+print(f"{train_images} training images; {held_back} more held back as calibration images (data.calibration_share={share})")
 plots.schedule(config, batches_per_epoch=-(-train_images // config.train.batch_size))
 
 # %% [markdown]
@@ -102,7 +105,7 @@ plots.schedule(config, batches_per_epoch=-(-train_images // config.train.batch_s
 # `dhkd.method.masking.corrupt`, the function the training loop calls.
 
 # %%
-train_split = load_split(data_root, category, "train", config.data.fit(), progress=False)
+train_split = load_split(data_root, category, "train", config.data.fit(), progress=False, calibration_share=share)
 clean = train_split.images[:4]
 generator = torch.Generator().manual_seed(config.train.seed)
 corrupted, masks = corrupt(normalize(clean), generator, **masking_arguments(config.masking))
@@ -146,6 +149,17 @@ packaged = trainer.train_step(indices, stage=2)
 assert torch.isclose(by_hand.float(), packaged.float(), rtol=1e-5, atol=1e-5), (float(by_hand), float(packaged))
 print(f"stage-2 loss by hand {float(by_hand):.5f} = Trainer.train_step {float(packaged):.5f} "
       f"({len(indices)} images, {100 * float(m.float().mean()):.1f} % of their pixels corrupted)")
+
+# The corruption itself, x~ = (1 - m) x + m d: outside the masks the image is untouched; with
+# the image fill, d is the donor image at the same place (the noise fill draws d as noise).
+assert torch.equal(x_tilde[~m.unsqueeze(1).expand_as(x)], x[~m.unsqueeze(1).expand_as(x)])
+if donors is not None:
+    image_fill = {**masking_arguments(config.masking), "fill": "image"}
+    x_image, m_image = corrupt(x, torch.Generator(device=x.device).manual_seed(0), donors, **image_fill)
+    m_image = m_image.unsqueeze(1).to(x.dtype)
+    assert torch.equal(x_image, (1 - m_image) * x + m_image * donors)
+    print("x~ = (1 - m) x + m d by hand = dhkd.method.masking.corrupt (image fill, d the donors; "
+          "outside the masks every fill leaves x as it is)")
 
 # %% [markdown]
 # ## Train
@@ -221,7 +235,8 @@ display(history.round(4).tail(10))
 # 3. *What does `--resume` restore?* Student, optimiser, position in the epoch and the random
 #    generators, so the same batches and corruptions follow.
 # 4. *Why does a different configuration need another `out_dir`?* A run folder holds one
-#    configuration; training another one into it removes the earlier run first.
+#    configuration; training another one into it moves the earlier run aside first (into
+#    `.replaced-<time>/` inside the folder, never deleted), so the folder holds only the new one.
 #
 # ## Try this
 #
@@ -280,6 +295,8 @@ if solutions:
 # %% tags=["solution"] jupyter={"source_hidden": true}
 # Solution 3: half the epochs in stage 2: the schedule, then a training of it in a folder of its own.
 if solutions:
+    import copy
+
     half = copy.deepcopy(config)
     half.masking.stage2_fraction = 0.5
     display(plots.schedule(half, batches_per_epoch=-(-train_images // half.train.batch_size)))

@@ -233,6 +233,53 @@ print(f"threshold {t:.4f}: FPR {fpr_by_hand:.4f}, PRO {pro_by_hand:.4f} over {le
       f"= point {point} of dhkd.metrics.pro_curve")
 
 # %% [markdown]
+# **Pixel AUROC by ranks.** Over millions of pixels the pairs cannot be counted, but the same
+# probability follows from the ranks of all pixel scores (Mann-Whitney: ties share their mean
+# rank): $\text{AUROC} = \big(\sum_{p \in C} \text{rank}_p - |C|(|C| + 1)/2\big) / (|C|\,|\bar C|)$.
+#
+# **AUPRO from its curve.** $\frac{1}{0.3}\int_0^{0.3} \text{PRO}\,d\,\text{FPR}$ with trapezoids
+# over the curve checked above, the last one cut at FPR 0.3.
+#
+# **RD4AD's PRO, as its released code.** Per defective image: 200 thresholds
+# `np.arange(min, max, (max - min) / 200)` of that image's map, PRO (mean over its 8-connected
+# regions of the share above the threshold) and FPR at each, the points with FPR < 0.3 kept,
+# their FPR divided by the largest kept one, sklearn's `auc`; then the mean over images.
+
+# %%
+from scipy.stats import rankdata
+from sklearn.metrics import auc
+
+ranks = rankdata(maps.reshape(-1))
+n_defect, n_normal = int(masks.sum()), int((~masks).sum())
+pixel_auroc_by_hand = float((ranks[masks.reshape(-1)].sum() - n_defect * (n_defect + 1) / 2) / (n_defect * n_normal))
+assert abs(pixel_auroc_by_hand - metrics.pixel_auroc(predictions.maps, predictions.masks)) < 1e-6
+
+limit = config.eval.fpr_limit
+inside = fprs <= limit
+x_cut, y_cut = np.append(fprs[inside], limit), np.append(pros[inside], np.interp(limit, fprs, pros))
+aupro_by_hand = float(np.sum(0.5 * (y_cut[1:] + y_cut[:-1]) * np.diff(x_cut)) / limit)
+assert abs(aupro_by_hand - metrics.aupro(predictions.maps, predictions.masks, fpr_limit=limit)) < 1e-6
+
+
+def rd4ad_compute_pro(mask: np.ndarray, amap: np.ndarray, num_th: int) -> float:
+    labelled, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    points = []
+    for th in np.arange(amap.min(), amap.max(), (amap.max() - amap.min()) / num_th):
+        binary = amap > th
+        pro = np.mean([binary[labelled == r].mean() for r in range(1, count + 1)])
+        points.append((binary[mask == 0].mean(), pro))
+    kept = np.array([p for p in points if p[0] < 0.3])
+    return float(auc(kept[:, 0] / kept[:, 0].max(), kept[:, 1]))
+
+
+defective_images = [i for i in range(len(masks)) if masks[i].any()]
+pro_by_rd4ad = float(np.mean([rd4ad_compute_pro(masks[i], maps[i], config.eval.pro_thresholds) for i in defective_images]))
+assert abs(pro_by_rd4ad - metrics.pro_rd4ad(predictions.maps, predictions.masks, config.eval.pro_thresholds)) < 1e-6
+print(f"pixel AUROC by ranks {100 * pixel_auroc_by_hand:.3f} %, AUPRO by trapezoids {100 * aupro_by_hand:.3f} %, "
+      f"RD4AD's PRO by its own loop {100 * pro_by_rd4ad:.3f} % (over {len(defective_images)} defective images): "
+      f"each = dhkd.metrics within 1e-6")
+
+# %% [markdown]
 # ## Image scores
 #
 # A detector in production needs a threshold. The dashed line is the threshold that
@@ -327,8 +374,9 @@ if solutions:
     from dhkd.run.train import train
 
     longer = Path(out_dir).parent / "exercise_04_longer" / category
-    if not (longer / "checkpoint.pt").exists():
-        train(training_config(profile, 2 * config.train.epochs), data_root, category, longer, device=device, progress=False)
+    # resume="auto": an interrupted run there is finished first, a finished one is left as it is
+    train(training_config(profile, 2 * config.train.epochs, data_root), data_root, category, longer, device=device,
+          resume="auto", progress=False)
     again = evaluate_run(longer, data_root, device, progress=False, diagnostics=False)
     display(pd.DataFrame({f"{config.train.epochs} epochs": result, f"{2 * config.train.epochs} epochs": again}
                          ).loc[["image_auroc", "pixel_auroc", "aupro"]].astype(float).mul(100).round(1))

@@ -13,6 +13,8 @@ import yaml
 from PIL import Image
 
 from dhkd import cli
+from dhkd.config import load_config
+from dhkd.data.holdout import held_out_count
 from dhkd.data import dataset_file
 from dhkd.data import binarize_mask, list_categories, load_split, validate_category
 from dhkd.errors import DhkdError
@@ -330,7 +332,9 @@ def test_data_folder_train_evaluate_predict(folder_set: Path, tmp_path: Path, ca
     result = yaml.safe_load((tmp_path / "m.json").read_text())
     assert result["n_defective"] == 5 and result["n_defective_without_mask"] == 1 and result["dataset"] == "parts"
     assert result["pixel_auroc"] is not None and result["per_defect"]["dent"]["without_mask"] == 1
-    assert result["threshold"]["n_normal"] == 3 and "defect-free" in result["threshold"]["how"]
+    held = held_out_count(7, load_config("smoke").data.calibration_share)  # of the 7 training images
+    assert info["train_images"] == 7 - held and info["calibration_images"] == held
+    assert result["threshold"]["n_normal"] == held and result["threshold"]["images"] == "calibration"
 
     predicted = tmp_path / "pred"
     images = [str(root / "good"), str(root / "scratch" / "s0.jpg")]

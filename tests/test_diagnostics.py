@@ -66,6 +66,20 @@ def test_attention_that_weights_rows_differently_is_not_inert() -> None:
     assert result["inert_sites"] == ["constant"] and result["inert"] is False
 
 
+def test_a_shut_channel_does_not_make_the_attention_spread() -> None:
+    """One channel all but shut (a ~ 1e-6, varying tenfold over positions) beside three constant
+    ones at 0.25: the channel scales nothing, so the site barely varies. The spread is the mean
+    std over positions / the mean of a, by hand; a mean of per-channel std / mean would call it acting."""
+    shut = torch.logspace(-7, -6, 64).view(1, 1, 8, 8)
+    a = torch.cat([shut, torch.full((1, 3, 8, 8), 0.25)], dim=1)
+    site = diagnostics.attention_site(SimpleNamespace(attention=lambda x: (a, torch.ones_like(a))), a)
+    per_channel_std = a.flatten(2).std(dim=2)
+    assert site["spread"] == pytest.approx(float(per_channel_std.mean() / a.mean()), abs=1e-4)
+    per_channel_relative = float((per_channel_std / a.flatten(2).mean(dim=2)).mean())
+    assert site["spread"] < 1e-5 and per_channel_relative > diagnostics.ATTENTION_MIN_SPREAD
+    assert diagnostics.attention_diagnostics({"site": site})["inert"] is True
+
+
 def _one_hot_memory(residual: bool) -> tuple[MemoryBank, torch.Tensor]:
     """4 orthonormal items; the embedding's 2x2 positions are items 0, 1, 2 and 2."""
     memory = MemoryBank(channels=4, items=4, residual=residual, temperature=0.01)
@@ -174,3 +188,26 @@ def test_judge_applies_the_current_thresholds_to_recorded_figures() -> None:
     record["masking"]["probe_resolves"] = False  # no verdict without a resolving probe
     assert "masking" not in diagnostics.judge(record)
     assert diagnostics.judge({"masking": {"enabled": True, "inert": True}}) == ["masking"]  # old record, no figures
+
+
+def test_a_probe_that_does_not_resolve_shows_no_verdict_in_the_table() -> None:
+    """06's table said 'inert False' for a masking probe that gives no verdict; it says None now."""
+    record = {"masking": {"enabled": True, "probe_resolves": False, "restoration": 1.057}}
+    (row,) = diagnostics.verdict_rows(record)
+    assert row["addition"] == "masking" and row["inert"] is None
+    record["masking"]["probe_resolves"] = True
+    assert diagnostics.verdict_rows(record)[0]["inert"] is False
+
+
+def test_batch_statistics_normalise_by_the_batch_and_change_nothing() -> None:
+    """A BatchNorm still at its initial running statistics passes large inputs unnormalised in eval
+    mode; inside batch_statistics it normalises by the batch, and afterwards it is as it was."""
+    layer = nn.Sequential(nn.BatchNorm2d(3)).eval()
+    x = 50 + 10 * torch.randn(4, 3, 5, 5)
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    assert float(layer(x).mean()) > 40  # eval, initial statistics: (x - 0) / 1
+    with diagnostics.batch_statistics(layer):
+        inside = layer(x)
+        assert layer.training
+    assert abs(float(inside.mean())) < 1e-4 and float(inside.std()) == pytest.approx(1.0, abs=0.05)
+    assert not layer.training and all(torch.equal(before[k], v) for k, v in layer.state_dict().items())

@@ -4,6 +4,8 @@ shows that no solution breaks its notebook or touches the tutorial run."""
 
 from __future__ import annotations
 
+import argparse
+import ast
 import hashlib
 import time
 from pathlib import Path
@@ -75,3 +77,70 @@ def test_every_notebook_runs_with_its_solutions(tmp_path: Path) -> None:
     for name in ("checkpoint.pt", "start.pt", "config.yaml", "history.csv"):
         assert after[name] == tutorial[name], f"a solution changed the tutorial run's {name}"
     print("seconds per notebook with solutions:", {k: round(v) for k, v in seconds.items()})
+
+
+def _cells(path: Path) -> tuple[list[str], list[str]]:
+    """(tutorial cells, solution cells): the code cells' sources without IPython magics."""
+    nb = nbformat.read(path, as_version=4)
+    code = [(c, "\n".join(line for line in c.source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+            for c in nb.cells if c.cell_type == "code"]
+    return ([s for c, s in code if "solution" not in c.metadata.get("tags", [])],
+            [s for c, s in code if "solution" in c.metadata.get("tags", [])])
+
+
+def _bound(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+    return names
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_each_solution_runs_without_the_other_solutions(path: Path) -> None:
+    """A reader runs one solution: it may use the tutorial's names and its own, not a name only another solution makes."""
+    tutorial, solutions = _cells(path)
+    shared = set().union(*(_bound(ast.parse(s)) for s in tutorial))
+    for i, source in enumerate(solutions):
+        tree = ast.parse(source)
+        others = set().union(*(_bound(ast.parse(s)) for j, s in enumerate(solutions) if j != i))
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        borrowed = sorted((used & others) - shared - _bound(tree))
+        assert not borrowed, f"{path.name} solution {i + 1} uses {borrowed}, made only by another solution"
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_solutions_train_completely_and_with_the_data_sets_settings(path: Path) -> None:
+    """A solution's training resumes an interrupted run (never skips training because a checkpoint
+    exists), and its configuration includes a data-set file's own image size (training_config's data)."""
+    for source in _cells(path)[1]:
+        assert "checkpoint.pt\").exists()" not in source, f"{path.name}: a checkpoint is no proof a run finished"
+        for call in (n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)):
+            keywords = {k.arg for k in call.keywords}
+            if call.func.id == "train":
+                assert "resume" in keywords, f"{path.name}: train(...) without resume= in a solution"
+            if call.func.id == "training_config":
+                assert len(call.args) + len(keywords & {"data"}) >= 3, f"{path.name}: training_config without the data root"
+
+
+def test_reproduce_solutions_passes_solutions_and_stamps_apart(tmp_path: Path) -> None:
+    """make reproduce SOLUTIONS=1 runs every notebook with solutions = True, and a run without them is not up to date for it."""
+    data = tmp_path / "toy"
+    generate_toy(data, image_size=64, n_train=1, n_test_good=1, n_test_per_defect=1, categories=["nut"], progress=False)
+    plain = reproduce.make_plan(data, ["nut"], "smoke", None, "cpu", tmp_path / "results")
+    asked = reproduce.make_plan(data, ["nut"], "smoke", None, "cpu", tmp_path / "results", solutions=True)
+    for name in reproduce.ALL_NOTEBOOKS:
+        assert "solutions" in reproduce.declared_parameters(NOTEBOOKS / name), name
+        assert asked.notebook_parameters(name, "nut")["solutions"] is True
+        assert "solutions" not in plain.notebook_parameters(name, "nut")
+    assert asked.category_stamp("nut") != plain.category_stamp("nut")
+    assert asked.once_stamp(reproduce.ALL_NOTEBOOKS[0]) != plain.once_stamp(reproduce.ALL_NOTEBOOKS[0])
+    parser = argparse.ArgumentParser()
+    reproduce.add_arguments(parser)
+    assert parser.parse_args(["--data", str(data), "--solutions"]).solutions is True

@@ -52,6 +52,7 @@ import yaml
 
 from dhkd.data.files import IMAGE_SUFFIXES, Item, Problem, check_item, image_size_of, is_ignored, raise_problems, run_parallel
 from dhkd.data.fit import IMAGE_SIZE, RESIZE_MODES, as_fit, suggest_shape
+from dhkd.data.holdout import held_out_count, hold_out
 from dhkd.errors import DhkdError
 from dhkd.io import plain_name_problem
 from dhkd.ranges import REQUIRED, Range, check_leaves, from_dict as build, raise_all, setting
@@ -392,7 +393,7 @@ def _check_masks_are_not_images(found: Scan, problems: list) -> None:
 
 
 def _test_count(n_normal: int, test_share: float) -> int:
-    return min(max(1, round(n_normal * test_share)), n_normal - 1) if n_normal > 1 else 0
+    return held_out_count(n_normal, test_share)
 
 
 def _check_enough_normal(dataset: DataSetFile, found: Scan, problems: list) -> None:
@@ -408,11 +409,7 @@ def _check_enough_normal(dataset: DataSetFile, found: Scan, problems: list) -> N
 
 def split_paths(dataset: DataSetFile, found: Scan) -> tuple[list[Path], list[Path]]:
     """(train, test) normal images: deterministic in ``split_seed`` and the sorted file names."""
-    n_test = _test_count(len(found.normal), dataset.test_share)
-    order = np.random.default_rng(dataset.split_seed).permutation(len(found.normal))
-    test = set(order[:n_test].tolist())
-    train = [p for i, p in enumerate(found.normal) if i not in test]
-    return train, [p for i, p in enumerate(found.normal) if i in test]
+    return hold_out(found.normal, dataset.test_share, dataset.split_seed)
 
 
 def split_items(dataset: DataSetFile, found: Scan) -> dict[str, list]:

@@ -8,6 +8,11 @@ are brought to the 0..255 scale by one rule for 0/1, 0/255, anti-aliased, 16-bit
 masks (:func:`dhkd.data.files.binarize_mask`), resized the same way and kept where > 0.5 of it.
 No augmentation.
 
+The normal training images are split once more: ``calibration_share`` of them (the setting
+``data.calibration_share``) are the ``"calibration"`` split, kept out of ``"train"``
+(:mod:`dhkd.data.holdout`); with a share of 0 (the default of these functions) ``"train"`` is
+every training image.
+
 Every function here accepts a data root in MVTec AD's layout (:mod:`dhkd.data.mvtec`) or a
 data-set file (YAML, :mod:`dhkd.data.dataset_file`) or a
 :class:`~dhkd.data.dataset_file.DataSetFile` in its place; the category is then the data set's name.
@@ -26,6 +31,7 @@ from dhkd.data import dataset_file
 from dhkd.data.files import (BadFile, Item, Problem, check_item, image_size_of, raise_problems, read_item, read_mask,
                              run_parallel)
 from dhkd.data.fit import Fit, as_fit
+from dhkd.data.holdout import CALIBRATION_SEED, hold_out
 from dhkd.data.mvtec import mvtec_categories, mvtec_category_folder, scan_split
 from dhkd.data.split import CategorySplit, normalize
 from dhkd.errors import DhkdError
@@ -46,9 +52,13 @@ def find_category(root: str | Path, category: str) -> Path:
     return mvtec_category_folder(root, category)
 
 
+SPLITS = ("train", "calibration", "test")
+Split = Literal["train", "calibration", "test"]
+
+
 def check_split_name(split: str) -> None:
-    if split not in ("train", "test"):
-        raise DhkdError(f"unknown split {split!r}", "use 'train' or 'test'")
+    if split not in SPLITS:
+        raise DhkdError(f"unknown split {split!r}", "use 'train', 'calibration' or 'test'")
 
 
 def validate_category(root: str | Path, category: str, splits: Sequence[str] = ("train", "test")) -> None:
@@ -63,27 +73,36 @@ def validate_category(root: str | Path, category: str, splits: Sequence[str] = (
     raise_problems(problems + bad, context)
 
 
-def items_of(root: str | Path, category: str, splits: Sequence[str]) -> tuple[list[Item], list[Problem], str]:
-    """The items of ``splits``, the layout problems found and how to name the source in errors."""
+def items_of(root: str | Path, category: str, splits: Sequence[str],
+             calibration_share: float = 0.0) -> tuple[list[Item], list[Problem], str]:
+    """The items of ``splits``, the layout problems found and how to name the source in errors.
+    ``"train"`` and ``"calibration"`` split the normal training images by ``calibration_share``."""
     for split in splits:
         check_split_name(split)
+    if calibration_share <= 0 and "calibration" in splits:
+        raise DhkdError("the calibration split is empty: no training images are held back (data.calibration_share=0)",
+                        "hold some back, e.g. --set data.calibration_share=0.1, and train again")
     if dataset_file.is_dataset_file(root):
         dataset = dataset_file.as_dataset(root, category)
         scan = dataset_file.scan(dataset)
-        items = [item for split in splits for item in dataset_file.split_items(dataset, scan)[split]]
-        return items, scan.problems, f"the data set {dataset.describe()}"
-    folder = mvtec_category_folder(root, category)
-    items, problems = [], []
-    for split in splits:
-        found, trouble = scan_split(folder, split)
-        items += found
-        problems += trouble
-    return items, problems, f"the {'/'.join(splits)} split of {folder}"
+        found = dataset_file.split_items(dataset, scan)
+        problems, context = scan.problems, f"the data set {dataset.describe()}"
+        stored = {"train": found["train"], "test": found["test"]}
+    else:
+        folder = mvtec_category_folder(root, category)
+        stored, problems = {}, []
+        for split in dict.fromkeys("train" if s == "calibration" else s for s in splits):
+            stored[split], trouble = scan_split(folder, split)
+            problems += trouble
+        context = f"the {'/'.join(splits)} split of {folder}"
+    if "train" in stored:
+        stored["train"], stored["calibration"] = hold_out(stored["train"], calibration_share, CALIBRATION_SEED)
+    return [item for split in splits for item in stored[split]], problems, context
 
 
-def count_images(root: str | Path, category: str, split: Literal["train", "test"] = "train") -> int:
+def count_images(root: str | Path, category: str, split: Split = "train", calibration_share: float = 0.0) -> int:
     """How many images a split holds, from the file names alone (no decoding), for either kind of data root."""
-    items, problems, context = items_of(root, category, [split])
+    items, problems, context = items_of(root, category, [split], calibration_share)
     raise_problems(problems, context)
     return len(items)
 
@@ -149,14 +168,14 @@ class StreamedImages:
         return torch.from_numpy(np.stack(decoded)).to(self.device)
 
 
-def stream_split(root: str | Path, category: str, split: Literal["train", "test"],
-                 image_size: int | Sequence[int] | Fit = 256, progress: bool = True) -> CategorySplit:
+def stream_split(root: str | Path, category: str, split: Split, image_size: int | Sequence[int] | Fit = 256,
+                 progress: bool = True, calibration_share: float = 0.0) -> CategorySplit:
     """:func:`load_split` without holding the images: ``images`` is a :class:`StreamedImages` that
     decodes a batch when it is indexed; only the masks (defective images' alone) are decoded now.
     Holds about ``H * W`` bytes per image (the masks) instead of ``4 * H * W``."""
     check_split_name(split)
     fit = _fit(image_size)
-    items, problems, context = items_of(root, category, [split])
+    items, problems, context = items_of(root, category, [split], calibration_share)
     raise_problems(problems, context)
     with_masks = [item for item in items if item.mask is not None]
     decoded, problems = run_parallel(lambda item: read_mask(item, fit), with_masks, f"{category}/{split} masks", progress)
@@ -204,9 +223,10 @@ def _fit(image_size: Any) -> Fit:
 def load_split(
     root: str | Path,
     category: str,
-    split: Literal["train", "test"],
+    split: Split,
     image_size: int | Sequence[int] | Fit = 256,
     progress: bool = True,
+    calibration_share: float = 0.0,
 ) -> CategorySplit:
     """Decode one split of one category into memory (see the module docstring for the layout).
 
@@ -216,7 +236,7 @@ def load_split(
     """
     check_split_name(split)
     fit = _fit(image_size)
-    items, problems, context = items_of(root, category, [split])
+    items, problems, context = items_of(root, category, [split], calibration_share)
     raise_problems(problems, context)
 
     decoded, problems = run_parallel(lambda item: read_item(item, fit), items, f"{category}/{split}", progress)

@@ -227,6 +227,7 @@ class Plan:
     notebooks: Path
     data_text: str = ""  # the data root as the user gave it, for the README
     devices: list[str] = field(default_factory=list)  # GPU numbers: one worker per GPU, categories spread over them
+    solutions: bool = False  # SOLUTIONS=1: the notebooks also run their exercises' solutions (into exercise_* folders)
 
     @property
     def runs(self) -> Path:
@@ -236,13 +237,18 @@ class Plan:
         return {"data_root": str(self.data), "category": category, "profile": self.profile, "epochs": self.epochs,
                 "device": self.device, "out_dir": str(out_dir or self.runs)}
 
+    def _with_solutions(self) -> dict[str, Any]:
+        """What a stamp adds for SOLUTIONS=1 (nothing otherwise, so earlier stamps stay valid): a run
+        without the solutions is not up to date for one that asks for them, nor the other way round."""
+        return {"solutions": True} if self.solutions else {}
+
     def category_stamp(self, category: str) -> str:
         return stamp(config=to_dict(self.config), data=str(self.data), category=category, device=self.device,
-                     notebooks={n: notebook_hash(self.notebooks / n) for n in PER_CATEGORY})
+                     notebooks={n: notebook_hash(self.notebooks / n) for n in PER_CATEGORY}, **self._with_solutions())
 
     def once_stamp(self, name: str) -> str:
         return stamp(notebook=notebook_hash(self.notebooks / name), parameters=self.parameters(self.categories[0]),
-                     config=to_dict(self.config))
+                     config=to_dict(self.config), **self._with_solutions())
 
     def notebook_parameters(self, name: str, category: str, out_dir: Path | None = None) -> dict[str, Any]:
         """The :meth:`parameters` that notebook ``name`` declares (:func:`declared_parameters`; the
@@ -250,6 +256,8 @@ class Plan:
         working directory), so that executed notebooks show no machine paths."""
         declared = declared_parameters(self.notebooks / name)
         parameters = {key: value for key, value in self.parameters(category, out_dir).items() if key in declared}
+        if self.solutions and "solutions" in declared:
+            parameters["solutions"] = True
         for key in ("data_root", "out_dir"):
             if key in parameters:
                 parameters[key] = os.path.relpath(parameters[key], self.notebooks.resolve())
@@ -309,7 +317,8 @@ def largest_first(data: Path, categories: list[str]) -> list[str]:
 
 
 def make_plan(data: str | Path, categories: list[str] | None, profile: str, epochs: int | None, device: str,
-              out: str | Path, notebooks: str | Path = NOTEBOOKS, devices: list[str] | None = None) -> Plan:
+              out: str | Path, notebooks: str | Path = NOTEBOOKS, devices: list[str] | None = None,
+              solutions: bool = False) -> Plan:
     """Check the inputs (data, categories, profile, notebooks, kernel) before any work starts."""
     from dhkd.data import MVTEC_CATEGORIES, list_categories, validate_category
 
@@ -353,7 +362,7 @@ def make_plan(data: str | Path, categories: list[str] | None, profile: str, epoc
         dataset = data.name
     return Plan(data=data, categories=list(chosen), profile=profile, epochs=epochs, device=device,
                 results=results, config=config, dataset=dataset,
-                notebooks=notebooks, data_text=data_text, devices=devices)
+                notebooks=notebooks, data_text=data_text, devices=devices, solutions=solutions)
 
 
 def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool = True, dry_run: bool = False,
@@ -681,6 +690,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "one per GPU (each notebook sees its GPU as cuda)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--force", action="store_true", help="run up-to-date categories again")
+    parser.add_argument("--solutions", action="store_true",
+                        help="also run the exercises' solutions (solutions = True; they train into exercise_* folders)")
     parser.add_argument("--readme", type=Path, help="write the results section of this README")
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS, help=argparse.SUPPRESS)
     parser.add_argument("--no-html", action="store_true", help="skip the HTML copies of the executed notebooks")
@@ -715,7 +726,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         categories = [c for c in args.categories.replace(",", " ").split() if c]
         plan = make_plan(args.data, categories, args.profile, _epochs(args.epochs), args.device, args.out, args.notebooks,
-                         parse_devices(args.devices))
+                         parse_devices(args.devices), solutions=args.solutions)
         if args.ablation:
             check_ablation(plan)
         if not args.dry_run:  # one make reproduce / make ablation per results folder at a time

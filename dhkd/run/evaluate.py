@@ -5,8 +5,10 @@ saved (float16) as ``predictions.npz`` in the run folder so the notebooks and wi
 explore thresholds without running the model again.
 
 The evaluation also records ``dhkd predict``'s default threshold in metrics.json
-(:func:`normal_threshold`): it is chosen from the defect-free test images alone, so it is the
-same whether or not the test split has labelled defects.
+(:func:`normal_threshold`): it is chosen from the **calibration** images, the defect-free
+training images that training held back (``data.calibration_share``, :mod:`dhkd.data.holdout`),
+so neither the student nor the test metrics have seen them. A run that held none back (share 0,
+or trained before the setting) falls back on the defect-free test images, and the record says so.
 """
 
 from __future__ import annotations
@@ -269,22 +271,49 @@ def per_defect_metrics(p: Predictions, config: Config, pixels: bool = True) -> d
     return table
 
 
-def normal_threshold(p: Predictions, quantile: float) -> dict[str, Any]:
-    """``dhkd predict``'s default threshold, from the defect-free test images only (what a factory has).
+def normal_threshold(scores: torch.Tensor, quantile: float, source: str = "calibration") -> dict[str, Any]:
+    """``dhkd predict``'s default threshold: the ``quantile`` of defect-free image ``scores``, so
+    that about that share of such images stays unflagged.
 
-    The ``quantile`` of their image scores: about that share of defect-free images stays unflagged.
+    ``source`` says which images they are: ``"calibration"`` (held back from training, in neither
+    split: an honest threshold) or ``"test"`` (the defect-free test images: the fallback for runs
+    that held none back; the images it is then judged on are the ones it was fitted to).
     """
     if not 0 < quantile <= 1:
         raise DhkdError(f"eval.threshold_quantile must be in (0, 1], got {quantile}",
                         "e.g. --set eval.threshold_quantile=0.99 (about 1 in 100 defect-free images flagged)")
-    normal = p.scores[p.labels == 0].float()
+    if source not in ("calibration", "test"):
+        raise ValueError(f"source must be 'calibration' or 'test', got {source!r}")
+    normal = scores.float()
     if normal.numel() == 0:
-        raise DhkdError("the test split has no defect-free images to choose a threshold from",
-                        "keep some normal images for testing (test/good, or test_share in a data-set file)")
+        raise DhkdError("there are no defect-free images to choose a threshold from",
+                        "hold some training images back (data.calibration_share) or keep normal test images")
     value = float(torch.quantile(normal, quantile))
-    return {"value": value, "quantile": quantile, "n_normal": int(normal.numel()),
-            "how": f"the {quantile:g} quantile of the image scores of the {normal.numel()} defect-free test images "
+    images = ("calibration images (defect-free, held back from training: data.calibration_share)"
+              if source == "calibration" else
+              "defect-free test images (the run held no training images back: the threshold is fitted to the "
+              "images it is judged on)")
+    return {"value": value, "quantile": quantile, "n_normal": int(normal.numel()), "images": source,
+            "how": f"the {quantile:g} quantile of the image scores of the {normal.numel()} {images} "
                    "(eval.threshold_quantile)"}
+
+
+def calibration_scores(model: DHKD, data_root: Path | DataSetFile, category: str, config: Config,
+                       info: dict[str, Any], device: torch.device) -> torch.Tensor | None:
+    """Image scores of the run's calibration images, or None when it held none back. The images are
+    those ``data.calibration_share`` chooses now; a count that differs from the one training
+    recorded means the training images changed, which is an error rather than a silently
+    different (possibly trained-on) set."""
+    recorded = info.get("calibration_images") or 0
+    if not recorded:
+        return None
+    split = stream_split(data_root, category, "calibration", config.data.fit(), progress=False,
+                         calibration_share=config.data.calibration_share)
+    if len(split) != recorded:
+        raise DhkdError(f"the run held back {recorded} training images for calibration; the data now gives {len(split)}, "
+                        "so the training images changed since it was trained",
+                        "restore the training images as they were, or train again")
+    return score_split(model, split, config, device, progress=False).scores
 
 
 def save_predictions(path: Path, predictions: Predictions) -> None:
@@ -378,6 +407,9 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, devic
         print(f"note: {note}", file=sys.stderr, flush=True)
     predictions = score_split(model, split, config, resolved, progress, stride=stride)
     scores = compute_metrics(predictions, config)
+    calibration = calibration_scores(model, data_root, category, config, info, resolved)
+    threshold = (normal_threshold(predictions.scores[predictions.labels == 0], config.eval.threshold_quantile, "test")
+                 if calibration is None else normal_threshold(calibration, config.eval.threshold_quantile))
     result = {
         "category": category,
         "image_auroc": scores["image_auroc"],
@@ -394,14 +426,15 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, devic
         "train_seconds": info.get("train_seconds"),
         "device": str(resolved),
         "data_root": str(data_root.source or data_root.root) if isinstance(data_root, DataSetFile) else str(data_root),
-        "threshold": normal_threshold(predictions, config.eval.threshold_quantile),
+        "threshold": threshold,
         "pixel_stride": stride,
         "per_defect": scores["per_defect"],
     }
     if isinstance(data_root, DataSetFile):
         result["dataset"] = data_root.name
     if diagnostics:
-        train_images = stream_split(data_root, category, "train", config.data.fit(), progress=False).images
+        train_images = stream_split(data_root, category, "train", config.data.fit(), progress=False,
+                                    calibration_share=config.data.calibration_share).images
         result["diagnostics"] = diagnose_run(model, config, train_images, run_dir)  # decodes only the images it uses
         result["seconds"] = round(time.perf_counter() - started, 3)
     save_predictions(run_dir / PREDICTIONS_NAME, predictions)

@@ -8,8 +8,8 @@ an overlay of that map on the image, and the binary mask (white where the map is
 threshold). ``scores.csv`` lists path, score, flagged.
 
 The default threshold is the one ``dhkd evaluate`` recorded in the run's metrics.json, chosen
-from the defect-free test images only (see :func:`dhkd.run.evaluate.normal_threshold`): a factory
-has good parts to calibrate on, rarely labelled defects.
+from defect-free images alone, held back from training (see :func:`dhkd.run.evaluate.normal_threshold`):
+a factory has good parts to calibrate on, rarely labelled defects.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from dhkd.run.lock import folder_lock
 from dhkd.method.loss import distillation_loss
 from dhkd.method.masking import corrupt, donor_indices
 from dhkd.run.budget import DataPlan, feature_bytes, image_bytes, plan_data
+from dhkd.run.diagnostics import batch_statistics
 from dhkd.run.build import build_model, masking_arguments
 from dhkd.run.device import autocast, resolve_device, seed_everything, set_memory_format, synchronize
 
@@ -213,6 +214,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
         self.dataset_record: dict[str, Any] | None = None  # a data-set file's content and split, for run.json
+        self.calibration_images = 0  # normal training images held back (data.calibration_share); none for a tool's own
 
     # -- setup -----------------------------------------------------------------------
 
@@ -244,16 +246,18 @@ class Trainer:
             self.forward_student = torch.compile(self.forward_student)
         self.generator = torch.Generator(device=self.device).manual_seed(self.config.train.seed)
         if images is None:
-            n = count_images(self.data_root, self.category, "train")
+            share = self.config.data.calibration_share  # held back for evaluation's threshold, never trained on
+            n = count_images(self.data_root, self.category, "train", share)
+            self.calibration_images = count_images(self.data_root, self.category, "calibration", share) if share else 0
             self.data_plan = plan_data(self.config, n, self.device)  # before anything is decoded
             if self.data_plan.note and self.dist.main:
                 print(self.data_plan.note, file=sys.stderr, flush=True)
             if self.data_plan.stream:
                 images = stream_split(self.data_root, self.category, "train", self.config.data.fit(),
-                                      progress=False).images
+                                      progress=False, calibration_share=share).images
             else:
                 images = load_split(self.data_root, self.category, "train", self.config.data.fit(),
-                                    progress=self.progress).images
+                                    progress=self.progress, calibration_share=share).images
         else:  # a tool's own images, held as given; the feature cache as configured
             n = len(images)
             self.data_plan = DataPlan(n, isinstance(images, StreamedImages), self.config.train.cache_teacher_features,
@@ -407,12 +411,8 @@ class Trainer:
     def _batch_statistics(self) -> Iterator[None]:
         """Run the student as training sees it (BatchNorm on batch statistics) without gradients,
         restoring BatchNorm's running statistics afterwards, so the pass changes nothing else."""
-        buffers = {name: value.clone() for name, value in self.student.named_buffers()}
-        self.student.train()
-        with torch.no_grad(), autocast(self.device, self.config.train.amp):
+        with batch_statistics(self.student), torch.no_grad(), autocast(self.device, self.config.train.amp):
             yield
-        for name, value in self.student.named_buffers():
-            value.copy_(buffers[name])
 
     def _init_memory(self) -> None:
         """k-means the bottleneck embeddings of every clean training image into the memory items."""
@@ -547,6 +547,7 @@ class Trainer:
             "epochs": self.config.train.epochs,
             "train_seconds": round(sum(row["seconds"] for row in position.history), 3),
             "train_images": len(self.images),
+            "calibration_images": self.calibration_images,  # held back from training for the threshold
             "teacher_cache_seconds": round(self.teacher_cache_seconds, 3),
             "data_plan": self.data_plan.record(),
         })
