@@ -84,7 +84,9 @@ def test_a_checkpoint_made_before_a_setting_existed_reads_as_its_default(tmp_pat
 @pytest.fixture(scope="module")
 def kept_run(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("curve") / TOY_CATEGORY
-    config = load_config("smoke", ["train.epochs=4", "train.keep_every=2", "model.teacher.stages=[2, 3, 4]"])
+    # stages 2-4 at 64 px: a 1 x 1 bottleneck, one embedding vector per image, fewer than the smoke profile's 8 items
+    config = load_config("smoke", ["train.epochs=4", "train.keep_every=2", "model.teacher.stages=[2, 3, 4]",
+                                   "model.memory.items=4"])
     train(config, toy_root, TOY_CATEGORY, out, device="cpu", progress=False)
     return out
 
