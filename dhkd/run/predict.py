@@ -35,7 +35,7 @@ from dhkd.run.evaluate import batch_maps, load_model
 from dhkd.run.folder import METRICS_NAME
 from dhkd.io import atomic_write, atomic_write_text, inside, plain_name, remove_stale_temporaries
 from dhkd.run.device import resolve_device
-from dhkd.run.onnx_scoring import OnnxScorer, check_engine, open_onnx, run_onnx
+from dhkd.run.onnx_scoring import OnnxScorer, check_engine, check_matches_run, open_onnx, run_onnx
 
 SCORES_NAME = "scores.csv"
 OUTPUT_FOLDERS = ("maps", "overlays", "masks")  # one PNG per image in each, named after the image
@@ -63,6 +63,8 @@ def predict(run: str | Path | None, inputs: Sequence[str | Path] | str | Path, o
     raise_problems(bad, "the images to score")
     if engine == "onnxruntime":
         scorer = open_onnx(model if model is not None else run_onnx(run, progress), device)
+        if model is not None and run is not None:
+            check_matches_run(scorer, run)
         fit, default_batch = scorer.fit, scorer.batch_size
         score_batch = lambda squares: torch.from_numpy(scorer.maps(squares)[0])  # noqa: E731
     else:
