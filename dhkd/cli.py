@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--threshold", type=float, help="flag images scoring above it (default: the run's, from its evaluation)")
     predict.add_argument("--device", default="auto")
     predict.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's eval.batch_size)")
+    predict.add_argument("--max-pixels", type=int, metavar="N",
+                         help="refuse images over N pixels (default 100 megapixels: about 1.1 GB to handle one at full size)")
+    predict.add_argument("--outputs", default="maps,overlays,masks", metavar="LIST",
+                         help="the PNG folders to write, comma-separated (default maps,overlays,masks; none: scores.csv only)")
     predict.add_argument("--quiet", action="store_true")
 
     export = commands.add_parser("export", help="a trained run as one ONNX file: image in, anomaly map and score out")
@@ -196,12 +200,14 @@ def _predict(args: argparse.Namespace) -> int:
     if args.model is not None and args.engine == "torch":
         raise DhkdError("--model FILE.onnx is scored with onnxruntime, not --engine torch",
                         "drop --engine torch, or give --run RUN instead of --model")
+    outputs = [name for name in args.outputs.split(",") if name and name != "none"]
     table = predict(args.run, args.inputs, args.out, threshold=args.threshold, device=args.device,
-                    batch_size=args.batch_size, progress=not args.quiet, engine=args.engine or "torch", model=args.model)
+                    batch_size=args.batch_size, progress=not args.quiet, engine=args.engine or "torch", model=args.model,
+                    outputs=outputs, **({"max_pixels": args.max_pixels} if args.max_pixels else {}))
     flagged = int(table["flagged"].sum())
     print(f"{len(table)} images scored ({table.attrs['engine']}), {flagged} flagged (threshold "
           f"{table.attrs['threshold']:.4f}: {table.attrs['threshold_how']}); {table.attrs['images_per_second']:.1f} "
-          f"images/s; scores, maps, overlays and masks in {args.out}")
+          f"images/s; scores{''.join(', ' + name for name in outputs)} in {args.out}")
     return 0
 
 
