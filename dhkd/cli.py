@@ -1,4 +1,4 @@
-"""The ``dhkd`` command, one argparse tree: data, train, evaluate, predict, export, reproduce,
+"""The ``dhkd`` command, one argparse tree: data, train, evaluate, predict, export, runs, reproduce,
 book, tables, settings, bench.
 
 ``make reproduce`` and ``make ablation`` run ``dhkd reproduce``, ``make book`` ``dhkd book``; each
@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, type=Path, metavar="FILE.onnx")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
 
+    runs = commands.add_parser("runs", help="a run folder's housekeeping").add_subparsers(dest="action", required=True)
+    clean = runs.add_parser("clean", help="list the earlier runs kept in RUN/.replaced-*/ and their size; --yes removes them")
+    clean.add_argument("run", type=Path, metavar="RUN")
+    clean.add_argument("--yes", action="store_true", help="remove them (without it: only listed)")
+
     from dhkd.kit import book, reproduce, tables
 
     reproduce.add_arguments(commands.add_parser(
@@ -125,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         return _predict(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "runs":
+        return _runs_clean(args)
     if args.command == "reproduce":
         from dhkd.kit.reproduce import run_command
 
@@ -222,6 +229,21 @@ def _export(args: argparse.Namespace) -> int:
                  else "no threshold recorded (the run is not evaluated: dhkd predict --model needs --threshold)")
     print(f"wrote {done['path']} ({done['bytes'] / 2**20:.1f} MiB, opset {done['opset']}, {done['teacher']} teacher, "
           f"uint8 RGB input (batch, 3, {done['height']}, {done['width']})); {agreed}; {threshold}")
+    return 0
+
+
+def _runs_clean(args: argparse.Namespace) -> int:
+    from dhkd.run.folder import clean_replaced
+
+    if not args.run.is_dir():
+        raise DhkdError(f"{args.run} is not a folder", "give a run folder (the --out of dhkd train)")
+    report = clean_replaced(args.run, remove=args.yes)
+    for folder, size, what in report:
+        print(f"{folder}  {size / 1e6:.1f} MB  {what}")
+    total = sum(size for _, size, what in report if what in ("kept", "removed"))
+    verb = "removed" if args.yes else "kept; dhkd runs clean RUN --yes removes them"
+    print(f"{len(report)} replaced runs in {args.run}, {total / 1e6:.1f} MB {verb}" if report
+          else f"no replaced runs in {args.run}")
     return 0
 
 

@@ -143,6 +143,34 @@ def test_a_run_of_another_config_is_moved_aside_not_deleted(trained_run, toy_roo
     assert not (run / "checkpoint.pt").exists()
 
 
+def test_replaced_runs_are_counted_and_removed_only_on_request(trained_run, tmp_path, capsys) -> None:
+    import shutil
+
+    from dhkd.config import load_config
+    from dhkd.run.folder import folder_bytes, move_aside, prepare_run_dir
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    size = folder_bytes(run)
+    first = move_aside(run)
+    shutil.copytree(trained_run, run, dirs_exist_ok=True)
+    assert prepare_run_dir(run, load_config("smoke", ["train.epochs=4"])) is False
+    said = capsys.readouterr().out
+    assert f"{run} keeps 2 replaced runs in .replaced-*/ ({2 * size / 1e6:.1f} MB)" in said and "dhkd runs clean" in said
+    planted = run / ".replaced-mine"
+    planted.mkdir()
+    (planted / "notes.txt").write_text("not a run")
+    assert cli.main(["runs", "clean", str(run)]) == 0
+    listed = capsys.readouterr().out
+    assert sum(line.endswith("  kept") for line in listed.splitlines()) == 2
+    assert "left: not provably a run dhkd moved aside" in listed
+    assert first.exists()  # listing removes nothing
+    assert cli.main(["runs", "clean", str(run), "--yes"]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".replaced-")) == [".replaced-mine"]
+    assert (planted / "notes.txt").read_text() == "not a run"
+
+
 def test_an_unreadable_config_is_never_a_reason_to_delete(trained_run, tmp_path) -> None:
     import shutil
 

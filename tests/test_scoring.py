@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from dhkd import cli
-from dhkd.errors import DhkdError
 
 CATEGORY = "nut"
 
