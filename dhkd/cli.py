@@ -1,4 +1,4 @@
-"""The ``dhkd`` command, one argparse tree: data, train, evaluate, curve, predict, export, reproduce,
+"""The ``dhkd`` command, one argparse tree: data, train, evaluate, curve, predict, export, runs, reproduce,
 book, tables, settings, bench.
 
 ``make reproduce`` and ``make ablation`` run ``dhkd reproduce``, ``make book`` ``dhkd book``; each
@@ -98,12 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--threshold", type=float, help="flag images scoring above it (default: the run's, from its evaluation)")
     predict.add_argument("--device", default="auto")
     predict.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's eval.batch_size)")
+    predict.add_argument("--max-pixels", type=int, metavar="N",
+                         help="refuse images over N pixels (default 100 megapixels: about 1.1 GB to handle one at full size)")
+    predict.add_argument("--outputs", default="maps,overlays,masks", metavar="LIST",
+                         help="the PNG folders to write, comma-separated (default maps,overlays,masks; none: scores.csv only)")
     predict.add_argument("--quiet", action="store_true")
 
     export = commands.add_parser("export", help="a trained run as one ONNX file: image in, anomaly map and score out")
     export.add_argument("--run", required=True, type=Path)
     export.add_argument("--out", required=True, type=Path, metavar="FILE.onnx")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+
+    runs = commands.add_parser("runs", help="a run folder's housekeeping").add_subparsers(dest="action", required=True)
+    clean = runs.add_parser("clean", help="list the earlier runs kept in RUN/.replaced-*/ and their size; --yes removes them")
+    clean.add_argument("run", type=Path, metavar="RUN")
+    clean.add_argument("--yes", action="store_true", help="remove them (without it: only listed)")
 
     from dhkd.kit import book, reproduce, tables
 
@@ -134,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         return _predict(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "runs":
+        return _runs_clean(args)
     if args.command == "reproduce":
         from dhkd.kit.reproduce import run_command
 
@@ -226,12 +237,14 @@ def _predict(args: argparse.Namespace) -> int:
     if args.model is not None and args.engine == "torch":
         raise DhkdError("--model FILE.onnx is scored with onnxruntime, not --engine torch",
                         "drop --engine torch, or give --run RUN instead of --model")
+    outputs = [name for name in args.outputs.split(",") if name and name != "none"]
     table = predict(args.run, args.inputs, args.out, threshold=args.threshold, device=args.device,
-                    batch_size=args.batch_size, progress=not args.quiet, engine=args.engine or "torch", model=args.model)
+                    batch_size=args.batch_size, progress=not args.quiet, engine=args.engine or "torch", model=args.model,
+                    outputs=outputs, **({"max_pixels": args.max_pixels} if args.max_pixels else {}))
     flagged = int(table["flagged"].sum())
     print(f"{len(table)} images scored ({table.attrs['engine']}), {flagged} flagged (threshold "
           f"{table.attrs['threshold']:.4f}: {table.attrs['threshold_how']}); {table.attrs['images_per_second']:.1f} "
-          f"images/s; scores, maps, overlays and masks in {args.out}")
+          f"images/s; scores{''.join(', ' + name for name in outputs)} in {args.out}")
     return 0
 
 
@@ -246,6 +259,21 @@ def _export(args: argparse.Namespace) -> int:
                  else "no threshold recorded (the run is not evaluated: dhkd predict --model needs --threshold)")
     print(f"wrote {done['path']} ({done['bytes'] / 2**20:.1f} MiB, opset {done['opset']}, {done['teacher']} teacher, "
           f"uint8 RGB input (batch, 3, {done['height']}, {done['width']})); {agreed}; {threshold}")
+    return 0
+
+
+def _runs_clean(args: argparse.Namespace) -> int:
+    from dhkd.run.folder import clean_replaced
+
+    if not args.run.is_dir():
+        raise DhkdError(f"{args.run} is not a folder", "give a run folder (the --out of dhkd train)")
+    report = clean_replaced(args.run, remove=args.yes)
+    for folder, size, what in report:
+        print(f"{folder}  {size / 1e6:.1f} MB  {what}")
+    total = sum(size for _, size, what in report if what in ("kept", "removed"))
+    verb = "removed" if args.yes else "kept; dhkd runs clean RUN --yes removes them"
+    print(f"{len(report)} replaced runs in {args.run}, {total / 1e6:.1f} MB {verb}" if report
+          else f"no replaced runs in {args.run}")
     return 0
 
 

@@ -28,6 +28,8 @@ from dhkd.errors import DhkdError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 NOT_ALLOWED = (errno.EACCES, errno.EPERM, errno.EROFS)
+#: How torch.save's writer (PyTorchStreamWriter) says that a write came up short (a full disk, a quota).
+SHORT_WRITE_SIGNS = ("unexpected pos", "file write failed")
 
 
 _umask_guard = threading.Lock()
@@ -126,8 +128,8 @@ def atomic_write(path: Path, write: Callable[[Path], None], size_hint: int | Non
         raise write_error(path, error, size_hint) from None
     os.close(fd)
     try:
-        os.chmod(tmp, _new_mode(path))
         write(Path(tmp))
+        os.chmod(tmp, _new_mode(path))
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -136,6 +138,10 @@ def atomic_write(path: Path, write: Callable[[Path], None], size_hint: int | Non
             raise
         written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
         raise write_error(path, error, max(size_hint or 0, written) or None, at_least=size_hint is None) from None
+    except RuntimeError as error:  # torch.save's C++ writer: a short write is "unexpected pos", no errno
+        if not any(sign in str(error) for sign in SHORT_WRITE_SIGNS):
+            raise
+        raise short_write_error(path, error, size_hint) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -155,6 +161,19 @@ def write_error(path: Path, error: OSError, needed: int | None = None, at_least:
         return DhkdError(f"cannot write {path}: {why}{kept}", "choose an output folder you can write to, "
                          "or make this one writable")
     return DhkdError(f"cannot write {path}: {error.strerror or error}{kept}", "choose an output folder you can write to")
+
+
+def short_write_error(path: Path, error: RuntimeError, needed: int | None) -> DhkdError:
+    """A :class:`DhkdError` for a writer that stopped partway without an errno (torch.save's C++ writer):
+    a full disk when the space left is less than the file needs, else named as it is."""
+    free = _free_bytes(path.parent)
+    if needed and free is not None and free < needed:
+        return write_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), needed)
+    kept = " (the previous file is unchanged)" if path.exists() else ""
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    return DhkdError(f"the write of {path} stopped partway ({first}){kept}; a full disk or quota is the usual cause"
+                     + (f" ({_size(free)} free there)" if free is not None else ""),
+                     "free space on that disk (or raise the quota), or write to another folder")
 
 
 def _free_bytes(folder: Path) -> int | None:

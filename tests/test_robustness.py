@@ -449,3 +449,77 @@ def test_a_read_only_run_folder_is_named(toy_run, tmp_path, capsys) -> None:
         assert f"cannot write {target}" in capsys.readouterr().err
     finally:
         os.chmod(target, 0o755)
+
+
+def test_a_full_disk_during_torch_save_itself_is_one_message(trained_run, tmp_path, monkeypatch, capsys) -> None:
+    """The write fails for real: the temporary file is /dev/full, where every write is ENOSPC, and
+    torch.save's C++ writer reports it as a RuntimeError (unexpected pos), not an OSError."""
+    import shutil
+    import tempfile
+
+    from dhkd import io
+    from dhkd.run import checkpoint as checkpoint_module
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    target = copy_run(trained_run, tmp_path)
+    before = (target / "checkpoint.pt").read_bytes()
+    state = torch.load(target / "checkpoint.pt", weights_only=True)
+    real_mkstemp, real_chmod = tempfile.mkstemp, os.chmod
+
+    def mkstemp_on_a_full_disk(**kwargs):
+        fd, name = real_mkstemp(**kwargs)
+        os.close(fd)
+        os.unlink(name)
+        os.symlink("/dev/full", name)
+        return os.open(os.devnull, os.O_RDONLY), name
+
+    def chmod(path, mode, **kwargs):
+        assert os.path.realpath(path) != "/dev/full", "never change /dev/full"
+        return real_chmod(path, mode, **kwargs)
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", mkstemp_on_a_full_disk)
+    monkeypatch.setattr(io.os, "chmod", chmod)
+    usage = shutil.disk_usage(target)
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda folder: usage._replace(free=0))  # the disk as it is when full
+    with pytest.raises(DhkdError) as caught:
+        checkpoint_module.save_checkpoint(target / "checkpoint.pt", state)
+    message = str(caught.value)
+    assert f"no space left on the device to write {target / 'checkpoint.pt'}" in message and "it needs about" in message
+    assert (target / "checkpoint.pt").read_bytes() == before
+    assert [p.name for p in target.iterdir() if p.name.endswith(".tmp")] == []
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda folder: usage)  # space left: a short write named as such
+    with pytest.raises(DhkdError, match=r"stopped partway \(.*unexpected pos.*\).*a full disk or quota"):
+        checkpoint_module.save_checkpoint(target / "checkpoint.pt", state)
+    with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError is not dressed up as a full disk
+        io.atomic_write(target / "x.bin", lambda tmp: (_ for _ in ()).throw(RuntimeError("a bug")))
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    ("no config", "lacks config: another version of the kit wrote it"),
+    ("config not a tree", "lacks config"),
+    ("a student tensor missing", "do not fit the model its config describes: Error(s) in loading state_dict"),
+    ("an extra student tensor", "do not fit the model its config describes"),
+])
+def test_a_checkpoint_missing_pieces_is_one_message(damage, fragment, trained_run, toy_root, tmp_path, capsys) -> None:
+    from dhkd.run.checkpoint import save_checkpoint
+
+    target = copy_run(trained_run, tmp_path)
+    state = torch.load(target / "checkpoint.pt", weights_only=True)
+    state.pop("format")
+    if damage == "no config":
+        state.pop("config")
+    elif damage == "config not a tree":
+        state["config"] = "smoke"
+    elif damage == "a student tensor missing":
+        state["student"].pop(next(iter(state["student"])))
+    else:
+        state["student"]["extra.weight"] = torch.zeros(1)
+    save_checkpoint(target / "checkpoint.pt", state)
+    for command in (["evaluate", "--run", str(target), "--json", str(tmp_path / "m.json"), "--quiet"],
+                    ["predict", "--run", str(target), str(toy_root / CATEGORY / "test" / "good"), "--out", str(tmp_path / "p"), "--quiet",
+                     "--threshold", "1"]):
+        assert cli.main(command) == cli.EXIT_ERROR
+        err = capsys.readouterr().err
+        assert err.startswith("dhkd: ") and fragment in err and "Traceback" not in err and "fix: " in err, err
+    assert not (tmp_path / "p").exists()

@@ -56,7 +56,7 @@ def test_predict_writes_only_under_out_and_overwrites_nothing_it_scored(toy_run,
     out = tmp_path / "out"
     table = predict(toy_run, [images], out=out, threshold=1.0, device="cpu", progress=False)
     assert len(table) == 2
-    assert tree(out) == {"maps", "overlays", "masks", "scores.csv", *(f"{f}/x_{s}.png" for f in ("maps", "overlays", "masks")
+    assert tree(out) == {".dhkd-predict", "maps", "overlays", "masks", "scores.csv", *(f"{f}/x_{s}.png" for f in ("maps", "overlays", "masks")
                                                                        for s in ("png", "jpg"))}
     assert not Path("/__data__a__x.png").exists()
 
@@ -128,6 +128,34 @@ def test_a_run_of_another_config_is_moved_aside_not_deleted(toy_run, toy_root, t
     assert len(replaced) == 1
     assert {p.name: p.read_bytes() for p in replaced[0].iterdir() if p.is_file()} == before
     assert not (run / "checkpoint.pt").exists()
+
+
+def test_replaced_runs_are_counted_and_removed_only_on_request(toy_run, tmp_path, capsys) -> None:
+    import shutil
+
+    from dhkd.config import load_config
+    from dhkd.run.folder import folder_bytes, move_aside, prepare_run_dir
+
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    size = folder_bytes(run)
+    first = move_aside(run)
+    shutil.copytree(toy_run, run, dirs_exist_ok=True)
+    assert prepare_run_dir(run, load_config("smoke", ["train.epochs=4"])) is False
+    said = capsys.readouterr().out
+    assert f"{run} keeps 2 replaced runs in .replaced-*/ ({2 * size / 1e6:.1f} MB)" in said and "dhkd runs clean" in said
+    planted = run / ".replaced-mine"
+    planted.mkdir()
+    (planted / "notes.txt").write_text("not a run")
+    assert cli.main(["runs", "clean", str(run)]) == 0
+    listed = capsys.readouterr().out
+    assert sum(line.endswith("  kept") for line in listed.splitlines()) == 2
+    assert "left: not provably a run dhkd moved aside" in listed
+    assert first.exists()  # listing removes nothing
+    assert cli.main(["runs", "clean", str(run), "--yes"]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".replaced-")) == [".replaced-mine"]
+    assert (planted / "notes.txt").read_text() == "not a run"
 
 
 def test_an_unreadable_config_is_never_a_reason_to_delete(toy_run, tmp_path) -> None:
@@ -379,6 +407,43 @@ def test_the_estimate_streams_or_refuses_with_the_setting() -> None:
     off = load_config("paper", ["train.stream=off"])
     with pytest.raises(DhkdError, match=r"does not fit in memory: 20000 training images .*146.8 GB.*\n.*train.stream=on"):
         plan_data(off, 20_000, cpu, available=24 * gb)
+
+
+def test_memory_that_cannot_be_measured_is_assumed_small_and_said(monkeypatch) -> None:
+    from dhkd.config import load_config
+    from dhkd.run import budget
+
+    monkeypatch.setattr(budget, "available_bytes", lambda device: None)  # no /proc/meminfo, no cgroup
+    paper, cpu = load_config("paper"), torch.device("cpu")
+    plan = budget.plan_data(paper, 100_000, cpu)
+    assert (plan.stream, plan.cache, plan.held_bytes) == (True, False, 0) and plan.available is None
+    assert "could not be measured" in plan.note and budget.gigabytes(budget.UNKNOWN_BYTES) in plan.note
+    small = budget.plan_data(paper, 10, cpu)
+    assert not small.stream and "could not be measured" in small.note  # fits even in the assumed memory: said
+    stride, note = budget.pixel_stride(100_000, (256, 256), cpu)
+    assert stride > 1 and "could not be measured" in note
+
+
+def test_a_cuda_plan_counts_the_host_memory_the_images_pass_through() -> None:
+    from dhkd.config import load_config
+    from dhkd.run.budget import DATA_SHARE, image_bytes, plan_data
+
+    config, cuda = load_config("paper", ["train.cache_teacher_features=false"]), torch.device("cuda")
+    n = 20_000
+    roomy = int(4 * n * image_bytes(config) / DATA_SHARE)
+    assert not plan_data(config, n, cuda, available=roomy, host=roomy).stream
+    plan = plan_data(config, n, cuda, available=roomy, host=n * image_bytes(config))  # the GPU has room, the host not
+    assert plan.stream and "on the host, which the images pass through" in plan.note
+
+
+def test_streaming_the_training_split_holds_no_masks(toy_root) -> None:
+    from dhkd.data import stream_split
+
+    train = stream_split(toy_root, CATEGORY, "train", 64, progress=False)
+    assert train.masks.shape == (len(train), 64, 64) and not train.masks.any()
+    assert train.masks.untyped_storage().nbytes() == 64 * 64  # one plane, not one per image
+    test = stream_split(toy_root, CATEGORY, "test", 64, progress=False)
+    assert test.masks.untyped_storage().nbytes() == len(test) * 64 * 64 and test.masks.any()
 
 
 def test_evaluation_subsamples_the_pixel_metrics_when_the_maps_would_not_fit(toy_run, tmp_path, monkeypatch) -> None:

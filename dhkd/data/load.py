@@ -172,7 +172,8 @@ def stream_split(root: str | Path, category: str, split: Split, image_size: int 
                  progress: bool = True, calibration_share: float = 0.0) -> CategorySplit:
     """:func:`load_split` without holding the images: ``images`` is a :class:`StreamedImages` that
     decodes a batch when it is indexed; only the masks (defective images' alone) are decoded now.
-    Holds about ``H * W`` bytes per image (the masks) instead of ``4 * H * W``."""
+    Holds about ``H * W`` bytes per image (the masks) instead of ``4 * H * W``; a split without a
+    single mask (the training split) holds none (:func:`no_masks`)."""
     check_split_name(split)
     fit = _fit(image_size)
     items, problems, context = items_of(root, category, [split], calibration_share)
@@ -180,7 +181,7 @@ def stream_split(root: str | Path, category: str, split: Split, image_size: int 
     with_masks = [item for item in items if item.mask is not None]
     decoded, problems = run_parallel(lambda item: read_mask(item, fit), with_masks, f"{category}/{split} masks", progress)
     raise_problems(problems, context)
-    masks = torch.zeros((len(items), *fit.shape), dtype=torch.bool)
+    masks = no_masks(len(items), fit) if not with_masks else torch.zeros((len(items), *fit.shape), dtype=torch.bool)
     positions = {id(item): i for i, item in enumerate(items)}
     sizes: dict[int, tuple[int, int]] = {}
     for item, result in zip(with_masks, decoded):
@@ -195,6 +196,13 @@ def stream_split(root: str | Path, category: str, split: Split, image_size: int 
         sizes.update({id(item): size for item, size in zip(rest, found) if size is not None})
         valid = _valid_masks(fit, [sizes[id(item)] for item in items])
     return CategorySplit(StreamedImages(items, fit), masks, *_labels(items), valid=valid)  # type: ignore[arg-type]
+
+
+def no_masks(n: int, fit: Fit) -> torch.Tensor:
+    """bool ``(n, H, W)`` of zeros that holds one ``H x W`` plane, however large ``n`` (a read-only
+    expanded view): the masks of a split where no image has one. 20,000 images at 256 px would
+    otherwise hold 1.3 GB, exactly when streaming was chosen because memory is short."""
+    return torch.zeros((1, *fit.shape), dtype=torch.bool).expand(n, *fit.shape)
 
 
 def _labels(items: Sequence[Item]) -> tuple[torch.Tensor, list[str], list[Path], torch.Tensor]:

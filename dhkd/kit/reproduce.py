@@ -43,7 +43,7 @@ from dhkd.config import (ABLATION_SWITCHES, ABLATION_VARIANTS, Config, check_run
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write_json, atomic_write_text, replace_between_markers
 from dhkd.run.lock import acquire, release
-from dhkd.run.folder import HISTORY_NAME, METRICS_NAME, move_aside
+from dhkd.run.folder import HISTORY_NAME, METRICS_NAME, move_aside, replaced_note
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: dhkd/kit/reproduce.py -> .
 NOTEBOOKS = REPO / "notebooks"
@@ -425,7 +425,8 @@ def run(plan: Plan, force: bool = False, readme: Path | None = None, html: bool 
         if force and not dry_run:
             moved = move_aside(plan.runs / category)  # under the run's lock; never deleted
             if moved is not None:
-                say(f"[{index}/{n}] {category} · FORCE: the earlier run moved aside to {_display_path(moved)}")
+                say(f"[{index}/{n}] {category} · FORCE: the earlier run moved aside to {_display_path(moved)}; "
+                    f"{replaced_note(plan.runs / category)}")
         category_started = time.perf_counter()
         for name in PER_CATEGORY:
             watch = plan.runs / category / HISTORY_NAME if name == PER_CATEGORY[0] else None
@@ -621,7 +622,7 @@ def _ablation_variant(plan: Plan, category: str, seed: int, key: str, index: int
     if force:
         moved = move_aside(run_dir)
         if moved is not None:
-            say(f"{label}: the earlier run moved aside to {_display_path(moved)}")
+            say(f"{label}: the earlier run moved aside to {_display_path(moved)}; {replaced_note(run_dir)}")
     say(f"{label} …", flush=True)
     started = time.perf_counter()
     with HistoryWatcher(run_dir / HISTORY_NAME, config.train.epochs):

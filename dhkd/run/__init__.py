@@ -10,6 +10,7 @@
 - :mod:`dhkd.run.diagnostics` whether each addition acts in a run
 - :mod:`dhkd.run.predict`     scoring new images with a run (``dhkd predict``, :func:`dhkd.predict`)
 - :mod:`dhkd.run.export`      a run as one ONNX file, image to map and score (``dhkd export``)
+- :mod:`dhkd.run.fingerprint` what ties an export to the weights and settings it was made from
 - :mod:`dhkd.run.onnx_scoring` scoring with an exported file in onnxruntime (``--engine onnxruntime``)
 - :mod:`dhkd.run.background`  a periodic background task (progress of a training in another process)
 """

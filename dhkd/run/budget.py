@@ -11,6 +11,10 @@ the rest) and, by ``train.stream``:
 * ``off``: in memory, or a :class:`DhkdError` with the estimate and the settings that fix it.
 * ``on``: decoded per batch always (the feature cache kept only when it alone fits).
 
+Where the memory cannot be measured, :data:`UNKNOWN_BYTES` is assumed, and the plan's note says
+so. On CUDA the images are decoded into host memory before they move to the device, so an
+in-memory plan must fit the host's memory as well as the device's.
+
 The cache only saves the teacher's forward pass: with or without it a step sees the same
 features of the same images, so these choices change the speed, not the method.
 """
@@ -27,6 +31,10 @@ from dhkd.errors import DhkdError
 from dhkd.method.teacher import stage_channels, stage_strides
 
 DATA_SHARE = 0.5  # of the available memory, for the training data (images and cached features)
+#: The memory assumed where it cannot be measured (no /proc/meminfo, another accelerator): a small
+#: laptop's. Assuming that all fits would hold any data set in memory, however large; assuming
+#: little streams a large one, slower but safe, and the plan says why.
+UNKNOWN_BYTES = 2 * 10 ** 9
 
 
 def image_bytes(config: Config) -> int:
@@ -99,27 +107,43 @@ class DataPlan:
                 "available_bytes": self.available}
 
 
-def plan_data(config: Config, images: int, device: torch.device, available: int | None = None) -> DataPlan:
+def plan_data(config: Config, images: int, device: torch.device, available: int | None = None,
+              host: int | None = None) -> DataPlan:
     """Choose in-memory or streamed training data for ``images`` training images (see the module
-    docstring); ``available`` overrides the memory measured on ``device``."""
+    docstring); ``available`` overrides the memory measured on ``device``, ``host`` the host's
+    (counted on CUDA, where the images pass through it)."""
     available = available_bytes(device) if available is None else available
+    unknown = available is None
+    available = UNKNOWN_BYTES if unknown else available
+    if device.type == "cuda":
+        host = available_bytes(torch.device("cpu")) if host is None else host
+        host = UNKNOWN_BYTES if host is None else host
     all_images, cache = images * image_bytes(config), images * feature_bytes(config)
     wants_cache = config.train.cache_teacher_features
-    budget = None if available is None else DATA_SHARE * available
-    fits = (lambda n: True) if budget is None else (lambda n: n <= budget)
+    budget = DATA_SHARE * available
+    host_budget = DATA_SHARE * host if host is not None and device.type == "cuda" else None
+
+    def fits(n: int, with_images: bool = True) -> bool:
+        """Whether ``n`` bytes fit on the device, and (on CUDA, ``with_images``) the images on the host."""
+        return n <= budget and (host_budget is None or not with_images or all_images <= host_budget)
+
     mode = config.train.stream
     where = (f"{images} training images at {config.data.describe()} hold {gigabytes(all_images)} decoded"
              + (f" and {gigabytes(cache)} of {config.model.teacher.name} features (train.cache_teacher_features)"
                 if wants_cache else "")
-             + (f"; {gigabytes(available)} are available on {device} (the data may use {DATA_SHARE:.0%})"
-                if available is not None else ""))
-    plan = DataPlan(images, False, wants_cache, all_images, cache, available)
+             + (f"; the memory of {device} could not be measured, so {gigabytes(available)} is assumed" if unknown
+                else f"; {gigabytes(available)} are available on {device}")
+             + (f" and {gigabytes(host)} on the host, which the images pass through" if host_budget is not None else "")
+             + f" (the data may use {DATA_SHARE:.0%})")
+    plan = DataPlan(images, False, wants_cache, all_images, cache, None if unknown else available)
     if mode == "on":
-        plan.stream, plan.cache = True, wants_cache and fits(cache)
+        plan.stream, plan.cache = True, wants_cache and fits(cache, with_images=False)
         if wants_cache and not plan.cache:
             plan.note = f"{where}: the teacher runs per batch (its cache would not fit)"
         return plan
     if fits(all_images + (cache if wants_cache else 0)):
+        if unknown:
+            plan.note = f"{where}: they fit even so, and stay in memory"
         return plan
     if mode == "off":
         raise DhkdError(f"the training data does not fit in memory: {where}",
@@ -151,8 +175,8 @@ def pixel_stride(images: int, shape: tuple[int, int], device: torch.device, avai
     """
     available = available_bytes(device) if available is None else available
     height, width = shape
-    if available is None:
-        return 1, ""
+    unknown = available is None
+    available = UNKNOWN_BYTES if unknown else available
     budget = DATA_SHARE * available
     stride = 1
     while images * -(-height // stride) * -(-width // stride) * EVAL_PIXEL_BYTES > budget and stride < min(shape):
@@ -161,6 +185,8 @@ def pixel_stride(images: int, shape: tuple[int, int], device: torch.device, avai
         return 1, ""
     full = images * height * width * EVAL_PIXEL_BYTES
     return stride, (f"the pixel metrics of {images} maps at {height} x {width} px would hold {gigabytes(full)}; "
-                    f"{gigabytes(available)} are available on {device}: they are computed on one pixel in {stride} "
+                    + (f"the memory of {device} could not be measured, so {gigabytes(available)} is assumed"
+                       if unknown else f"{gigabytes(available)} are available on {device}")
+                    + f": they are computed on one pixel in {stride} "
                     f"along each side (metrics.json: pixel_stride); image scores use the full maps")
 

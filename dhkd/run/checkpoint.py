@@ -58,7 +58,15 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
                         "delete it and train again (or resume from an older copy)") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or "student" not in state:
         raise DhkdError(f"{path} is not a dhkd checkpoint (format {FORMAT_VERSION})", "point --run at a folder made by dhkd train")
+    lacking = [key for key, kind in REQUIRED_PIECES.items() if not isinstance(state.get(key), kind)]
+    if lacking:
+        raise DhkdError(f"checkpoint {path} lacks {', '.join(lacking)}: another version of the kit wrote it, or it was "
+                        "edited", "train the run again with this kit (or resume from a checkpoint it wrote)")
     return state
+
+
+#: What every checkpoint holds besides its format, and of what type (a dict: a state dict or a config tree).
+REQUIRED_PIECES = {"student": dict, "config": dict}
 
 
 def check_compatible(state: dict[str, Any], config: Config, path: Path) -> None:

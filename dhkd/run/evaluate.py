@@ -97,7 +97,12 @@ def _load_model(run_dir: str | Path, device: str | torch.device | None,
     state = load_checkpoint(run_dir / name, map_location=device)
     check_compatible(state, config, run_dir / name)
     model = build_model(config.model, config.train.seed)
-    model.student.load_state_dict(state["student"])
+    try:
+        model.student.load_state_dict(state["student"])
+    except RuntimeError as error:  # missing or unexpected keys, other shapes: not this kit's model for this config
+        raise DhkdError(f"the weights in {run_dir / name} do not fit the model its config describes: "
+                        f"{str(error).strip().splitlines()[0][:200]} ...",
+                        "the checkpoint comes from another kit version or was edited: train the run again") from None
     model = model.to(device).eval()
     model = set_memory_format(model, config.train.channels_last)  # as in training
     return model, config, state

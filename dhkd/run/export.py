@@ -10,8 +10,11 @@ maps, their bilinear upsampling and sum, the Gaussian blur and the maximum. Its 
     score        float32 (batch,)        the maximum of each map; flagged when above the threshold
 
 The batch size is free. The file's metadata (:data:`METADATA_KEYS`) carries what a consumer
-needs without the kit: the input size and normalisation, the recorded threshold and how it was
-chosen, the kit version and the run's whole configuration. Every export is checked with
+needs without the kit: the input size and normalisation, the output shapes, the recorded threshold
+and how it was chosen, the kit version, the run's whole configuration, and its fingerprint
+(:mod:`dhkd.run.fingerprint`: SHA-256 of the student's weights and of the scoring settings, and
+torch eager's scores of the three check images), which ``dhkd predict`` checks before it trusts
+the file. Every export is checked with
 ``onnx.checker`` and, where onnxruntime is installed, scored against torch eager on a few
 images (:data:`MAP_TOLERANCE`); a file that disagrees is not written.
 
@@ -39,6 +42,7 @@ from dhkd.io import atomic_write
 from dhkd.method import DHKD
 from dhkd.method.anomaly_map import image_scores
 from dhkd.run.evaluate import batch_maps, load_model
+from dhkd.run.fingerprint import run_fingerprint
 from dhkd.run.folder import METRICS_NAME
 
 #: ONNX opset of the exported graph (onnxruntime 1.16 and later run it).
@@ -56,7 +60,7 @@ OUTPUT_NAMES = ("anomaly_map", "score")
 MAP_TOLERANCE = 1e-3
 #: The metadata keys every export carries (values are strings; JSON where structured).
 METADATA_KEYS = ("dhkd.format", "dhkd.kit_version", "dhkd.input", "dhkd.outputs", "dhkd.threshold",
-                 "dhkd.batch_size", "dhkd.check", "dhkd.config")
+                 "dhkd.batch_size", "dhkd.check", "dhkd.fingerprint", "dhkd.config")
 DEPLOY_EXTRA = "pip install 'dhkd[deploy]' (make setup installs it), or pip install onnx onnxruntime"
 
 
@@ -78,6 +82,7 @@ def export_run(run: str | Path, out: str | Path, opset: int = OPSET) -> dict[str
     opset, the check against torch eager, the threshold). Failures are :class:`DhkdError`."""
     onnx = require("onnx", "dhkd export")
     run, out = Path(run), Path(out)
+    check_target(out)
     model, config = load_model(run, "cpu")
     model = model.to(memory_format=torch.contiguous_format)  # the file is for any consumer: plain NCHW weights
     graph = ScoringGraph(model, config).eval()
@@ -91,6 +96,8 @@ def export_run(run: str | Path, out: str | Path, opset: int = OPSET) -> dict[str
                         f"report it with {run}/config.yaml; meanwhile score with dhkd predict --engine torch") from None
     threshold = recorded_threshold(run)
     check = check_against_eager(graph, proto.SerializeToString(), size)
+    with torch.no_grad():
+        check_scores = [float(s) for s in graph(torch.from_numpy(check_images(size)))[1]]
     metadata = {
         "dhkd.format": FORMAT,
         "dhkd.kit_version": kit_version(),
@@ -111,6 +118,7 @@ def export_run(run: str | Path, out: str | Path, opset: int = OPSET) -> dict[str
         "dhkd.threshold": json.dumps(threshold),
         "dhkd.batch_size": str(config.eval.batch_size),
         "dhkd.check": json.dumps(check),
+        "dhkd.fingerprint": json.dumps({**run_fingerprint(run, config), "check_scores": check_scores}),
         "dhkd.config": yaml.safe_dump(to_dict(config), sort_keys=False),
     }
     for key, value in metadata.items():
@@ -123,6 +131,27 @@ def export_run(run: str | Path, out: str | Path, opset: int = OPSET) -> dict[str
     return {"path": str(out), "bytes": len(data), "opset": opset, "image_size": config.data.image_size,
             "height": height, "width": width, "resize": config.data.resize,
             "teacher": config.model.teacher.name, "threshold": threshold, "check": check}
+
+
+def check_target(out: Path) -> None:
+    """Refuse an ``--out`` that is a folder, or a file that is not one of the kit's exports (the kit
+    never overwrites a file it cannot show it wrote)."""
+    if out.is_dir():
+        raise DhkdError(f"--out {out} is a folder; dhkd export writes one file",
+                        f"name the file to write, e.g. --out {out / 'model.onnx'}")
+    if out.exists() and not is_export(out):
+        raise DhkdError(f"{out} exists and is not an ONNX file dhkd export wrote: it is left as it is",
+                        "choose another --out, or move that file away first")
+
+
+def is_export(path: Path) -> bool:
+    """Whether ``path`` is an ONNX file with dhkd's format in its metadata."""
+    onnx = require("onnx", "dhkd export")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not protobuf, truncated, unreadable: not provably ours
+        return False
+    return any(p.key == "dhkd.format" and p.value.startswith("dhkd-scoring-graph/") for p in proto.metadata_props)
 
 
 def _resize_text(config: Config) -> str:

@@ -115,6 +115,71 @@ def move_aside(run_dir: str | Path) -> Path | None:
         return target
 
 
+def replaced_runs(run_dir: str | Path) -> list[Path]:
+    """The earlier runs :func:`move_aside` kept in ``run_dir`` (``.replaced-<time>/``), oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.iterdir() if p.name.startswith(REPLACED_PREFIX) and p.is_dir() and not p.is_symlink())
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files under ``folder`` (links not followed)."""
+    total = 0
+    for top, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(top, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def replaced_note(run_dir: str | Path) -> str:
+    """One line on what the replaced runs in ``run_dir`` hold ("" when there are none): they are full
+    copies, hidden from ls, and kept until the user removes them."""
+    found = replaced_runs(run_dir)
+    if not found:
+        return ""
+    total = sum(map(folder_bytes, found))
+    return (f"{run_dir} keeps {len(found)} replaced run{'s' if len(found) > 1 else ''} in {REPLACED_PREFIX}*/ "
+            f"({_bytes_text(total)}): dhkd runs clean {run_dir} lists them, with --yes removes them")
+
+
+def is_kits_replaced_run(folder: Path) -> bool:
+    """Whether ``folder`` is provably a run :func:`move_aside` moved there: its name and a run of the
+    kit inside (the marker or a checkpoint), with no link anywhere below it."""
+    if not folder.name.startswith(REPLACED_PREFIX) or folder.is_symlink() or not folder.is_dir():
+        return False
+    if not ((folder / MARKER_NAME).is_file() or (folder / CHECKPOINT_NAME).is_file()):
+        return False
+    return not any(os.path.islink(os.path.join(top, name)) for top, dirs, files in os.walk(folder)
+                   for name in (*dirs, *files))
+
+
+def clean_replaced(run_dir: str | Path, remove: bool) -> list[tuple[Path, int, str]]:
+    """Each replaced run of ``run_dir`` with its bytes and what became of it: listed, removed (only
+    with ``remove``), or left (not provably one the kit moved aside). Never called by the kit itself."""
+    import shutil
+
+    report = []
+    for folder in replaced_runs(run_dir):
+        size = folder_bytes(folder)
+        if not is_kits_replaced_run(folder):
+            report.append((folder, size, "left: not provably a run dhkd moved aside (no marker or checkpoint, or a link)"))
+        elif remove:
+            with folder_lock(Path(run_dir)):
+                shutil.rmtree(folder)
+            report.append((folder, size, "removed"))
+        else:
+            report.append((folder, size, "kept"))
+    return report
+
+
+def _bytes_text(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
 def prepare_run_dir(run_dir: str | Path, config: Config) -> bool:
     """Whether training into ``run_dir`` should resume.
 
@@ -138,8 +203,8 @@ def prepare_run_dir(run_dir: str | Path, config: Config) -> bool:
         if same:
             return True
         moved = move_aside(run_dir)
-    print(f"moved an earlier run of another configuration aside, to {run_dir.name}/{moved.name if moved else '?'} "
-          f"(delete that folder when you no longer need it)")
+    print(f"moved an earlier run of another configuration aside, to {run_dir.name}/{moved.name if moved else '?'}; "
+          f"{replaced_note(run_dir)}")
     return False
 
 
