@@ -451,7 +451,7 @@ def test_a_read_only_run_folder_is_named(toy_run, tmp_path, capsys) -> None:
         os.chmod(target, 0o755)
 
 
-def test_a_full_disk_during_torch_save_itself_is_one_message(trained_run, tmp_path, monkeypatch, capsys) -> None:
+def test_a_full_disk_during_torch_save_itself_is_one_message(toy_run, tmp_path, monkeypatch, capsys) -> None:
     """The write fails for real: the temporary file is /dev/full, where every write is ENOSPC, and
     torch.save's C++ writer reports it as a RuntimeError (unexpected pos), not an OSError."""
     import shutil
@@ -462,7 +462,7 @@ def test_a_full_disk_during_torch_save_itself_is_one_message(trained_run, tmp_pa
 
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
-    target = copy_run(trained_run, tmp_path)
+    target = copy_run(toy_run, tmp_path)
     before = (target / "checkpoint.pt").read_bytes()
     state = torch.load(target / "checkpoint.pt", weights_only=True)
     real_mkstemp, real_chmod = tempfile.mkstemp, os.chmod
@@ -501,10 +501,10 @@ def test_a_full_disk_during_torch_save_itself_is_one_message(trained_run, tmp_pa
     ("a student tensor missing", "do not fit the model its config describes: Error(s) in loading state_dict"),
     ("an extra student tensor", "do not fit the model its config describes"),
 ])
-def test_a_checkpoint_missing_pieces_is_one_message(damage, fragment, trained_run, toy_root, tmp_path, capsys) -> None:
+def test_a_checkpoint_missing_pieces_is_one_message(damage, fragment, toy_run, toy_root, tmp_path, capsys) -> None:
     from dhkd.run.checkpoint import save_checkpoint
 
-    target = copy_run(trained_run, tmp_path)
+    target = copy_run(toy_run, tmp_path)
     state = torch.load(target / "checkpoint.pt", weights_only=True)
     state.pop("format")
     if damage == "no config":
