@@ -204,8 +204,8 @@ def traced_peak(run: Path, folder: Path, out: Path, keep_pixels: int) -> int:
 
 def test_peak_memory_of_large_images_is_one_image_s_worth(trained_run: Path, tmp_path: Path, monkeypatch) -> None:
     """Images over KEEP_PIXELS (made small here) are handled one at a time, in uint8 and float32:
-    three cost what one does, and one costs at most BYTES_PER_PIXEL a pixel above a small image
-    (the float64 colour map and overlay took about 58). Whole-process figures: benchmarks/deploy.md."""
+    three cost what one does, and one well under the 58 bytes a pixel of the float64 colour map and
+    overlay. Whole-process figures: benchmarks/deploy.md."""
 
     side = 600
     y, x = np.mgrid[0:side, 0:side]
