@@ -466,14 +466,20 @@ def save_config(config: Config, path: Path) -> None:
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
+def upgrade_run_tree(tree: Any) -> Any:
+    """A run's recorded config as this version reads it, where a setting's default would misdescribe
+    an older run: one made before data.calibration_share trained on every image (it held none back).
+    Settings added since that change nothing (e.g. model.teacher.stages) take their defaults."""
+    if isinstance(tree, dict) and isinstance(tree.get("data"), dict):
+        tree["data"].setdefault("calibration_share", 0.0)
+    return tree
+
+
 def read_config(path: Path) -> Config:
     """Read a resolved config written by :func:`save_config`, checked exactly as a new run's
     (:func:`check_run`: types, ranges, combinations), so a foreign or edited run folder is
     refused before any model is built from it."""
-    tree = read_yaml(path, "run config")
-    if isinstance(tree, dict) and isinstance(tree.get("data"), dict):
-        # a run made before data.calibration_share trained on every training image: it held none back
-        tree["data"].setdefault("calibration_share", 0.0)
+    tree = upgrade_run_tree(read_yaml(path, "run config"))
     try:
         return check_run(from_dict(Config, tree))
     except DhkdError as error:

@@ -79,6 +79,11 @@ def test_a_checkpoint_made_before_a_setting_existed_reads_as_its_default(tmp_pat
     deeper = load_config("smoke", ["model.teacher.stages=[2, 3, 4]"])
     with pytest.raises(DhkdError, match="model.teacher.stages"):
         check_compatible({"config": saved}, deeper, tmp_path / "old.pt")
+    # a run from before data.calibration_share held nothing back: its config.yaml reads as 0, so must its checkpoint
+    del saved["data"]["calibration_share"]
+    check_compatible({"config": saved}, load_config("smoke", ["data.calibration_share=0"]), tmp_path / "old.pt")
+    with pytest.raises(DhkdError, match="calibration_share"):
+        check_compatible({"config": saved}, load_config("smoke"), tmp_path / "old.pt")
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,14 @@ never runs code, and a file carrying pickled code is refused with a clear messag
 
 from __future__ import annotations
 
+import copy
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dhkd.config import Config, to_dict
+from dhkd.config import Config, to_dict, upgrade_run_tree
 from dhkd.errors import DhkdError
 from dhkd.io import atomic_write
 
@@ -73,7 +74,7 @@ def check_compatible(state: dict[str, Any], config: Config, path: Path) -> None:
     """Refuse a checkpoint made with another teacher or another model/training config."""
     current = _flatten(to_dict(config))
     # a setting added after the checkpoint was made has its default there (e.g. model.teacher.stages)
-    saved = {**_flatten(to_dict(Config())), **_flatten(state["config"])}
+    saved = {**_flatten(to_dict(Config())), **_flatten(upgrade_run_tree(copy.deepcopy(state["config"])))}
     differences = [
         f"{key}: checkpoint has {saved.get(key)!r}, this run has {current.get(key)!r}"
         for key in sorted(set(saved) | set(current))

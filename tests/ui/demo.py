@@ -64,6 +64,7 @@ def fake_run(run_dir, data_root, category: str, image_size: int, seed: int = 0, 
 
     from dhkd import metrics
     from dhkd.config import load_config, save_config
+    from dhkd.run.evaluate import normal_threshold
     from dhkd.data import load_split
     from dhkd.run.evaluate import Predictions, save_predictions
 
@@ -79,7 +80,7 @@ def fake_run(run_dir, data_root, category: str, image_size: int, seed: int = 0, 
     maps_t = torch.from_numpy(np.stack(maps).astype(np.float32))
     predictions = Predictions(maps_t, maps_t.flatten(1).amax(1), split.masks, split.labels,
                               list(split.defect_types), [str(p) for p in split.paths])
-    config = load_config("smoke", [f"data.image_size={image_size}"])
+    config = load_config("smoke", [f"data.image_size={image_size}", "data.calibration_share=0"])  # nothing held back
     save_config(config, run_dir / "config.yaml")
     _untrained_checkpoint(run_dir, config, category)
     (run_dir / "run.json").write_text(json.dumps({"data_root": str(data_root), "category": category}))
@@ -89,8 +90,7 @@ def fake_run(run_dir, data_root, category: str, image_size: int, seed: int = 0, 
         "image_auroc": metrics.image_auroc(predictions.scores, predictions.labels),
         "pixel_auroc": metrics.pixel_auroc(predictions.maps, predictions.masks),
         "aupro": metrics.aupro(predictions.maps, predictions.masks),
-        "threshold": {"value": float(normal_scores.max()), "quantile": 1.0, "n_normal": int(len(normal_scores)),
-                      "how": "the highest score of the made-up maps of the good test images"},
+        "threshold": normal_threshold(normal_scores, 1.0, "test"),  # as dhkd evaluate records it for such a run
     }))
     save_predictions(run_dir / "predictions.npz", predictions)
     return run_dir
