@@ -244,7 +244,7 @@ assert deep_coarse["pixel_auroc"].iloc[-1] > deep_all["pixel_auroc"].iloc[-1], "
 # %% [markdown]
 # The same setting over seeds (48 epochs, stages 2-4, constant learning rate): each seed's last
 # epoch, scored with the kit's map (all three scales) and with scales 2+3, beside the reference and
-# the committed 12-epoch runs of the default stages (mean ± std over the seeds there are).
+# the committed 12-epoch runs of the default stages (mean ± std over their seeds).
 
 # %%
 seed_runs = kit_curves.load_curves(Path(ablation_dir) / "mtd" / "stages234_48")

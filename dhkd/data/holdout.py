@@ -8,7 +8,7 @@ would be judged on the images it was fitted to (it flags, by construction, about
 share of them), and one chosen on training images would sit too low (the student reproduces
 what it was trained on better than new images); the calibration images are neither.
 
-The choice depends only on the sorted list and the seed, never on a run's seed, so every run
+The choice depends only on the sorted list and its own fixed seed, never on a run's seed, so every run
 of an ablation trains on the same images and calibrates on the same others.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 
 T = TypeVar("T")
 
-#: the seed of the calibration images' choice: fixed, so that it is a property of the data, not of a run
+#: the random seed of the calibration images' choice: fixed, so that it is a property of the data, not of a run
 CALIBRATION_SEED = 0
 
 
